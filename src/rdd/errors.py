@@ -1,0 +1,11 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A problem with the user's input (config, data, files) rather than a bug.
+
+    The command-line entry points print ``error: <message>`` on one line and exit with
+    status 2 instead of showing a traceback. Messages should say what is wrong and what to do.
+    """
