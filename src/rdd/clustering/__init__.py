@@ -1,0 +1,1 @@
+"""Subgroup discovery in the real data (see conf/clustering). `none`: one group per class."""

@@ -1,0 +1,69 @@
+"""`python -m rdd.evaluate synset=PATH`: evaluate any saved synthetic set by the protocol.
+
+The dataset and the distillation network come from the config stored in the set; the
+protocol (`eval` group) and the seed from the command line. Results go to this command's own
+run directory, never into the run that made the set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rdd.cli import fail, quiet_lightning, run_cli
+from rdd.errors import UserError
+from rdd.evaluator import evaluate_synset
+from rdd.io import write_json
+from rdd.run import eval_nets, eval_settings, eval_trainer_kwargs, prepare_output_dir
+from rdd.schemas import register_schemas
+from rdd.synset import SyntheticSet
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.synset``; returns the metrics (also written to metrics.json)."""
+    quiet_lightning()
+    synset = SyntheticSet.load(cfg.synset)
+    stored = OmegaConf.create(synset.meta["config"])
+    data_cfg = stored.data
+    if cfg.data_root:
+        data_cfg.root = cfg.data_root
+    data = instantiate(data_cfg)
+    data.setup()
+    if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(synset.images.shape[-2:]):
+        raise UserError(
+            f"the dataset at '{data_cfg.root}' does not match the synthetic set ({data.num_classes} "
+            f"classes, {tuple(data.im_size)} images): point data_root at the dataset it was made from"
+        )
+    out_dir = prepare_output_dir(cfg.paths.output_dir)
+    run_like = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval), "net": stored.net})
+    metrics = evaluate_synset(
+        synset.images,
+        synset.labels,
+        data,
+        eval_nets(run_like, data, default_name=synset.meta.get("net")),
+        eval_settings(run_like, data),
+        eval_trainer_kwargs(cfg),
+        cfg.seed,
+    )
+    write_json(out_dir / "metrics.json", metrics | {"synset": str(Path(cfg.synset).resolve())})
+    print(f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
+          f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "
+          f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %  ({out_dir})")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return evaluate(cfg)["val_acc"]
+    except UserError as err:
+        fail(err)
+
+
+register_schemas()
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Matching methods (see conf/matching): gradient matching (dc, dsa) and coreset baselines."""

@@ -1,0 +1,100 @@
+"""Networks for dataset distillation and their Hydra configs (``conf/net/*.yaml``).
+
+Every network is built as ``Net(channel, num_classes, im_size, **options)``, maps images
+(N, channel, H, W) to logits (N, num_classes), and has ``embed(x) -> (N, feature_dim)`` with
+``forward(x) == classifier(embed(x))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from rdd.config import CONF_DIR
+from rdd.errors import UserError
+from rdd.nets.alexnet import AlexNet
+from rdd.nets.convnet import ConvNet
+from rdd.nets.mlp import MLP
+from rdd.nets.resnet import ResNet, ResNet18, ResNetAP10
+from rdd.nets.vgg import VGG11
+
+__all__ = [
+    "MLP",
+    "VGG11",
+    "AlexNet",
+    "ConvNet",
+    "ResNet",
+    "ResNet18",
+    "ResNetAP10",
+    "available_nets",
+    "build_net",
+    "has_batchnorm",
+    "load_net_config",
+]
+
+NET_CONF_DIR = CONF_DIR / "net"
+
+# Every kind of batch norm keeps running statistics and couples the samples of a batch.
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def available_nets() -> list[str]:
+    """Return the names of the net configs, i.e. the sorted stems of ``conf/net/*.yaml``."""
+    return sorted(path.stem for path in NET_CONF_DIR.glob("*.yaml"))
+
+
+def load_net_config(name: str) -> DictConfig:
+    """Load ``conf/net/<name>.yaml``.
+
+    Raises:
+        UserError: If there is no such config; the message lists the available ones.
+    """
+    if name not in available_nets():
+        raise UserError(f"unknown net '{name}': choose one of {', '.join(available_nets())}")
+    cfg = OmegaConf.load(NET_CONF_DIR / f"{name}.yaml")
+    assert isinstance(cfg, DictConfig)  # net configs are mappings, never lists
+    return cfg
+
+
+def build_net(
+    net_cfg: DictConfig | Mapping[str, Any] | str,
+    channel: int,
+    num_classes: int,
+    im_size: tuple[int, int],
+) -> nn.Module:
+    """Instantiate a network from its config.
+
+    Args:
+        net_cfg: A net config (``_target_`` plus options, as in ``conf/net``), as a DictConfig
+            or a dict, or the name of a config in ``conf/net``.
+        channel: Input channels C.
+        num_classes: Number of logits K.
+        im_size: Input (H, W).
+
+    Returns:
+        The network, on the CPU, in training mode.
+
+    Raises:
+        UserError: If ``net_cfg`` names no config or has no ``_target_``.
+        ValueError: If an option is invalid.
+    """
+    if isinstance(net_cfg, str):
+        net_cfg = load_net_config(net_cfg)
+    cfg = OmegaConf.to_container(OmegaConf.create(net_cfg), resolve=True)
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise UserError(
+            f"net config needs a '_target_' such as rdd.nets.convnet.ConvNet, got {net_cfg!r}"
+        )
+    # Always build a partial so configs written without `_partial_: true` work as well.
+    cfg["_partial_"] = True
+    factory = hydra.utils.instantiate(cfg)
+    return factory(channel=channel, num_classes=num_classes, im_size=tuple(im_size))
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    """Return whether any submodule of ``net`` is a batch norm layer."""
+    return any(isinstance(module, _BATCHNORMS) for module in net.modules())

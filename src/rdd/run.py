@@ -1,0 +1,213 @@
+"""`python -m rdd.run`: distil a synthetic set, evaluate it, write the run's outputs.
+
+The Hydra entry point is a thin ``main`` around ``run(cfg) -> metrics`` so that tests and
+scripts call ``run`` directly with a composed config.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
+from rdd.errors import UserError
+from rdd.evaluator import derived_seed, evaluate_synset
+from rdd.io import write_json, write_text
+from rdd.learner import SyntheticSetLearner
+from rdd.nets import build_net, load_net_config
+from rdd.schemas import register_schemas
+from rdd.summary import format_summary
+from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
+
+FINISHED_MARKERS = (FILE_NAME, "metrics.json")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Distil (or select a coreset), save the set, evaluate it; returns the metrics."""
+    quiet_lightning()
+    ipc = check_ipc(cfg.ipc)
+    out_dir = prepare_output_dir(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = instantiate(cfg.data)
+    data.setup()
+    matcher = instantiate(cfg.matching)
+    loggers = build_loggers(cfg)
+    make_net = net_factory(cfg.net, data)
+
+    start = time.perf_counter()
+    images, labels = distill(cfg, data, matcher, make_net, loggers, ipc)
+    distill_seconds = time.perf_counter() - start
+
+    synset = SyntheticSet(images, labels, synset_meta(cfg, data, ipc))
+    synset.save(out_dir / FILE_NAME)
+    grid = synset.save_grid(out_dir / GRID_NAME)
+    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    start = time.perf_counter()
+    metrics = evaluate_synset(
+        images, labels, data, eval_nets(cfg, data), eval_settings(cfg, data), eval_trainer_kwargs(cfg), cfg.seed
+    )
+    metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
+    write_json(out_dir / "metrics.json", metrics)
+    report_to_loggers(loggers, metrics, grid)
+    print(format_summary(cfg, data, metrics, out_dir))
+    return metrics
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """The run directory; refuses one that already holds a finished run (nothing is overwritten)."""
+    out_dir = Path(path)
+    done = [name for name in FINISHED_MARKERS if (out_dir / name).exists()]
+    if done:
+        raise UserError(
+            f"output directory '{out_dir}' already holds a run ({', '.join(done)}): choose a new "
+            "hydra.run.dir (or leave it unset for a fresh one)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def net_factory(net_cfg: Any, data: Any):
+    """A function building a fresh network for this dataset's shape."""
+    return lambda: build_net(net_cfg, data.channel, data.num_classes, data.im_size)
+
+
+def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the matching method; returns (images (K*ipc, C, H, W), labels (K*ipc,))."""
+    check_class_sizes(data, ipc)
+    generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
+    if matcher.is_coreset:
+        idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
+        return data.train_x[idx].clone(), data.train_y[idx].clone()
+    learner = SyntheticSetLearner(
+        matcher,
+        make_net,
+        initial_images(data, ipc, matcher.init, generator),
+        data.train_x,
+        data.train_y,
+        data.num_classes,
+        ipc,
+        cfg.seed,
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=loggers or False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **trainer_kwargs(cfg.trainer),
+    )
+    trainer.fit(learner)
+    return learner.images.detach().cpu(), learner.labels.cpu()
+
+
+def check_class_sizes(data: Any, ipc: int) -> None:
+    counts = torch.bincount(data.train_y, minlength=data.num_classes)
+    if int(counts.min()) < ipc:
+        c = int(counts.argmin())
+        raise UserError(
+            f"class '{data.class_names[c]}' has {int(counts.min())} training images, fewer than "
+            f"ipc={ipc}: lower ipc"
+        )
+
+
+def initial_images(data: Any, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
+    """Starting images grouped by class: random real images of each class, or N(0, 1) noise."""
+    shape = (data.num_classes * ipc, data.channel, *data.im_size)
+    if init == "noise":
+        return torch.randn(shape, generator=generator)
+    picks = []
+    for c in range(data.num_classes):
+        members = (data.train_y == c).nonzero().flatten()
+        picks.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
+    return data.train_x[torch.cat(picks)].clone()
+
+
+def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
+    return dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+
+
+def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluation networks train one at a time on one device, whatever the distillation used."""
+    # The evaluator shows one bar over networks instead of Lightning's bar per network.
+    settings = trainer_kwargs(cfg.trainer) | {"devices": 1, "strategy": "auto"}
+    settings.pop("enable_progress_bar")
+    return settings
+
+
+def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
+    """The `eval` config with its dataset-dependent defaults filled in."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings["dsa_strategy"] = settings["dsa_strategy"] or data.dsa_strategy
+    for key in ("num_nets", "epochs", "batch_size"):
+        if settings[key] <= 0:
+            raise UserError(f"eval.{key} must be positive, got {settings[key]}")
+    return OmegaConf.create(settings)
+
+
+def net_name(cfg: DictConfig) -> str:
+    """The chosen `net` option (conf/net/<name>.yaml), e.g. 'convnet'."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("net", "net")
+    return cfg.net._target_.rsplit(".", 1)[-1].lower()
+
+
+def eval_nets(cfg: DictConfig, data: Any, default_name: str | None = None) -> dict[str, Any]:
+    """Architecture name -> factory; `eval.nets: null` evaluates with the run's own network."""
+    if not cfg.eval.nets:
+        return {default_name or net_name(cfg): net_factory(cfg.net, data)}
+    return {name: net_factory(load_net_config(name), data) for name in cfg.eval.nets}
+
+
+def synset_meta(cfg: DictConfig, data: Any, ipc: int) -> dict[str, Any]:
+    return {
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "ipc": ipc,
+        "method": cfg.matching.name,
+        "net": net_name(cfg),
+        "seed": int(cfg.seed),
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+    }
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def report_to_loggers(loggers: list[Any], metrics: dict[str, float], grid: Path) -> None:
+    for logger in loggers:
+        logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+        if hasattr(logger, "log_image"):  # W&B: the synthetic images on the dashboard
+            logger.log_image("synset", [str(grid)])
+        logger.finalize("success")
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="run")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = run(cfg)
+    except UserError as err:
+        fail(err)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+register_schemas()
+
+if __name__ == "__main__":
+    run_cli(main)

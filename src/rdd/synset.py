@@ -1,0 +1,123 @@
+"""The synthetic set: images, labels and the metadata needed to use them anywhere.
+
+A saved set is one ``torch.save`` file holding only tensors, strings and numbers, so it loads
+with ``weights_only=True`` (no code runs when a file is opened).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+
+from rdd.errors import UserError
+from rdd.io import atomic_write
+
+FORMAT = "rdd-synset/1"
+FILE_NAME = "synset.pt"
+GRID_NAME = "synset.png"
+
+
+@dataclass
+class SyntheticSet:
+    """A synthetic training set.
+
+    Attributes:
+        images: (N, C, H, W) float, normalised like the real data (see ``meta['mean'/'std']``).
+        labels: (N,) int64 class indices, grouped by class (ipc images per class).
+        meta: dataset, mean, std, num_classes, class_names, ipc, method, config (YAML string).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ipc(self) -> int:
+        return int(self.meta["ipc"])
+
+    def denormalized(self) -> torch.Tensor:
+        """Images mapped back to [0, 1] for display: (N, C, H, W)."""
+        mean = torch.tensor(self.meta["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(self.meta["std"]).view(1, -1, 1, 1)
+        return (self.images.detach().cpu() * std + mean).clamp(0, 1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set to ``path`` atomically."""
+        payload = {
+            "format": FORMAT,
+            "images": self.images.detach().cpu().contiguous(),
+            "labels": self.labels.detach().cpu(),
+            "meta": self.meta,
+        }
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def save_grid(self, path: str | Path) -> Path:
+        """A PNG grid of the de-normalised images, one row per class."""
+        return atomic_write(
+            path, lambda tmp: save_image(self.denormalized(), tmp, nrow=self.ipc, padding=1, format="png")
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SyntheticSet:
+        """Load a set written by :meth:`save`; a run directory is accepted too.
+
+        Raises:
+            UserError: the path is missing, or the file is corrupt or not an rdd synthetic set.
+        """
+        path = resolve_synset_path(path)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"cannot read synthetic set '{path}' ({first[:120]}): the file is corrupt or not an "
+                "rdd synset; pass a synset.pt written by python -m rdd.run"
+            ) from None
+        return cls._from_payload(payload, path)
+
+    @classmethod
+    def _from_payload(cls, payload: Any, path: Path) -> SyntheticSet:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise UserError(
+                f"'{path}' is not an rdd synthetic set (no '{FORMAT}' marker); pass a synset.pt "
+                "written by python -m rdd.run"
+            )
+        images, labels, meta = payload.get("images"), payload.get("labels"), payload.get("meta")
+        valid = (
+            isinstance(images, torch.Tensor)
+            and images.ndim == 4
+            and isinstance(labels, torch.Tensor)
+            and labels.shape == images.shape[:1]
+            and isinstance(meta, dict)
+            and {"ipc", "mean", "std", "num_classes", "dataset"} <= meta.keys()
+        )
+        if not valid:
+            raise UserError(
+                f"synthetic set '{path}' is damaged (images, labels or metadata missing or "
+                "inconsistent); re-create it with python -m rdd.run"
+            )
+        return cls(images=images, labels=labels, meta=meta)
+
+
+def resolve_synset_path(path: str | Path) -> Path:
+    """Accept a synset file or a run directory that holds one."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / FILE_NAME
+    if not path.is_file():
+        raise UserError(
+            f"synthetic set '{path}' not found: pass synset=<run dir or synset.pt> from a finished "
+            "python -m rdd.run"
+        )
+    return path
+
+
+def class_grouped_labels(num_classes: int, ipc: int) -> torch.Tensor:
+    """Labels [0]*ipc + [1]*ipc + ...: (num_classes * ipc,) int64."""
+    return torch.arange(num_classes).repeat_interleave(ipc)

@@ -1,0 +1,50 @@
+"""Shared fixtures: composed configs, a tiny budget, an isolated dataset cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from rdd.config import CONF_DIR
+from rdd.schemas import register_schemas
+
+REPO = CONF_DIR.parent
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+
+# A budget small enough for tests: one outer iteration, a few evaluation epochs, one network.
+TINY = ["ipc=2", "matching.iterations=1", "eval.epochs=3", "eval.num_nets=1", "logger=none"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test (and subprocess) caches datasets in one temporary directory."""
+    cache = tmp_path_factory.mktemp("rdd-cache")
+    os.environ["RDD_CACHE_DIR"] = str(cache)
+    return cache
+
+
+def compose_config(*overrides: str, output_dir: Path | None = None, config_name: str = "run") -> DictConfig:
+    """Compose a config like the command line would (outside a Hydra app)."""
+    register_schemas()
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=[*overrides, *extra])
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` in a subprocess, as a user would."""
+    env = os.environ | {"PYTHONWARNINGS": "ignore", "RDD_LOG_DIR": str(cwd / "logs")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

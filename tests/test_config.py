@@ -1,0 +1,88 @@
+"""Every option of every config group composes, and instantiates where it builds something."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from rdd.config import CONF_DIR
+from rdd.nets import build_net
+from tests.conftest import compose_config
+
+GROUPS = ("data", "net", "matching", "clustering", "risk", "eval", "trainer", "logger", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_required_group_exists() -> None:
+    for group in (*GROUPS, "paths", "hydra"):
+        assert (CONF_DIR / group).is_dir(), group
+    assert "none" in options("clustering") and "none" in options("risk")
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_option_composes(group: str, option: str, tmp_path) -> None:
+    cfg = compose_config(f"{group}={option}", output_dir=tmp_path)
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.ipc > 0
+
+
+@pytest.mark.parametrize("option", options("matching"))
+def test_matching_instantiates(option: str, tmp_path) -> None:
+    cfg = compose_config(f"matching={option}", output_dir=tmp_path)
+    matcher = instantiate(cfg.matching)
+    assert matcher.name == option
+    assert matcher.is_coreset == (option in ("random", "herding", "kcenter"))
+
+
+@pytest.mark.parametrize("option", options("risk"))
+def test_risk_instantiates(option: str, tmp_path) -> None:
+    import torch
+
+    risk = instantiate(compose_config(f"risk={option}", output_dir=tmp_path).risk)
+    assert float(risk(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 3.0]))) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_instantiates(option: str, tmp_path) -> None:
+    overrides = [f"data={option}"] + (["data.root=somewhere"] if option == "image_folder" else [])
+    cfg = compose_config(*overrides, output_dir=tmp_path)
+    data = instantiate(cfg.data)
+    assert data.dsa_strategy
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_instantiates(option: str, tmp_path) -> None:
+    overrides = [f"logger={option}"] + (["logger.wandb.offline=true"] if option == "wandb" else [])
+    cfg = compose_config(*overrides, output_dir=tmp_path)
+    loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
+    assert len(loggers) == (0 if option == "none" else 1)
+
+
+def test_net_options_build_for_the_default_data(tmp_path) -> None:
+    cfg = compose_config(output_dir=tmp_path)
+    net = build_net(cfg.net, 1, 10, (16, 16))
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_digits_defaults_to_a_small_convnet_but_the_command_line_wins(tmp_path) -> None:
+    assert compose_config(output_dir=tmp_path).net.width == 32
+    assert compose_config("net=convnet", output_dir=tmp_path).net.width == 128
+    cifar = compose_config("data=cifar10", output_dir=tmp_path)
+    assert cifar.net.width == 128 and cifar.matching.iterations == 1000  # published defaults
+
+
+def test_a_misspelt_matching_key_fails_at_compose_time(tmp_path) -> None:
+    with pytest.raises(ConfigCompositionException):
+        compose_config("matching.lr_imgg=1", output_dir=tmp_path)
+
+
+def test_dsa_inherits_dc_and_turns_augmentation_on(tmp_path) -> None:
+    dc = compose_config("matching=dc", output_dir=tmp_path).matching
+    dsa = compose_config("matching=dsa", output_dir=tmp_path).matching
+    assert not dc.dsa and dsa.dsa
+    assert dsa.lr_img == dc.lr_img and dsa.name == "dsa"
