@@ -73,5 +73,5 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*number of training batches.*",
-                    ".*GPU available but not used.*", ".*TensorBoard.*", ".*torch.tensor results.*"):
+                    ".*GPU available but not used.*", ".*no .val_dataloader.*", ".*TensorBoard.*", ".*torch.tensor results.*"):
         warnings.filterwarnings("ignore", message=pattern)

@@ -1,0 +1,110 @@
+"""The command line as a user drives it: bad input, a Hydra multirun, rdd.evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import TINY, run_module
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("data=imagenet21k", ("unknown data 'imagenet21k'", "cifar10")),
+        ("net=resnet1000", ("unknown net 'resnet1000'", "convnet")),
+        ("matching=magic", ("unknown matching 'magic'", "dsa")),
+        ("ipc=0", ("ipc must be a positive integer",)),
+        ("ipc=-3", ("ipc must be a positive integer",)),
+    ],
+)
+def test_bad_names_and_values_fail_in_one_line(override: str, words: tuple[str, ...], tmp_path) -> None:
+    result = run_module("rdd.run", override, cwd=tmp_path)
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "logs").exists()  # failed before writing anything
+
+
+def test_a_sweep_with_one_bad_value_fails_before_any_job(tmp_path) -> None:
+    result = run_module("rdd.run", "-m", "matching=dc,dcc", cwd=tmp_path)
+    assert_one_line_error(result, "unknown matching 'dcc'")
+
+
+def test_missing_data_root(tmp_path) -> None:
+    result = run_module("rdd.run", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert_one_line_error(result, "nowhere", "data.root")
+
+
+def test_root_without_the_expected_layout(tmp_path) -> None:
+    root = tmp_path / "stuff"
+    root.mkdir()
+    (root / "notes.txt").write_text("not a dataset")
+    result = run_module("rdd.run", *TINY, "data=cifar10", f"data.root={root}", cwd=tmp_path)
+    assert_one_line_error(result, "stuff")
+
+
+def test_a_finished_run_is_not_overwritten_from_the_command_line(tmp_path) -> None:
+    run_dir = tmp_path / "done"
+    first = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = (run_dir / "metrics.json").read_bytes()
+    again = run_module("rdd.run", *TINY, "matching=dc", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_one_line_error(again, "already holds a run")
+    assert (run_dir / "metrics.json").read_bytes() == metrics
+
+
+def test_multirun_sweeps_methods_and_seeds(tmp_path) -> None:
+    result = run_module(
+        "rdd.run", "-m", "matching=dc,dsa,random", "seed=0,1", *TINY, "ipc=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(jobs) == 6
+    seen = set()
+    for job in jobs:
+        assert {"test_acc", "test_acc_std", "val_acc"} <= json.loads(job.read_text()).keys()
+        cfg = yaml.safe_load((job.parent / "config.yaml").read_text())
+        seen.add((cfg["matching"]["name"], cfg["seed"]))
+    assert seen == {(m, s) for m in ("dc", "dsa", "random") for s in (0, 1)}
+
+
+def test_evaluate_a_saved_set(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    made = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = tmp_path / "eval"
+    result = run_module(
+        "rdd.evaluate", f"synset={run_dir}", "eval.epochs=3", "eval.num_nets=2", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_acc"] <= 100 and "convnet_w32/test_acc" in metrics
+
+
+def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path) -> None:
+    bad = tmp_path / "synset.pt"
+    bad.write_bytes(b"definitely not a zip archive")
+    assert_one_line_error(run_module("rdd.evaluate", f"synset={bad}", cwd=tmp_path), "corrupt")
+    png = tmp_path / "picture.png"
+    Image.new("RGB", (4, 4)).save(png)
+    assert_one_line_error(run_module("rdd.evaluate", f"synset={png}", cwd=tmp_path), "picture.png")
+    assert_one_line_error(run_module("rdd.evaluate", f"synset={tmp_path / 'none.pt'}", cwd=tmp_path), "not found")
+
+
+def test_summary_table_is_printed(tmp_path) -> None:
+    result = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "test acc %" in result.stdout and "convnet_w32" in result.stdout
+    assert Path(tmp_path / "r" / "synset.png").is_file()

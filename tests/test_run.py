@@ -1,0 +1,71 @@
+"""run(cfg) end to end on digits with a tiny budget, outputs and reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from rdd.errors import UserError
+from rdd.run import run
+from rdd.synset import SyntheticSet
+from tests.conftest import TINY, compose_config
+
+
+@pytest.mark.parametrize("matching", ["dc", "dsa", "random", "herding", "kcenter"])
+def test_run_writes_every_output(matching: str, tmp_path) -> None:
+    overrides = [*TINY, f"matching={matching}", "matching.feature_train_steps=5"] if matching in (
+        "herding", "kcenter") else [*TINY, f"matching={matching}"]
+    cfg = compose_config(*overrides, output_dir=tmp_path)
+    metrics = run(cfg)
+    for name in ("synset.pt", "synset.png", "config.yaml", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test_acc"] == pytest.approx(metrics["test_acc"])
+    assert 0 <= saved["test_acc"] <= 100 and saved["test_acc_std"] >= 0
+    synset = SyntheticSet.load(tmp_path)
+    assert synset.images.shape == (20, 1, 16, 16) and synset.meta["method"] == matching
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["matching"]["name"] == matching
+
+
+def test_same_seed_gives_the_identical_synthetic_set(tmp_path) -> None:
+    sets = []
+    for name in ("a", "b"):
+        run(compose_config(*TINY, "matching=dsa", output_dir=tmp_path / name))
+        sets.append(SyntheticSet.load(tmp_path / name).images)
+    assert torch.equal(sets[0], sets[1])
+    run(compose_config(*TINY, "matching=dsa", "seed=1", output_dir=tmp_path / "c"))
+    assert not torch.equal(sets[0], SyntheticSet.load(tmp_path / "c").images)
+
+
+def test_distillation_moves_the_images_away_from_their_real_init(tmp_path) -> None:
+    run(compose_config(*TINY, "matching=dc", output_dir=tmp_path / "dc"))
+    run(compose_config(*TINY, "matching=random", output_dir=tmp_path / "random"))
+    dc, rnd = SyntheticSet.load(tmp_path / "dc"), SyntheticSet.load(tmp_path / "random")
+    assert not torch.equal(dc.images, rnd.images)
+
+
+def test_any_ipc_works(tmp_path) -> None:
+    cfg = compose_config(*TINY, "ipc=3", "matching=dc", output_dir=tmp_path)  # not in the published table
+    run(cfg)
+    assert SyntheticSet.load(tmp_path).images.shape[0] == 30
+
+
+def test_a_finished_run_directory_is_never_overwritten(tmp_path) -> None:
+    run(compose_config(*TINY, "matching=random", output_dir=tmp_path))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="already holds a run"):
+        run(compose_config(*TINY, "matching=random", "seed=5", output_dir=tmp_path))
+    assert before == {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+
+def test_ipc_must_be_positive(tmp_path) -> None:
+    with pytest.raises(UserError, match="ipc must be a positive integer"):
+        run(compose_config(*TINY, "ipc=0", output_dir=tmp_path))
+
+
+def test_ipc_larger_than_a_class(tmp_path) -> None:
+    with pytest.raises(UserError, match="fewer than ipc"):
+        run(compose_config(*TINY, "ipc=500", output_dir=tmp_path))
