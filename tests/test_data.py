@@ -209,7 +209,9 @@ def test_datamodule_channel_mismatch(tmp_path):
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "data").glob("*.yaml")), ids=lambda p: p.stem)
 def test_conf_data_instantiates(path, tmp_path):
     paths = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
-    cfg = OmegaConf.create({"paths": paths, "data": OmegaConf.load(path)})
+    data = OmegaConf.load(path)
+    data.pop("defaults", None)  # Hydra's defaults list (digits picks its net), not a constructor key
+    cfg = OmegaConf.create({"paths": paths, "data": data})
     if OmegaConf.is_missing(cfg.data, "root"):
         cfg.data.root = str(tmp_path)
     OmegaConf.resolve(cfg)
