@@ -69,3 +69,21 @@ def test_ipc_must_be_positive(tmp_path) -> None:
 def test_ipc_larger_than_a_class(tmp_path) -> None:
     with pytest.raises(UserError, match="fewer than ipc"):
         run(compose_config(*TINY, "ipc=500", output_dir=tmp_path))
+
+
+def test_wandb_offline_logs_without_a_network_or_account(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_config(*TINY, "matching=random", "logger=wandb", "logger.wandb.offline=true", output_dir=tmp_path)
+    run(cfg)
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert list(offline_runs[0].glob("*.wandb"))  # the run's log, ready for `wandb sync`
+
+
+def test_csv_logger_records_the_matching_loss_per_iteration(tmp_path) -> None:
+    run(compose_config(*TINY, "matching=dc", "matching.iterations=2", "logger=csv", output_dir=tmp_path))
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("train/match_loss")
+    losses = [line.split(",")[column] for line in lines[1:] if line.split(",")[column]]
+    assert len(losses) == 2 and all(float(v) > 0 for v in losses)

@@ -131,7 +131,12 @@ def initial_images(data: Any, ipc: int, init: str, generator: torch.Generator) -
 
 
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
-    return dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+    settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+    if "ddp" in str(settings.get("strategy")):
+        # Until matchers reduce per-group sums and counts across ranks, every rank would run
+        # the whole job; refuse rather than waste devices or write outputs twice.
+        raise UserError("multi-process distillation (trainer.strategy=ddp) is not supported yet: use one device")
+    return settings
 
 
 def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,27 @@
+"""Slow end-to-end checks (`make test-full`): the embedded default's quality, real CIFAR-10."""
+
+from __future__ import annotations
+
+import pytest
+
+from rdd.run import run
+from tests.conftest import SHARED_CIFAR, compose_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_dc_beats_random_on_digits_at_ipc_10(tmp_path) -> None:
+    """What `make run` does, against a random real subset under the same evaluation and seed."""
+    dc = run(compose_config("logger=none", output_dir=tmp_path / "dc"))
+    rnd = run(compose_config("logger=none", "matching=random", output_dir=tmp_path / "random"))
+    assert dc["test_acc"] > rnd["test_acc"]
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10-jpeg")
+def test_dsa_on_real_cifar10_end_to_end(tmp_path) -> None:
+    cfg = compose_config(
+        "data=cifar10", f"data.root={SHARED_CIFAR}", "matching=dsa", "ipc=1", "matching.iterations=2",
+        "eval.epochs=10", "eval.num_nets=1", "logger=none", output_dir=tmp_path,
+    )
+    metrics = run(cfg)
+    assert metrics["test_acc"] > 12  # ten classes: above chance after a short budget
