@@ -56,7 +56,11 @@ def main() -> None:
         seed=0,
     )
     opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
-    learner.image_step = lambda loss: (opt.zero_grad(), loss.backward(), opt.step())  # no Trainer here
+    learner.image_step = lambda loss: (
+        opt.zero_grad(),
+        loss.backward(),
+        opt.step(),
+    )  # no Trainer here
 
     before = peak_rss_mib()
     times = []
@@ -65,9 +69,15 @@ def main() -> None:
         matcher.step(learner)
         times.append(time.perf_counter() - start)
     outer, inner = matcher.loops(args.ipc)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"DC{' + DSA' if args.dsa else ''}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, loops ({outer}, {inner})")
-    print(f"seconds per outer iteration: {', '.join(f'{t:.1f}' for t in times)} (mean {sum(times) / len(times):.1f})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"DC{' + DSA' if args.dsa else ''}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, loops ({outer}, {inner})"
+    )
+    print(
+        f"seconds per outer iteration: {', '.join(f'{t:.1f}' for t in times)} (mean {sum(times) / len(times):.1f})"
+    )
     print(f"peak RSS: {peak_rss_mib():.0f} MiB (before the first iteration {before:.0f} MiB)")
 
 

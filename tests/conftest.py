@@ -29,7 +29,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def compose_config(*overrides: str, output_dir: Path | None = None, config_name: str = "run") -> DictConfig:
+def compose_config(
+    *overrides: str, output_dir: Path | None = None, config_name: str = "run"
+) -> DictConfig:
     """Compose a config like the command line would (outside a Hydra app)."""
     register_schemas()
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
@@ -37,7 +39,9 @@ def compose_config(*overrides: str, output_dir: Path | None = None, config_name:
         return compose(config_name, overrides=[*overrides, *extra])
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args`` in a subprocess, as a user would."""
     env = os.environ | {"PYTHONWARNINGS": "ignore", "RDD_LOG_DIR": str(cwd / "logs")}
     return subprocess.run(

@@ -30,7 +30,9 @@ def assert_one_line_error(result, *words: str) -> None:
         ("ipc=-3", ("ipc must be a positive integer",)),
     ],
 )
-def test_bad_names_and_values_fail_in_one_line(override: str, words: tuple[str, ...], tmp_path) -> None:
+def test_bad_names_and_values_fail_in_one_line(
+    override: str, words: tuple[str, ...], tmp_path
+) -> None:
     result = run_module("rdd.run", override, cwd=tmp_path)
     assert_one_line_error(result, *words)
     assert not (tmp_path / "logs").exists()  # failed before writing anything
@@ -42,7 +44,9 @@ def test_a_sweep_with_one_bad_value_fails_before_any_job(tmp_path) -> None:
 
 
 def test_missing_data_root(tmp_path) -> None:
-    result = run_module("rdd.run", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    result = run_module(
+        "rdd.run", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path
+    )
     assert_one_line_error(result, "nowhere", "data.root")
 
 
@@ -56,7 +60,9 @@ def test_root_without_the_expected_layout(tmp_path) -> None:
 
 def test_a_finished_run_is_not_overwritten_from_the_command_line(tmp_path) -> None:
     run_dir = tmp_path / "done"
-    first = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    first = run_module(
+        "rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     metrics = (run_dir / "metrics.json").read_bytes()
     again = run_module("rdd.run", *TINY, "matching=dc", f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -66,8 +72,14 @@ def test_a_finished_run_is_not_overwritten_from_the_command_line(tmp_path) -> No
 
 def test_multirun_sweeps_methods_and_seeds(tmp_path) -> None:
     result = run_module(
-        "rdd.run", "-m", "matching=dc,dsa,random", "seed=0,1", *TINY, "ipc=1",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+        "rdd.run",
+        "-m",
+        "matching=dc,dsa,random",
+        "seed=0,1",
+        *TINY,
+        "ipc=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
@@ -86,7 +98,12 @@ def test_evaluate_a_saved_set(tmp_path) -> None:
     assert made.returncode == 0, made.stderr[-2000:]
     out = tmp_path / "eval"
     result = run_module(
-        "rdd.evaluate", f"synset={run_dir}", "eval.epochs=3", "eval.num_nets=2", f"hydra.run.dir={out}", cwd=tmp_path
+        "rdd.evaluate",
+        f"synset={run_dir}",
+        "eval.epochs=3",
+        "eval.num_nets=2",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -100,11 +117,15 @@ def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path) -> None:
     png = tmp_path / "picture.png"
     Image.new("RGB", (4, 4)).save(png)
     assert_one_line_error(run_module("rdd.evaluate", f"synset={png}", cwd=tmp_path), "picture.png")
-    assert_one_line_error(run_module("rdd.evaluate", f"synset={tmp_path / 'none.pt'}", cwd=tmp_path), "not found")
+    assert_one_line_error(
+        run_module("rdd.evaluate", f"synset={tmp_path / 'none.pt'}", cwd=tmp_path), "not found"
+    )
 
 
 def test_summary_table_is_printed(tmp_path) -> None:
-    result = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    result = run_module(
+        "rdd.run", *TINY, "matching=random", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path
+    )
     assert result.returncode == 0
     assert "test acc %" in result.stdout and "convnet_w32" in result.stdout
     assert Path(tmp_path / "r" / "synset.png").is_file()

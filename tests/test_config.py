@@ -11,7 +11,17 @@ from rdd.config import CONF_DIR
 from rdd.nets import build_net
 from tests.conftest import compose_config
 
-GROUPS = ("data", "net", "matching", "clustering", "risk", "eval", "trainer", "logger", "experiment")
+GROUPS = (
+    "data",
+    "net",
+    "matching",
+    "clustering",
+    "risk",
+    "eval",
+    "trainer",
+    "logger",
+    "experiment",
+)
 
 
 def options(group: str) -> list[str]:

@@ -210,7 +210,9 @@ def test_datamodule_channel_mismatch(tmp_path):
 def test_conf_data_instantiates(path, tmp_path):
     paths = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
     data = OmegaConf.load(path)
-    data.pop("defaults", None)  # Hydra's defaults list (digits picks its net), not a constructor key
+    data.pop(
+        "defaults", None
+    )  # Hydra's defaults list (digits picks its net), not a constructor key
     cfg = OmegaConf.create({"paths": paths, "data": data})
     if OmegaConf.is_missing(cfg.data, "root"):
         cfg.data.root = str(tmp_path)

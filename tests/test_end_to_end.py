@@ -20,8 +20,15 @@ def test_default_dc_beats_random_on_digits_at_ipc_10(tmp_path) -> None:
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10-jpeg")
 def test_dsa_on_real_cifar10_end_to_end(tmp_path) -> None:
     cfg = compose_config(
-        "data=cifar10", f"data.root={SHARED_CIFAR}", "matching=dsa", "ipc=1", "matching.iterations=2",
-        "eval.epochs=10", "eval.num_nets=1", "logger=none", output_dir=tmp_path,
+        "data=cifar10",
+        f"data.root={SHARED_CIFAR}",
+        "matching=dsa",
+        "ipc=1",
+        "matching.iterations=2",
+        "eval.epochs=10",
+        "eval.num_nets=1",
+        "logger=none",
+        output_dir=tmp_path,
     )
     metrics = run(cfg)
     assert metrics["test_acc"] > 12  # ten classes: above chance after a short budget

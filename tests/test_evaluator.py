@@ -35,8 +35,17 @@ class EasyData:
 
 
 EVAL = OmegaConf.create(
-    {"num_nets": 2, "epochs": 40, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
-     "lr_decay_at": 0.5, "dsa": False, "dsa_strategy": "color_crop_cutout_scale_rotate"}
+    {
+        "num_nets": 2,
+        "epochs": 40,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 256,
+        "lr_decay_at": 0.5,
+        "dsa": False,
+        "dsa_strategy": "color_crop_cutout_scale_rotate",
+    }
 )
 CPU = {"accelerator": "cpu", "devices": 1}
 
@@ -65,7 +74,11 @@ def test_random_labels_stay_near_chance() -> None:
 def test_same_seed_same_result_and_dsa_runs() -> None:
     data = EasyData(per_class=3)
     settings = OmegaConf.merge(EVAL, {"num_nets": 1, "epochs": 5, "dsa": True})
-    convnet = {"convnet": lambda: build_net({"_target_": "rdd.nets.convnet.ConvNet", "width": 8}, 1, 10, (8, 8))}
+    convnet = {
+        "convnet": lambda: build_net(
+            {"_target_": "rdd.nets.convnet.ConvNet", "width": 8}, 1, 10, (8, 8)
+        )
+    }
     first = evaluate_synset(*data.train, data, convnet, settings, CPU, seed=3)
     second = evaluate_synset(*data.train, data, convnet, settings, CPU, seed=3)
     assert first["test_acc"] == second["test_acc"]

@@ -20,7 +20,9 @@ def numpy_layerwise(g_syn, g_real) -> float:
         gs, gr = gs.detach().numpy(), gr.detach().numpy()
         if gs.ndim < 2:
             continue
-        for row_s, row_r in zip(gs.reshape(gs.shape[0], -1), gr.reshape(gr.shape[0], -1), strict=True):
+        for row_s, row_r in zip(
+            gs.reshape(gs.shape[0], -1), gr.reshape(gr.shape[0], -1), strict=True
+        ):
             total += 1 - row_s @ row_r / (np.linalg.norm(row_s) * np.linalg.norm(row_r) + 1e-6)
     return total
 
@@ -38,13 +40,20 @@ def test_layerwise_distance_matches_numpy_on_conv_shapes() -> None:
     shapes = [(8, 3, 3, 3), (8,), (4, 8, 3, 3), (10, 16)]
     g_syn = [torch.randn(s, generator=gen) for s in shapes]
     g_real = [torch.randn(s, generator=gen) for s in shapes]
-    assert float(layerwise_distance(g_syn, g_real)) == pytest.approx(numpy_layerwise(g_syn, g_real), rel=1e-5)
+    assert float(layerwise_distance(g_syn, g_real)) == pytest.approx(
+        numpy_layerwise(g_syn, g_real), rel=1e-5
+    )
 
 
 def test_mse_and_cosine_distances() -> None:
-    a, b = [torch.tensor([1.0, 2.0]), torch.tensor([[0.0]])], [torch.tensor([0.0, 2.0]), torch.tensor([[3.0]])]
+    a, b = (
+        [torch.tensor([1.0, 2.0]), torch.tensor([[0.0]])],
+        [torch.tensor([0.0, 2.0]), torch.tensor([[3.0]])],
+    )
     assert float(mse_distance(a, b)) == pytest.approx(1 + 9)
-    assert float(cosine_distance(a, b)) == pytest.approx(1 - 4 / (np.sqrt(5) * np.sqrt(13)), abs=1e-5)
+    assert float(cosine_distance(a, b)) == pytest.approx(
+        1 - 4 / (np.sqrt(5) * np.sqrt(13)), abs=1e-5
+    )
 
 
 def test_published_loop_table_and_the_rule_between_entries() -> None:
@@ -66,9 +75,15 @@ class FakeContext:
         self.num_classes, self.ipc = num_classes, ipc
         self.real_x = torch.randn(num_classes * 20, 1, size, size, generator=self.generator)
         self.real_y = torch.arange(num_classes).repeat_interleave(20)
-        self.images = nn.Parameter(torch.randn(num_classes * ipc, 1, size, size, generator=self.generator))
+        self.images = nn.Parameter(
+            torch.randn(num_classes * ipc, 1, size, size, generator=self.generator)
+        )
         self.labels = torch.arange(num_classes).repeat_interleave(ipc)
-        cfg = {"_target_": "rdd.nets.convnet.ConvNet", "width": 8, "norm": "batchnorm" if bn else "instancenorm"}
+        cfg = {
+            "_target_": "rdd.nets.convnet.ConvNet",
+            "width": 8,
+            "norm": "batchnorm" if bn else "instancenorm",
+        }
         self.make = lambda: build_net(cfg, 1, num_classes, (size, size))
         self.steps = 0
 
@@ -177,4 +192,6 @@ def test_kcenter_on_a_hand_example() -> None:
     assert idx.tolist()[:2] == [2, 3]
     x3 = torch.cat([x[:4], x[:4] + 1000]).view(8, 1, 1, 1)
     y3 = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    assert KCenterCoreset("kcenter", features="pixels").select(x3, y3, 2, 3, torch.Generator(), None)[:3].tolist() == [2, 3, 0]
+    assert KCenterCoreset("kcenter", features="pixels").select(
+        x3, y3, 2, 3, torch.Generator(), None
+    )[:3].tolist() == [2, 3, 0]

@@ -16,8 +16,11 @@ from tests.conftest import TINY, compose_config
 
 @pytest.mark.parametrize("matching", ["dc", "dsa", "random", "herding", "kcenter"])
 def test_run_writes_every_output(matching: str, tmp_path) -> None:
-    overrides = [*TINY, f"matching={matching}", "matching.feature_train_steps=5"] if matching in (
-        "herding", "kcenter") else [*TINY, f"matching={matching}"]
+    overrides = (
+        [*TINY, f"matching={matching}", "matching.feature_train_steps=5"]
+        if matching in ("herding", "kcenter")
+        else [*TINY, f"matching={matching}"]
+    )
     cfg = compose_config(*overrides, output_dir=tmp_path)
     metrics = run(cfg)
     for name in ("synset.pt", "synset.png", "config.yaml", "metrics.json"):
@@ -48,7 +51,9 @@ def test_distillation_moves_the_images_away_from_their_real_init(tmp_path) -> No
 
 
 def test_any_ipc_works(tmp_path) -> None:
-    cfg = compose_config(*TINY, "ipc=3", "matching=dc", output_dir=tmp_path)  # not in the published table
+    cfg = compose_config(
+        *TINY, "ipc=3", "matching=dc", output_dir=tmp_path
+    )  # not in the published table
     run(cfg)
     assert SyntheticSet.load(tmp_path).images.shape[0] == 30
 
@@ -73,7 +78,9 @@ def test_ipc_larger_than_a_class(tmp_path) -> None:
 
 def test_wandb_offline_logs_without_a_network_or_account(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_config(*TINY, "matching=random", "logger=wandb", "logger.wandb.offline=true", output_dir=tmp_path)
+    cfg = compose_config(
+        *TINY, "matching=random", "logger=wandb", "logger.wandb.offline=true", output_dir=tmp_path
+    )
     run(cfg)
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
@@ -81,7 +88,11 @@ def test_wandb_offline_logs_without_a_network_or_account(tmp_path, monkeypatch) 
 
 
 def test_csv_logger_records_the_matching_loss_per_iteration(tmp_path) -> None:
-    run(compose_config(*TINY, "matching=dc", "matching.iterations=2", "logger=csv", output_dir=tmp_path))
+    run(
+        compose_config(
+            *TINY, "matching=dc", "matching.iterations=2", "logger=csv", output_dir=tmp_path
+        )
+    )
     lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     column = header.index("train/match_loss")

@@ -47,7 +47,10 @@ def test_grid_has_one_row_per_class(tmp_path) -> None:
 def test_denormalisation_inverts_the_normalisation() -> None:
     synset = make_set()
     pixels = torch.rand(6, 3, 8, 8)
-    mean, std = torch.tensor(synset.meta["mean"]).view(1, 3, 1, 1), torch.tensor(synset.meta["std"]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor(synset.meta["mean"]).view(1, 3, 1, 1),
+        torch.tensor(synset.meta["std"]).view(1, 3, 1, 1),
+    )
     synset.images = (pixels - mean) / std
     assert torch.allclose(synset.denormalized(), pixels, atol=1e-6)
 
@@ -76,8 +79,15 @@ def test_foreign_torch_file(tmp_path) -> None:
 
 
 def test_damaged_payload(tmp_path) -> None:
-    torch.save({"format": "rdd-synset/1", "images": torch.zeros(2, 3), "labels": torch.zeros(5), "meta": {}},
-               tmp_path / "bad.pt")
+    torch.save(
+        {
+            "format": "rdd-synset/1",
+            "images": torch.zeros(2, 3),
+            "labels": torch.zeros(5),
+            "meta": {},
+        },
+        tmp_path / "bad.pt",
+    )
     with pytest.raises(UserError, match="damaged"):
         SyntheticSet.load(tmp_path / "bad.pt")
 
@@ -94,8 +104,11 @@ class Payload:
 
 def test_a_pickle_payload_is_not_executed(tmp_path) -> None:
     marker = tmp_path / "executed"
-    torch.save({"format": "rdd-synset/1", "images": Payload(str(marker))}, tmp_path / "evil.pt",
-               pickle_module=pickle)
+    torch.save(
+        {"format": "rdd-synset/1", "images": Payload(str(marker))},
+        tmp_path / "evil.pt",
+        pickle_module=pickle,
+    )
     with pytest.raises(UserError):
         SyntheticSet.load(tmp_path / "evil.pt")
     assert not marker.exists()

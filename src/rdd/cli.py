@@ -13,7 +13,17 @@ from rdd.errors import UserError
 
 # Groups whose options are files in conf/<group>/; checked before Hydra starts so that a typo
 # gives one line instead of Hydra's multi-line report.
-CHECKED_GROUPS = ("data", "net", "matching", "clustering", "risk", "eval", "trainer", "logger", "experiment")
+CHECKED_GROUPS = (
+    "data",
+    "net",
+    "matching",
+    "clustering",
+    "risk",
+    "eval",
+    "trainer",
+    "logger",
+    "experiment",
+)
 
 
 def group_options(group: str) -> list[str]:
@@ -33,7 +43,11 @@ def check_overrides(argv: Sequence[str]) -> None:
         if "(" in value or "[" in value:  # sweep functions such as range(...): leave to Hydra
             continue
         for item in value.split(","):
-            if key in CHECKED_GROUPS and item not in ("null", "") and item not in group_options(key):
+            if (
+                key in CHECKED_GROUPS
+                and item not in ("null", "")
+                and item not in group_options(key)
+            ):
                 raise UserError(
                     f"unknown {key} '{item}': choose one of {', '.join(group_options(key))} "
                     f"(e.g. {key}={group_options(key)[0]})"
@@ -49,7 +63,9 @@ def check_ipc(value: object) -> int:
     except ValueError:
         ipc = 0
     if ipc <= 0 or str(ipc) != str(value).strip():
-        raise UserError(f"ipc must be a positive integer (images per class), got '{value}': set e.g. ipc=10")
+        raise UserError(
+            f"ipc must be a positive integer (images per class), got '{value}': set e.g. ipc=10"
+        )
     return ipc
 
 
@@ -72,6 +88,13 @@ def quiet_lightning() -> None:
     """Drop Lightning's per-Trainer banners and hints: we build one Trainer per evaluated net."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*number of training batches.*",
-                    ".*GPU available but not used.*", ".*no .val_dataloader.*", ".*TensorBoard.*", ".*torch.tensor results.*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*LeafSpec.*",
+        ".*number of training batches.*",
+        ".*GPU available but not used.*",
+        ".*no .val_dataloader.*",
+        ".*TensorBoard.*",
+        ".*torch.tensor results.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)

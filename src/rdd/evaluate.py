@@ -32,7 +32,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         data_cfg.root = cfg.data_root
     data = instantiate(data_cfg)
     data.setup()
-    if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(synset.images.shape[-2:]):
+    if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(
+        synset.images.shape[-2:]
+    ):
         raise UserError(
             f"the dataset at '{data_cfg.root}' does not match the synthetic set ({data.num_classes} "
             f"classes, {tuple(data.im_size)} images): point data_root at the dataset it was made from"
@@ -49,9 +51,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.seed,
     )
     write_json(out_dir / "metrics.json", metrics | {"synset": str(Path(cfg.synset).resolve())})
-    print(f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
-          f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "
-          f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %  ({out_dir})")
+    print(
+        f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
+        f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "
+        f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %  ({out_dir})"
+    )
     return metrics
 
 

@@ -70,7 +70,12 @@ class EvalNetModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.net = net
-        self.lr, self.momentum, self.weight_decay, self.decay_step = lr, momentum, weight_decay, decay_step
+        self.lr, self.momentum, self.weight_decay, self.decay_step = (
+            lr,
+            momentum,
+            weight_decay,
+            decay_step,
+        )
         self.augment = augment
         self.aug_generator = torch.Generator().manual_seed(seed)
         self.register_buffer("hits", torch.zeros(num_classes, dtype=torch.long))
@@ -110,7 +115,10 @@ class EvalNetModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.SGD(
-            self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            self.net.parameters(),
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
         )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[self.decay_step], gamma=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -135,7 +143,10 @@ def train_eval_net(
         torch.manual_seed(derived_seed(seed, "init"))
         net = make_net()
     sampler = EpochBatchSampler(
-        len(images), eval_cfg.batch_size, eval_cfg.epochs, torch.Generator().manual_seed(derived_seed(seed, "order"))
+        len(images),
+        eval_cfg.batch_size,
+        eval_cfg.epochs,
+        torch.Generator().manual_seed(derived_seed(seed, "order")),
     )
     augment = DSA(eval_cfg.dsa_strategy, mode="single") if eval_cfg.dsa else None
     module = EvalNetModule(
@@ -162,7 +173,9 @@ def train_eval_net(
     return module, trainer
 
 
-def score(module: EvalNetModule, trainer: L.Trainer, loader: DataLoader, split: str) -> tuple[float, torch.Tensor]:
+def score(
+    module: EvalNetModule, trainer: L.Trainer, loader: DataLoader, split: str
+) -> tuple[float, torch.Tensor]:
     """(accuracy, per-class accuracy) of a trained module on a loader, in percent."""
     run = trainer.validate if split == "val" else trainer.test
     run(module, dataloaders=loader, verbose=False)
@@ -198,11 +211,21 @@ def evaluate_synset(
     results: dict[str, dict[str, list[float]]] = {arch: {} for arch in nets}
     for arch, i in tqdm(jobs, desc="evaluating", unit="net", dynamic_ncols=True):
         module, trainer = train_eval_net(
-            nets[arch], images, labels, data.num_classes, eval_cfg, trainer_kwargs, derived_seed(seed, arch, i)
+            nets[arch],
+            images,
+            labels,
+            data.num_classes,
+            eval_cfg,
+            trainer_kwargs,
+            derived_seed(seed, arch, i),
         )
         val_acc, _ = score(module, trainer, data.val_dataloader(), "val")
         test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
-        for key, value in {"test_acc": test_acc, "val_acc": val_acc, "worst_class_acc": float(per_class.min())}.items():
+        for key, value in {
+            "test_acc": test_acc,
+            "val_acc": val_acc,
+            "worst_class_acc": float(per_class.min()),
+        }.items():
             results[arch].setdefault(key, []).append(value)
     for arch, figures in results.items():
         for key, values in figures.items():

@@ -103,4 +103,6 @@ class SyntheticSetLearner(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in stats.items()}, prog_bar=True, on_step=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD([self.images], lr=self.matcher.lr_img, momentum=self.matcher.momentum_img)
+        return torch.optim.SGD(
+            [self.images], lr=self.matcher.lr_img, momentum=self.matcher.momentum_img
+        )

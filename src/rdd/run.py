@@ -24,7 +24,7 @@ from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.schemas import register_schemas
 from rdd.summary import format_summary
-from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
+from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
 
 FINISHED_MARKERS = (FILE_NAME, "metrics.json")
 
@@ -52,7 +52,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     start = time.perf_counter()
     metrics = evaluate_synset(
-        images, labels, data, eval_nets(cfg, data), eval_settings(cfg, data), eval_trainer_kwargs(cfg), cfg.seed
+        images,
+        labels,
+        data,
+        eval_nets(cfg, data),
+        eval_settings(cfg, data),
+        eval_trainer_kwargs(cfg),
+        cfg.seed,
     )
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", metrics)
@@ -135,7 +141,9 @@ def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     if "ddp" in str(settings.get("strategy")):
         # Until matchers reduce per-group sums and counts across ranks, every rank would run
         # the whole job; refuse rather than waste devices or write outputs twice.
-        raise UserError("multi-process distillation (trainer.strategy=ddp) is not supported yet: use one device")
+        raise UserError(
+            "multi-process distillation (trainer.strategy=ddp) is not supported yet: use one device"
+        )
     return settings
 
 

@@ -60,7 +60,10 @@ class SyntheticSet:
     def save_grid(self, path: str | Path) -> Path:
         """A PNG grid of the de-normalised images, one row per class."""
         return atomic_write(
-            path, lambda tmp: save_image(self.denormalized(), tmp, nrow=self.ipc, padding=1, format="png")
+            path,
+            lambda tmp: save_image(
+                self.denormalized(), tmp, nrow=self.ipc, padding=1, format="png"
+            ),
         )
 
     @classmethod

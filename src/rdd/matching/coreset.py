@@ -33,7 +33,9 @@ class Coreset:
         feature_lr: float = 0.01,
     ) -> None:
         if features not in FEATURE_SPACES:
-            raise ValueError(f"unknown matching.features '{features}': choose one of {', '.join(FEATURE_SPACES)}")
+            raise ValueError(
+                f"unknown matching.features '{features}': choose one of {', '.join(FEATURE_SPACES)}"
+            )
         self.name, self.features = name, features
         self.feature_train_steps, self.feature_lr = feature_train_steps, feature_lr
 
@@ -56,15 +58,23 @@ class Coreset:
                     f"class {c} has only {len(members)} training images, fewer than ipc={ipc}: "
                     "lower ipc or use a larger dataset"
                 )
-            local = self.pick(None if feats is None else feats[members], ipc, generator, len(members))
+            local = self.pick(
+                None if feats is None else feats[members], ipc, generator, len(members)
+            )
             chosen.append(members[local])
         return torch.cat(chosen)
 
-    def pick(self, feats: torch.Tensor | None, k: int, generator: torch.Generator, n: int) -> torch.Tensor:
+    def pick(
+        self, feats: torch.Tensor | None, k: int, generator: torch.Generator, n: int
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def embed(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, new_net: Callable[[], nn.Module]
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        new_net: Callable[[], nn.Module],
     ) -> torch.Tensor:
         """Features (N, D) of every image in the chosen feature space."""
         if self.features == "pixels":
@@ -118,7 +128,12 @@ class KCenterCoreset(Coreset):
 
 
 def train_briefly(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, generator: torch.Generator
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
 ) -> None:
     """``steps`` SGD steps (batch 256, momentum 0.9) on the real data, for a feature extractor."""
     device = next(net.parameters()).device

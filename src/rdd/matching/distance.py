@@ -54,5 +54,7 @@ DISTANCES: dict[str, Callable[[Gradients, Gradients], torch.Tensor]] = {
 
 def get_distance(name: str) -> Callable[[Gradients, Gradients], torch.Tensor]:
     if name not in DISTANCES:
-        raise ValueError(f"unknown matching.distance '{name}': choose one of {', '.join(DISTANCES)}")
+        raise ValueError(
+            f"unknown matching.distance '{name}': choose one of {', '.join(DISTANCES)}"
+        )
     return DISTANCES[name]

@@ -91,7 +91,9 @@ class GradientMatching:
                 raise ValueError(f"matching.{key} must be positive, got {value}")
         for key, value in {"outer_loop": outer_loop, "inner_loop": inner_loop}.items():
             if value is not None and value < (1 if key == "outer_loop" else 0):
-                raise ValueError(f"matching.{key} must be >= 1 (or null for the published table), got {value}")
+                raise ValueError(
+                    f"matching.{key} must be >= 1 (or null for the published table), got {value}"
+                )
         if init not in INITS:
             raise ValueError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
         self.name, self.iterations, self.init = name, iterations, init
@@ -139,7 +141,12 @@ class GradientMatching:
         return torch.stack(losses)
 
     def match(
-        self, net: nn.Module, params: list[torch.Tensor], real: torch.Tensor, syn: torch.Tensor, c: int
+        self,
+        net: nn.Module,
+        params: list[torch.Tensor],
+        real: torch.Tensor,
+        syn: torch.Tensor,
+        c: int,
     ) -> torch.Tensor:
         """Distance between the loss gradients of a real (n, C, H, W) and a synthetic batch of class c."""
         g_real = torch.autograd.grad(cross_entropy_to(net(real), c), params)
@@ -153,7 +160,9 @@ class GradientMatching:
         A class's synthetic batch (a few images) gives useless batch statistics, so matching
         uses statistics of a real batch mixed over classes instead.
         """
-        real = torch.cat([ctx.sample_real(c, self.bn_images_per_class) for c in range(ctx.num_classes)])
+        real = torch.cat(
+            [ctx.sample_real(c, self.bn_images_per_class) for c in range(ctx.num_classes)]
+        )
         bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for bn in bns:
             bn.reset_running_stats()
@@ -164,7 +173,9 @@ class GradientMatching:
         for bn in bns:
             bn.eval()
 
-    def train_net(self, net: nn.Module, opt: torch.optim.Optimizer, ctx: DistillContext, epochs: int) -> None:
+    def train_net(
+        self, net: nn.Module, opt: torch.optim.Optimizer, ctx: DistillContext, epochs: int
+    ) -> None:
         """Train ``net`` for ``epochs`` epochs on the detached synthetic set."""
         net.train()
         images, labels = ctx.images.detach(), ctx.labels

@@ -14,7 +14,9 @@ def check_targets(on: Sequence[str]) -> tuple[str, ...]:
     """Validate `risk.on`: where the risk acts."""
     unknown = [t for t in on if t not in VALID_TARGETS]
     if unknown:
-        raise ValueError(f"risk.on has unknown entries {unknown}: use a subset of {list(VALID_TARGETS)}")
+        raise ValueError(
+            f"risk.on has unknown entries {unknown}: use a subset of {list(VALID_TARGETS)}"
+        )
     return tuple(on)
 
 
