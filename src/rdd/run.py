@@ -40,6 +40,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     matcher = instantiate(cfg.matching)
     loggers = build_loggers(cfg)
     make_net = net_factory(cfg.net, data)
+    # Resolved before distilling so that a bad evaluation setting fails in seconds, not hours.
+    nets, settings, eval_trainer = (
+        eval_nets(cfg, data),
+        eval_settings(cfg, data),
+        eval_trainer_kwargs(cfg),
+    )
 
     start = time.perf_counter()
     images, labels = distill(cfg, data, matcher, make_net, loggers, ipc)
@@ -51,15 +57,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     start = time.perf_counter()
-    metrics = evaluate_synset(
-        images,
-        labels,
-        data,
-        eval_nets(cfg, data),
-        eval_settings(cfg, data),
-        eval_trainer_kwargs(cfg),
-        cfg.seed,
-    )
+    metrics = evaluate_synset(images, labels, data, nets, settings, eval_trainer, cfg.seed)
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", metrics)
     report_to_loggers(loggers, metrics, grid)
