@@ -7,10 +7,13 @@ composed instead of being silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from rdd.clustering.schema import CLUSTERING_SCHEMAS
+from rdd.risk.schema import RISK_SCHEMAS
 
 
 @dataclass
@@ -47,28 +50,15 @@ class CoresetSchema(MatchingSchema):
     feature_lr: float = 0.01
 
 
-@dataclass
-class ClusteringNoneSchema:
-    name: str = "none"
-
-
-@dataclass
-class RiskSchema:
-    _target_: str = "???"
-    name: str = "???"
-    # Where the risk acts: "networks" (networks trained on real data) and/or "matching".
-    on: list[str] = field(default_factory=lambda: ["networks", "matching"])
-
-
 def register_schemas() -> None:
     """Store every schema under its group (idempotent)."""
     store = ConfigStore.instance()
     entries: list[tuple[str, str, Any]] = [
         ("matching", "gradient_schema", GradientSchema),
         ("matching", "coreset_schema", CoresetSchema),
-        ("clustering", "none_schema", ClusteringNoneSchema),
-        ("risk", "mean_schema", RiskSchema),
     ]
+    entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
+    entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]
     for group, name, node in entries:
         store.store(group=group, name=name, node=node)
 
