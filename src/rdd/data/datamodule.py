@@ -1,0 +1,177 @@
+"""A LightningDataModule holding a whole real dataset in memory, normalised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from rdd.data.cache import load_dataset
+from rdd.errors import UserError
+
+
+class RealDataModule(L.LightningDataModule):
+    """Real train/val/test data as normalised float tensors in memory.
+
+    The constructor arguments are the keys of ``conf/data/*.yaml``. ``setup()`` decodes (or
+    loads from the cache) the dataset, carves a stratified validation split out of the
+    training data and normalises everything.
+
+    Attributes (after ``setup()``):
+        train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``.
+        train_y, val_y, test_y: int64 (N,).
+        channel: C. im_size: (H, W). num_classes: int. class_names: list[str].
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str | None = None,
+        download: bool = False,
+        layout: str = "auto",
+        classes: Sequence[str] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+    ) -> None:
+        super().__init__()
+        self.name, self.root, self.download, self.layout = name, root, bool(download), layout
+        self.classes = None if classes is None else [str(c) for c in classes]
+        self.image_size = (
+            image_size
+            if image_size is None or isinstance(image_size, int)
+            else [int(s) for s in image_size]
+        )
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        if len(self.mean) != len(self.std) or not self.mean or min(self.std) <= 0:
+            raise UserError(
+                f"data.mean={list(self.mean)} and data.std={list(self.std)} must be "
+                "non-empty lists of equal length with std > 0: fix them"
+            )
+        if not 0.0 <= val_fraction <= 0.5:
+            raise UserError(
+                f"data.val_fraction={val_fraction} is outside [0, 0.5]: set e.g. data.val_fraction=0.1"
+            )
+        self.val_fraction, self.split_seed = float(val_fraction), int(split_seed)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.cache_dir, self.dsa_strategy = cache_dir, dsa_strategy
+        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+        self.channel: int | None = None
+        self.im_size: tuple[int, int] | None = None
+        self.num_classes: int | None = None
+        self.class_names: list[str] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, split and normalise the data (once; later calls do nothing)."""
+        if self.train_x is not None:
+            return
+        data = load_dataset(
+            self.name,
+            self.root,
+            self.download,
+            self.layout,
+            self.classes,
+            self.image_size,
+            self.cache_dir,
+        )
+        self.channel = int(data.train_x.shape[1])
+        if len(self.mean) != self.channel:
+            raise UserError(
+                f"data.mean/std have {len(self.mean)} values but '{self.name}' images have "
+                f"{self.channel} channels: give {self.channel} values each"
+            )
+        self.im_size = (int(data.train_x.shape[2]), int(data.train_x.shape[3]))
+        self.class_names = list(data.classes)
+        self.num_classes = len(self.class_names)
+        train_idx, val_idx = stratified_split(
+            data.train_y, self.num_classes, self.val_fraction, self.split_seed
+        )
+        self.train_x, self.train_y = (
+            self.normalize(data.train_x[train_idx]),
+            data.train_y[train_idx],
+        )
+        self.val_x, self.val_y = self.normalize(data.train_x[val_idx]), data.train_y[val_idx]
+        self.test_x, self.test_y = self.normalize(data.test_x), data.test_y
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (-1, 1, 1)  # broadcasts over (C, H, W) and (N, C, H, W)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
+        return mean, std
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 in [0, 255] or float in [0, 1], (..., C, H, W) -> normalised float32."""
+        mean, std = self._stats(x)
+        if x.dtype == torch.uint8:
+            # In place on the fresh float copy: whole datasets are large (CIFAR-10: 600 MB).
+            return x.float().div_(255.0).sub_(mean).div_(std)
+        return (x.float() - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (..., C, H, W) -> float in [0, 1] (clamped), e.g. for saving images."""
+        mean, std = self._stats(x)
+        return (x * std + mean).clamp(0.0, 1.0)
+
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
+        if x is None:
+            raise RuntimeError(
+                "RealDataModule.setup() must be called before asking for a dataloader"
+            )
+        # Seeded from the global seed, so seed_everything(s) fixes the order per run.
+        gen = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
+        return DataLoader(
+            TensorDataset(x, y),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches ``(x (B, C, H, W), y (B,))``."""
+        return self._loader(self.train_x, self.train_y, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in fixed order."""
+        return self._loader(self.val_x, self.val_y, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in fixed order."""
+        return self._loader(self.test_x, self.test_y, shuffle=False)
+
+
+def stratified_split(
+    y: torch.Tensor, num_classes: int, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices per class: ``val_fraction`` of each class (at least one) goes to val.
+
+    A class with a single image keeps it in train. The split depends only on ``seed``.
+
+    Args:
+        y: int64 labels (N,).
+        num_classes: Number of classes.
+        val_fraction: Fraction of each class held out, in [0, 0.5].
+        seed: Seed of the ``torch.Generator`` drawing the split.
+
+    Returns:
+        Sorted train indices and sorted val indices (int64), disjoint, covering ``range(N)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    val = []
+    for c in range(num_classes):
+        idx = (y == c).nonzero().flatten()
+        n_val = (
+            0 if val_fraction <= 0 else min(max(1, round(val_fraction * len(idx))), len(idx) - 1)
+        )
+        val.append(idx[torch.randperm(len(idx), generator=gen)[:n_val]])
+    is_val = torch.zeros(len(y), dtype=torch.bool)
+    is_val[torch.cat(val) if val else torch.zeros(0, dtype=torch.int64)] = True
+    return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()
