@@ -11,6 +11,7 @@ from rdd.matching.coreset import HerdingCoreset, KCenterCoreset, RandomCoreset
 from rdd.matching.distance import cosine_distance, layerwise_distance, mse_distance
 from rdd.matching.gradient import PUBLISHED_LOOPS, GradientMatching, loops_for_ipc
 from rdd.nets import build_net
+from rdd.risk.mean import MeanRisk
 
 
 def numpy_layerwise(g_syn, g_real) -> float:
@@ -86,6 +87,11 @@ class FakeContext:
         }
         self.make = lambda: build_net(cfg, 1, num_classes, (size, size))
         self.steps = 0
+        self.risk, self.robust_matching, self.robust_networks = MeanRisk(), False, False
+        self.num_groups = num_classes
+
+    def regroup(self, net):
+        return {}
 
     def new_net(self):
         torch.manual_seed(0)

@@ -101,7 +101,9 @@ def test_csv_logger_records_the_matching_loss_per_iteration(tmp_path) -> None:
 
 
 def test_evaluation_on_several_architectures(tmp_path) -> None:
-    cfg = compose_config(*TINY, "matching=random", "eval.nets=[convnet_w32,mlp]", output_dir=tmp_path)
+    cfg = compose_config(
+        *TINY, "matching=random", "eval.nets=[convnet_w32,mlp]", output_dir=tmp_path
+    )
     metrics = run(cfg)
     assert {"convnet_w32/test_acc", "mlp/test_acc", "mlp/test_acc_std"} <= metrics.keys()
     assert metrics["test_acc"] == metrics["convnet_w32/test_acc"]  # the first one is the headline
@@ -109,4 +111,6 @@ def test_evaluation_on_several_architectures(tmp_path) -> None:
 
 def test_an_unknown_evaluation_architecture_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError, match="unknown net 'transformer'"):
-        run(compose_config(*TINY, "matching=random", "eval.nets=[transformer]", output_dir=tmp_path))
+        run(
+            compose_config(*TINY, "matching=random", "eval.nets=[transformer]", output_dir=tmp_path)
+        )

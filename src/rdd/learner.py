@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rdd.risk.mean import MeanRisk
 from rdd.synset import class_grouped_labels
 
 
@@ -42,6 +43,8 @@ class SyntheticSetLearner(L.LightningModule):
         real_x: (N, C, H, W) normalised real training images; real_y: (N,) labels.
         num_classes, ipc: shape of the synthetic set.
         seed: seeds the learner's generator (real batches, networks, augmentation).
+        risk: the group risk (default: the mean, i.e. the base method exactly).
+        clusterer: finds the subgroups of the real data (default: one group per class).
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class SyntheticSetLearner(L.LightningModule):
         num_classes: int,
         ipc: int,
         seed: int,
+        risk: nn.Module | None = None,
+        clusterer: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -63,9 +68,21 @@ class SyntheticSetLearner(L.LightningModule):
         self.images = nn.Parameter(init_images.clone())
         self.register_buffer("labels", class_grouped_labels(num_classes, ipc), persistent=False)
         self.register_buffer("real_x", real_x, persistent=False)
+        self.real_y = real_y.cpu()  # labels and group bookkeeping stay on the CPU; images move
         self.real_index = ClassIndex(real_y, num_classes)
         # One CPU generator for every draw, so results do not depend on the device.
         self.generator = torch.Generator().manual_seed(seed)
+        self.risk = risk if risk is not None else MeanRisk()
+        # The mean ignores groups: skip clustering then, so that risk=none draws exactly the
+        # random numbers of the base method and reproduces it bit for bit.
+        self.robust = not isinstance(self.risk, MeanRisk)
+        self.robust_matching = self.robust and "matching" in self.risk.on
+        self.robust_networks = self.robust and "networks" in self.risk.on
+        self.clusterer = clusterer if self.robust else None
+        self.iteration = 0
+        # The clustered pool: indices into real_x and their group ids (class * k + cluster).
+        self.pool_idx, self.pool_groups = torch.arange(len(real_y)), self.real_y.clone()
+        self.num_groups = num_classes
 
     # -- the context the matcher works with ---------------------------------------------------
     def new_net(self) -> nn.Module:
@@ -78,7 +95,55 @@ class SyntheticSetLearner(L.LightningModule):
 
     def sample_real(self, c: int, n: int) -> torch.Tensor:
         """A random batch of up to n real images of class c: (n, C, H, W)."""
-        idx = self.real_index.sample(c, n, self.generator)
+        return self.real_images(self.real_index.sample(c, n, self.generator))
+
+    def regroup(self, net: nn.Module) -> dict[str, float]:
+        """Re-cluster the real pool with ``net``'s features when the clusterer is due."""
+        if self.clusterer is None or not self.clusterer.due(self.iteration):
+            return {}
+        pool = self.draw_pool(self.clusterer.pool_per_class)
+        images, labels = self.real_images(pool), self.real_y[pool]
+        if hasattr(self.clusterer, "nearest"):  # each synthetic image owns a subgroup
+            groups = self.clusterer.fit(
+                images, labels, self.num_classes, net, self.images.detach(), self.labels
+            )
+            self.num_groups = len(self.labels)
+        else:
+            groups = self.clusterer.fit(images, labels, self.num_classes, net)
+            self.num_groups = self.num_classes * self.clusterer.k
+        self.pool_idx, self.pool_groups = (
+            pool.to(self.pool_idx.device),
+            groups.to(self.pool_groups.device),
+        )
+        sizes = torch.bincount(self.pool_groups.cpu(), minlength=self.num_groups).float()
+        return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
+
+    def draw_pool(self, per_class: int | None) -> torch.Tensor:
+        """Up to ``per_class`` random real indices of every class (all of them if None)."""
+        return torch.cat(
+            [
+                self.real_index.sample(c, per_class or 10**12, self.generator)
+                for c in range(self.num_classes)
+            ]
+        )
+
+    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to n random pool images of class c and their group ids: (n, C, H, W), (n,)."""
+        members = (self.real_y[self.pool_idx] == c).nonzero().flatten()
+        pick = members[torch.randperm(len(members), generator=self.generator)[:n]]
+        return self.real_images(self.pool_idx[pick]), self.pool_groups[pick].to(self.device)
+
+    def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n random pool images of any class: images, labels and group ids."""
+        idx = torch.randint(len(self.pool_idx), (n,), generator=self.generator)
+        real = self.pool_idx[idx]
+        return (
+            self.real_images(real),
+            self.real_y[real].to(self.device),
+            self.pool_groups[idx].to(self.device),
+        )
+
+    def real_images(self, idx: torch.Tensor) -> torch.Tensor:
         return self.real_x[idx.to(self.real_x.device)]
 
     def image_step(self, loss: torch.Tensor) -> None:
@@ -99,6 +164,7 @@ class SyntheticSetLearner(L.LightningModule):
         return DataLoader(range(self.matcher.iterations), batch_size=None, shuffle=False)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.iteration = batch_idx
         stats = self.matcher.step(self)
         self.log_dict({f"train/{k}": v for k, v in stats.items()}, prog_bar=True, on_step=True)
 

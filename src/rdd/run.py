@@ -99,6 +99,8 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
         data.num_classes,
         ipc,
         cfg.seed,
+        risk=instantiate(cfg.risk),
+        clusterer=instantiate(cfg.clustering) if cfg.clustering.get("_target_") else None,
     )
     trainer = L.Trainer(
         max_epochs=1,

@@ -41,6 +41,7 @@ class GradientSchema(MatchingSchema):
     dsa: bool = False
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     dsa_mode: str = "single"
+    net_train_data: str = "synthetic"
 
 
 @dataclass

@@ -1,1 +1,23 @@
 """Subgroup discovery in the real data (see conf/clustering). `none`: one group per class."""
+
+from rdd.clustering.clusterer import (
+    FEATURE_SPACES,
+    Clusterer,
+    NearestSyntheticClusterer,
+    embed_in_batches,
+    load_feature_net,
+)
+from rdd.clustering.kmeans import class_seed, faiss_kmeans, per_class_kmeans
+from rdd.clustering.nearest import nearest_synthetic
+
+__all__ = [
+    "FEATURE_SPACES",
+    "Clusterer",
+    "NearestSyntheticClusterer",
+    "class_seed",
+    "embed_in_batches",
+    "faiss_kmeans",
+    "load_feature_net",
+    "nearest_synthetic",
+    "per_class_kmeans",
+]

@@ -18,11 +18,15 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.matching.distance import get_distance
+from rdd.matching.robust import risk_cross_entropy, subgroup_distances
 from rdd.nets import has_batchnorm
 
 # (outer_loop, inner_loop) by IPC, as published for DC/DSA.
 PUBLISHED_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 INITS = ("real", "noise")
+# What the sampled network trains on between matching steps: the synthetic set (DC/DSA as
+# published) or real data (the robust paper's mode, where the network minimises the group risk).
+NET_TRAIN_DATA = ("synthetic", "real")
 
 
 def loops_for_ipc(ipc: int) -> tuple[int, int]:
@@ -55,8 +59,16 @@ class DistillContext(Protocol):
     ipc: int
     generator: torch.Generator  # CPU generator: every random draw of the run
 
+    risk: nn.Module  # the group risk (the mean for the base method)
+    robust_matching: bool  # aggregate per-subgroup matching losses with the risk
+    robust_networks: bool  # train networks on real data with the risk
+    num_groups: int
+
     def new_net(self) -> nn.Module: ...
+    def regroup(self, net: nn.Module) -> dict[str, float]: ...
     def sample_real(self, c: int, n: int) -> torch.Tensor: ...
+    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
     def image_step(self, loss: torch.Tensor) -> None: ...
 
 
@@ -83,6 +95,7 @@ class GradientMatching:
         dsa: bool = False,
         dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
         dsa_mode: str = "single",
+        net_train_data: str = "synthetic",
     ) -> None:
         positive = {"iterations": iterations, "batch_real": batch_real, "batch_train": batch_train}
         positive |= {"lr_img": lr_img, "lr_net": lr_net, "bn_images_per_class": bn_images_per_class}
@@ -94,6 +107,10 @@ class GradientMatching:
                 raise ValueError(
                     f"matching.{key} must be >= 1 (or null for the published table), got {value}"
                 )
+        if net_train_data not in NET_TRAIN_DATA:
+            raise ValueError(
+                f"unknown matching.net_train_data '{net_train_data}': choose one of {', '.join(NET_TRAIN_DATA)}"
+            )
         if init not in INITS:
             raise ValueError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
         self.name, self.iterations, self.init = name, iterations, init
@@ -104,6 +121,7 @@ class GradientMatching:
         self.distance = get_distance(distance)
         self.bn_images_per_class = bn_images_per_class
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
+        self.net_train_data = net_train_data
 
     def loops(self, ipc: int) -> tuple[int, int]:
         outer, inner = loops_for_ipc(ipc)
@@ -112,6 +130,7 @@ class GradientMatching:
     def step(self, ctx: DistillContext) -> dict[str, float]:
         """One outer iteration; returns the mean matching loss per class."""
         net = ctx.new_net()
+        stats = ctx.regroup(net)
         net.train()
         net_opt = torch.optim.SGD(net.parameters(), lr=self.lr_net, momentum=self.momentum_net)
         outer, inner = self.loops(ctx.ipc)
@@ -124,20 +143,35 @@ class GradientMatching:
             losses.append(class_losses.detach().mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
-        return {"match_loss": float(torch.stack(losses).mean())}
+        return stats | {"match_loss": float(torch.stack(losses).mean())}
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
-        """Gradient-matching distance of every class: (num_classes,), differentiable."""
+        """Gradient-matching loss of every class: (num_classes,), differentiable.
+
+        With a robust risk on matching, a class's loss is the risk over its subgroups of the
+        distance between the synthetic gradient and each subgroup's real gradient.
+        """
         params = [p for p in net.parameters() if p.requires_grad]
         losses = []
         for c in range(ctx.num_classes):
-            real = ctx.sample_real(c, self.batch_real)
+            if ctx.robust_matching:
+                real, groups = ctx.sample_real_grouped(c, self.batch_real)
+            else:
+                real, groups = ctx.sample_real(c, self.batch_real), None
             syn = ctx.images[c * ctx.ipc : (c + 1) * ctx.ipc]
             if self.augment is not None:
                 # One transform for both batches: the siamese part of DSA.
                 transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
                 real, syn = transform(real), transform(syn)
-            losses.append(self.match(net, params, real, syn, c))
+            if groups is None:
+                losses.append(self.match(net, params, real, syn, c))
+                continue
+            g_syn = torch.autograd.grad(cross_entropy_to(net(syn), c), params, create_graph=True)
+            sums, counts = subgroup_distances(net, params, real, groups, g_syn, c, self.distance)
+            per_group = sums / counts
+            losses.append(
+                ctx.risk(sums, counts, per_group, torch.arange(len(counts), device=counts.device))
+            )
         return torch.stack(losses)
 
     def match(
@@ -176,8 +210,11 @@ class GradientMatching:
     def train_net(
         self, net: nn.Module, opt: torch.optim.Optimizer, ctx: DistillContext, epochs: int
     ) -> None:
-        """Train ``net`` for ``epochs`` epochs on the detached synthetic set."""
+        """Train ``net`` between matching steps, on the synthetic set or on real data."""
         net.train()
+        if self.net_train_data == "real":
+            self.train_net_on_real(net, opt, ctx, epochs)
+            return
         images, labels = ctx.images.detach(), ctx.labels
         for _ in range(epochs):
             order = torch.randperm(len(images), generator=ctx.generator).to(images.device)
@@ -185,10 +222,28 @@ class GradientMatching:
                 x = images[batch]
                 if self.augment is not None:
                     x = self.augment(x, ctx.generator)
-                loss = F.cross_entropy(net(x), labels[batch])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                sgd_step(opt, F.cross_entropy(net(x), labels[batch]))
+
+    def train_net_on_real(
+        self, net: nn.Module, opt: torch.optim.Optimizer, ctx: DistillContext, steps: int
+    ) -> None:
+        """``steps`` SGD steps on mixed real batches; the group risk replaces the mean when
+        the risk acts on networks."""
+        for _ in range(steps):
+            x, y, groups = ctx.sample_real_mixed(self.batch_train)
+            if self.augment is not None:
+                x = self.augment(x, ctx.generator)
+            if ctx.robust_networks:
+                loss, _, _ = risk_cross_entropy(net(x), y, groups, ctx.num_groups, ctx.risk)
+            else:
+                loss = F.cross_entropy(net(x), y)
+            sgd_step(opt, loss)
+
+
+def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def cross_entropy_to(logits: torch.Tensor, c: int) -> torch.Tensor:

@@ -33,8 +33,15 @@ class MeanRisk(nn.Module):
         self.name = name
         self.on = check_targets(on)
 
-    def forward(self, group_sums: torch.Tensor, group_counts: torch.Tensor) -> torch.Tensor:
-        """Args: group_sums (G,) summed losses per group; group_counts (G,) samples per group.
+    def forward(
+        self,
+        group_sums: torch.Tensor,
+        group_counts: torch.Tensor,
+        sample_losses: torch.Tensor | None = None,
+        sample_groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args: group_sums (G,) summed losses per group; group_counts (G,) samples per group;
+        sample_losses, sample_groups: accepted like every risk's, unused.
 
         Returns: scalar mean loss; empty groups contribute nothing.
         """
