@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from rdd.evaluator import EpochBatchSampler, evaluate_synset
+from rdd.evaluator import EpochBatchSampler, evaluate_synset, group_accuracy
 from rdd.nets import build_net
+from rdd.partition import partition_test_set
 
 
 class EasyData:
@@ -90,3 +91,37 @@ def test_epoch_sampler_covers_every_image_once_per_epoch() -> None:
     assert len(batches) == len(sampler) == 9
     for epoch in range(3):
         assert sorted(torch.cat(batches[3 * epoch : 3 * epoch + 3]).tolist()) == list(range(10))
+
+
+def test_group_accuracy_on_a_hand_example() -> None:
+    correct = torch.tensor([True, False, True, True, False, False])
+    groups = torch.tensor([0, 0, 1, 1, 3, 3])  # group 2 is empty and is skipped
+    assert group_accuracy(correct, groups).tolist() == [50.0, 100.0, 0.0]
+
+
+def test_cluster_metrics_are_reported() -> None:
+    data = EasyData(per_class=5)
+    # Partition by class parity: a perfect classifier gets 100 on both clusters.
+    groups = data.test[1] % 2
+    metrics = evaluate_synset(
+        *data.train, data, {"mlp": mlp_factory()}, EVAL, CPU, seed=0, test_groups=groups
+    )
+    assert metrics["worst_cluster_acc"] <= metrics["mean_cluster_acc"] <= 100
+    assert (
+        metrics["worst_class_acc"] <= metrics["worst_cluster_acc"] + 1e-9
+    )  # clusters here are unions of classes
+
+
+def test_the_test_partition_is_cached_identical_and_rebuilt_when_settings_change(tmp_path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    test_x = torch.cat([torch.randn(30, 1, 4, 4, generator=gen) + 6 * i for i in range(3)])
+    first = partition_test_set(test_x, k=3, seed=0, cache_dir=str(tmp_path))
+    files = list(tmp_path.glob("test-partition-*.pt"))
+    assert len(files) == 1
+    assert torch.equal(first, partition_test_set(test_x, k=3, seed=0, cache_dir=str(tmp_path)))
+    # three well-separated blobs: each blob is one cluster
+    assert all(len(first[i * 30 : (i + 1) * 30].unique()) == 1 for i in range(3))
+    partition_test_set(test_x, k=2, seed=0, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("test-partition-*.pt"))) == 2
+    files[0].write_bytes(b"garbage")  # a damaged cache is rebuilt, not fatal
+    assert torch.equal(first, partition_test_set(test_x, k=3, seed=0, cache_dir=str(tmp_path)))

@@ -28,6 +28,7 @@ def test_run_writes_every_output(matching: str, tmp_path) -> None:
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["test_acc"] == pytest.approx(metrics["test_acc"])
     assert 0 <= saved["test_acc"] <= 100 and saved["test_acc_std"] >= 0
+    assert saved["worst_cluster_acc"] <= saved["mean_cluster_acc"] <= 100
     synset = SyntheticSet.load(tmp_path)
     assert synset.images.shape == (20, 1, 16, 16) and synset.meta["method"] == matching
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["matching"]["name"] == matching

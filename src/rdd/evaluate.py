@@ -17,7 +17,7 @@ from rdd.cli import fail, quiet_lightning, run_cli
 from rdd.errors import UserError
 from rdd.evaluator import evaluate_synset
 from rdd.io import write_json
-from rdd.run import eval_nets, eval_settings, eval_trainer_kwargs, prepare_output_dir
+from rdd.run import eval_nets, eval_settings, eval_trainer_kwargs, partition_of, prepare_output_dir
 from rdd.schemas import register_schemas
 from rdd.synset import SyntheticSet
 
@@ -49,6 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         eval_settings(run_like, data),
         eval_trainer_kwargs(cfg),
         cfg.seed,
+        test_groups=partition_of(data, eval_settings(run_like, data)),
     )
     write_json(out_dir / "metrics.json", metrics | {"synset": str(Path(cfg.synset).resolve())})
     print(

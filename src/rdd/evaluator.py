@@ -93,12 +93,14 @@ class EvalNetModule(L.LightningModule):
     def _count(self, batch: Sequence[torch.Tensor]) -> None:
         x, y = batch
         hit = (self.net(x).argmax(1) == y).long()
+        self.correct.append(hit.bool().cpu())  # loaders are unshuffled: order = dataset order
         self.hits.index_add_(0, y, hit)
         self.counts.index_add_(0, y, torch.ones_like(hit))
 
     def on_validation_epoch_start(self) -> None:
         self.hits.zero_()
         self.counts.zero_()
+        self.correct: list[torch.Tensor] = []
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -112,6 +114,10 @@ class EvalNetModule(L.LightningModule):
         """(overall accuracy, per-class accuracy (K,)) in percent from the last counts."""
         per_class = 100.0 * self.hits.float() / self.counts.clamp_min(1).float()
         return 100.0 * float(self.hits.sum()) / max(int(self.counts.sum()), 1), per_class.cpu()
+
+    def correct_flags(self) -> torch.Tensor:
+        """(N,) bool: which samples of the last validation/test pass were classified right."""
+        return torch.cat(self.correct)
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.SGD(
@@ -190,6 +196,7 @@ def evaluate_synset(
     eval_cfg: Any,
     trainer_kwargs: dict[str, Any],
     seed: int,
+    test_groups: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train ``eval_cfg.num_nets`` networks of every architecture in ``nets`` on the set.
 
@@ -200,6 +207,8 @@ def evaluate_synset(
         eval_cfg: the `eval` config; trainer_kwargs: Lightning Trainer settings (one device).
         seed: the run's seed; network i of architecture a is seeded from (seed, a, i), so two
             sets evaluated with the same seed meet the same networks.
+        test_groups: (N_test,) subgroup id of every test image (the cached test partition);
+            adds ``mean_cluster_acc`` and ``worst_cluster_acc``.
 
     Returns:
         Per architecture ``<arch>/test_acc``, ``_std``, ``<arch>/val_acc``, ``<arch>/worst_class_acc``
@@ -221,11 +230,18 @@ def evaluate_synset(
         )
         val_acc, _ = score(module, trainer, data.val_dataloader(), "val")
         test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
-        for key, value in {
+        figures = {
             "test_acc": test_acc,
             "val_acc": val_acc,
             "worst_class_acc": float(per_class.min()),
-        }.items():
+        }
+        if test_groups is not None:
+            per_cluster = group_accuracy(module.correct_flags(), test_groups.cpu())
+            figures |= {
+                "mean_cluster_acc": float(per_cluster.mean()),
+                "worst_cluster_acc": float(per_cluster.min()),
+            }
+        for key, value in figures.items():
             results[arch].setdefault(key, []).append(value)
     for arch, figures in results.items():
         for key, values in figures.items():
@@ -233,7 +249,27 @@ def evaluate_synset(
             metrics[f"{arch}/{key}"] = float(t.mean())
             metrics[f"{arch}/{key}_std"] = float(t.std(unbiased=False))
     headline = next(iter(nets))
-    for key in ("test_acc", "val_acc", "worst_class_acc"):
+    for key in results[headline]:
         metrics[key] = metrics[f"{headline}/{key}"]
         metrics[f"{key}_std"] = metrics[f"{headline}/{key}_std"]
     return metrics
+
+
+def group_accuracy(correct: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Accuracy in percent of every non-empty group.
+
+    Args:
+        correct: (N,) bool, whether each sample was classified right.
+        groups: (N,) int64 group ids.
+
+    Returns:
+        (G',) accuracies of the groups that have samples, in group-id order.
+    """
+    if correct.shape != groups.shape:
+        raise ValueError(
+            f"{len(correct)} predictions but {len(groups)} group ids: the partition is not of this test set"
+        )
+    counts = torch.bincount(groups)
+    hits = torch.bincount(groups, weights=correct.double())
+    present = counts > 0
+    return (100.0 * hits[present] / counts[present]).float()

@@ -22,6 +22,7 @@ from rdd.evaluator import derived_seed, evaluate_synset
 from rdd.io import write_json, write_text
 from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
+from rdd.partition import partition_test_set
 from rdd.schemas import register_schemas
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
@@ -46,6 +47,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         eval_settings(cfg, data),
         eval_trainer_kwargs(cfg),
     )
+    test_groups = partition_of(data, settings)
 
     start = time.perf_counter()
     images, labels = distill(cfg, data, matcher, make_net, loggers, ipc)
@@ -57,7 +59,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     start = time.perf_counter()
-    metrics = evaluate_synset(images, labels, data, nets, settings, eval_trainer, cfg.seed)
+    metrics = evaluate_synset(
+        images, labels, data, nets, settings, eval_trainer, cfg.seed, test_groups
+    )
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", metrics)
     report_to_loggers(loggers, metrics, grid)
@@ -163,6 +167,12 @@ def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
         if settings[key] <= 0:
             raise UserError(f"eval.{key} must be positive, got {settings[key]}")
     return OmegaConf.create(settings)
+
+
+def partition_of(data: Any, settings: DictConfig) -> torch.Tensor:
+    """The cached test partition of this dataset (identical for every method and run)."""
+    part = settings.partition
+    return partition_test_set(data.test_x, part.k, part.seed, part.features, data.cache_dir)
 
 
 def net_name(cfg: DictConfig) -> str:
