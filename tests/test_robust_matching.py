@@ -112,3 +112,54 @@ def test_robust_dsa_runs_end_to_end_on_digits(risk: str, tmp_path) -> None:
     )
     metrics = run(cfg)
     assert 0 <= metrics["test_acc"] <= 100
+
+
+def test_group_losses_risk_value_and_cluster_sizes_are_logged(tmp_path) -> None:
+    cfg = compose_config(
+        *TINY,
+        "matching=dc",
+        "risk=cvar",
+        "clustering=faiss_kmeans",
+        "clustering.k=2",
+        "logger=csv",
+        "matching.iterations=2",
+        output_dir=tmp_path,
+    )
+    run(cfg)
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    for key in (
+        "risk/value",
+        "risk/group_loss_min",
+        "risk/group_loss_max",
+        "cluster/size_min",
+        "cluster/size_max",
+    ):
+        assert key in header, key
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    logged = [r for r in rows if r["risk/value"]]
+    assert len(logged) == 2
+    for row in logged:
+        assert (
+            float(row["risk/group_loss_min"])
+            <= float(row["risk/group_loss_mean"])
+            <= float(row["risk/group_loss_max"])
+        )
+
+
+def test_wandb_offline_gets_the_group_loss_histogram(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_config(
+        *TINY,
+        "matching=dc",
+        "risk=cvar",
+        "clustering=faiss_kmeans",
+        "clustering.k=2",
+        "logger=wandb",
+        "logger.wandb.offline=true",
+        output_dir=tmp_path,
+    )
+    run(cfg)
+    # The offline run's log (what `wandb sync` uploads) holds the histogram records.
+    log = next((tmp_path / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
+    assert b"risk/group_losses" in log and b"histogram" in log

@@ -166,7 +166,23 @@ class SyntheticSetLearner(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self.iteration = batch_idx
         stats = self.matcher.step(self)
-        self.log_dict({f"train/{k}": v for k, v in stats.items()}, prog_bar=True, on_step=True)
+        # "risk/..." and "cluster/..." keep their prefix; the rest is train/...
+        named = {k if "/" in k else f"train/{k}": v for k, v in stats.items()}
+        self.log("train/match_loss", named.pop("train/match_loss"), prog_bar=True, on_step=True)
+        self.log_dict(named, on_step=True)
+        self.log_group_histogram()
+
+    def log_group_histogram(self) -> None:
+        """With W&B, a histogram of this iteration's per-subgroup matching losses."""
+        group_losses = getattr(self.matcher, "group_losses", None)
+        if not group_losses:
+            return
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                values = torch.cat(group_losses).cpu().numpy()
+                logger.experiment.log({"risk/group_losses": wandb.Histogram(values)}, commit=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(

@@ -219,6 +219,9 @@ def report_to_loggers(loggers: list[Any], metrics: dict[str, float], grid: Path)
         if hasattr(logger, "log_image"):  # W&B: the synthetic images on the dashboard
             logger.log_image("synset", [str(grid)])
         logger.finalize("success")
+        if hasattr(logger, "log_image"):
+            # Close the W&B run: the next job of a multirun in this process gets its own run.
+            logger.experiment.finish()
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="run")

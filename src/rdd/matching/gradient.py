@@ -122,6 +122,7 @@ class GradientMatching:
         self.bn_images_per_class = bn_images_per_class
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.net_train_data = net_train_data
+        self.group_losses: list[torch.Tensor] = []  # per-subgroup matching losses of the last step
 
     def loops(self, ipc: int) -> tuple[int, int]:
         outer, inner = loops_for_ipc(ipc)
@@ -135,6 +136,7 @@ class GradientMatching:
         net_opt = torch.optim.SGD(net.parameters(), lr=self.lr_net, momentum=self.momentum_net)
         outer, inner = self.loops(ctx.ipc)
         losses = []
+        self.group_losses = []
         for step in range(outer):
             if has_batchnorm(net):
                 self.freeze_batchnorm(net, ctx)
@@ -143,7 +145,15 @@ class GradientMatching:
             losses.append(class_losses.detach().mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
-        return stats | {"match_loss": float(torch.stack(losses).mean())}
+        stats["match_loss"] = float(torch.stack(losses).mean())
+        if self.group_losses:
+            every = torch.cat(self.group_losses)
+            stats |= {
+                "risk/group_loss_min": float(every.min()),
+                "risk/group_loss_mean": float(every.mean()),
+            }
+            stats |= {"risk/group_loss_max": float(every.max()), "risk/value": stats["match_loss"]}
+        return stats
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
         """Gradient-matching loss of every class: (num_classes,), differentiable.
@@ -169,6 +179,7 @@ class GradientMatching:
             g_syn = torch.autograd.grad(cross_entropy_to(net(syn), c), params, create_graph=True)
             sums, counts = subgroup_distances(net, params, real, groups, g_syn, c, self.distance)
             per_group = sums / counts
+            self.group_losses.append(per_group.detach())
             losses.append(
                 ctx.risk(sums, counts, per_group, torch.arange(len(counts), device=counts.device))
             )
