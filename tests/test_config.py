@@ -7,6 +7,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from rdd.cli import group_options as options
 from rdd.config import CONF_DIR
 from rdd.nets import build_net
 from tests.conftest import compose_config
@@ -22,10 +23,6 @@ GROUPS = (
     "logger",
     "experiment",
 )
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def test_every_required_group_exists() -> None:

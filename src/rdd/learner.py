@@ -101,7 +101,8 @@ class SyntheticSetLearner(L.LightningModule):
         """Re-cluster the real pool with ``net``'s features when the clusterer is due."""
         if self.clusterer is None or not self.clusterer.due(self.iteration):
             return {}
-        pool = self.draw_pool(self.clusterer.pool_per_class)
+        # The pool depends on the clusterer's seed and the iteration only (same on every rank).
+        pool = self.clusterer.pool(self.real_y, self.num_classes, self.iteration)
         images, labels = self.real_images(pool), self.real_y[pool]
         if hasattr(self.clusterer, "nearest"):  # each synthetic image owns a subgroup
             groups = self.clusterer.fit(
@@ -111,21 +112,9 @@ class SyntheticSetLearner(L.LightningModule):
         else:
             groups = self.clusterer.fit(images, labels, self.num_classes, net)
             self.num_groups = self.num_classes * self.clusterer.k
-        self.pool_idx, self.pool_groups = (
-            pool.to(self.pool_idx.device),
-            groups.to(self.pool_groups.device),
-        )
-        sizes = torch.bincount(self.pool_groups.cpu(), minlength=self.num_groups).float()
+        self.pool_idx, self.pool_groups = pool, groups.cpu()  # bookkeeping stays on the CPU
+        sizes = torch.bincount(self.pool_groups, minlength=self.num_groups).float()
         return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
-
-    def draw_pool(self, per_class: int | None) -> torch.Tensor:
-        """Up to ``per_class`` random real indices of every class (all of them if None)."""
-        return torch.cat(
-            [
-                self.real_index.sample(c, per_class or 10**12, self.generator)
-                for c in range(self.num_classes)
-            ]
-        )
 
     def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to n random pool images of class c and their group ids: (n, C, H, W), (n,)."""
