@@ -163,3 +163,10 @@ def test_wandb_offline_gets_the_group_loss_histogram(tmp_path, monkeypatch) -> N
     # The offline run's log (what `wandb sync` uploads) holds the histogram records.
     log = next((tmp_path / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
     assert b"risk/group_losses" in log and b"histogram" in log
+
+
+def test_a_risk_on_networks_trained_on_the_synthetic_set_is_flagged(tmp_path, caplog) -> None:
+    cfg = compose_config(*TINY, "matching=dc", "risk=cvar", "clustering.k=2", output_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="rdd.run"):
+        run(cfg)
+    assert "matching.net_train_data=real" in caplog.text

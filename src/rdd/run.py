@@ -6,6 +6,7 @@ scripts call ``run`` directly with a composed config.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
 
 FINISHED_MARKERS = (FILE_NAME, "metrics.json")
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -94,6 +96,7 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone()
+    warn_if_risk_cannot_reach_networks(cfg)
     learner = SyntheticSetLearner(
         matcher,
         make_net,
@@ -116,6 +119,17 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
     )
     trainer.fit(learner)
     return learner.images.detach().cpu(), learner.labels.cpu()
+
+
+def warn_if_risk_cannot_reach_networks(cfg: DictConfig) -> None:
+    """The risk acts on networks only when they train on real data (the synthetic set has no
+    subgroups): say so instead of silently training them on the mean."""
+    on_networks = "networks" in (cfg.risk.get("on") or []) and cfg.risk.name != "none"
+    if on_networks and cfg.matching.get("net_train_data") == "synthetic":
+        log.warning(
+            "risk.on includes networks, but matching.net_train_data=synthetic trains them on the "
+            "synthetic set, which has no subgroups; set matching.net_train_data=real for the risk to act there"
+        )
 
 
 def check_class_sizes(data: Any, ipc: int) -> None:
