@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
+from rdd.distributed import all_reduce_grads, shard, world_size
 from rdd.matching.distance import get_distance
-from rdd.matching.robust import risk_cross_entropy, subgroup_distances
+from rdd.matching.robust import real_gradient, risk_cross_entropy, subgroup_distances
 from rdd.nets import has_batchnorm
+from rdd.risk.mean import MeanRisk
 
 # (outer_loop, inner_loop) by IPC, as published for DC/DSA.
 PUBLISHED_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -194,8 +196,7 @@ class GradientMatching:
         c: int,
     ) -> torch.Tensor:
         """Distance between the loss gradients of a real (n, C, H, W) and a synthetic batch of class c."""
-        g_real = torch.autograd.grad(cross_entropy_to(net(real), c), params)
-        g_real = [g.detach() for g in g_real]
+        g_real = real_gradient(net, params, real, c)
         g_syn = torch.autograd.grad(cross_entropy_to(net(syn), c), params, create_graph=True)
         return self.distance(g_syn, g_real)
 
@@ -244,16 +245,21 @@ class GradientMatching:
             x, y, groups = ctx.sample_real_mixed(self.batch_train)
             if self.augment is not None:
                 x = self.augment(x, ctx.generator)
-            if ctx.robust_networks:
-                loss, _, _ = risk_cross_entropy(net(x), y, groups, ctx.num_groups, ctx.risk)
-            else:
+            risk = ctx.risk if ctx.robust_networks else MeanRisk()
+            if not ctx.robust_networks and world_size() == 1:
                 loss = F.cross_entropy(net(x), y)
-            sgd_step(opt, loss)
+            else:  # every rank trains the same net on its shard; sums and counts are global
+                x, y, groups = shard(x), shard(y), shard(groups)
+                loss, _, _ = risk_cross_entropy(net(x), y, groups, ctx.num_groups, risk)
+            sgd_step(opt, loss, net)
 
 
-def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor, net: nn.Module | None = None) -> None:
+    """One step; with ``net`` given, its gradients are summed over ranks first."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if net is not None:
+        all_reduce_grads(net)
     opt.step()
 
 

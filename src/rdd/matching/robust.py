@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdd.distributed import all_reduce_sum, global_sums, shard, world_size
+
 
 def group_sums(
     values: torch.Tensor, groups: torch.Tensor, num_groups: int
@@ -35,6 +37,25 @@ def group_sums(
     return sums, counts
 
 
+def real_gradient(
+    net: nn.Module, params: list[torch.Tensor], real: torch.Tensor, c: int
+) -> list[torch.Tensor]:
+    """Gradient of the mean cross-entropy of a real batch (n, C, H, W) of class c, detached.
+
+    Every rank holds the same batch and computes the gradient of the *summed* loss on its
+    shard; sums and the count are all-reduced, then divided, so N ranks give the
+    single-process gradient.
+    """
+    local = shard(real)
+    if len(local):
+        target = torch.full((len(local),), c, dtype=torch.long, device=real.device)
+        grads = torch.autograd.grad(F.cross_entropy(net(local), target, reduction="sum"), params)
+    else:
+        grads = [torch.zeros_like(p) for p in params]
+    count = all_reduce_sum(torch.tensor(float(len(local)), device=real.device))
+    return [all_reduce_sum(g.detach()) / count for g in grads]
+
+
 def subgroup_distances(
     net: nn.Module,
     params: list[torch.Tensor],
@@ -47,7 +68,8 @@ def subgroup_distances(
     """Distance of the synthetic gradient to each subgroup's real gradient, for class c.
 
     Args:
-        real: (n, C, H, W) real images of class c; real_groups: (n,) their subgroup ids.
+        real: (n, C, H, W) real images of class c (the same on every rank);
+            real_groups: (n,) their subgroup ids.
         g_syn: the synthetic batch's loss gradient (with its graph, so distances are
             differentiable w.r.t. the synthetic images).
 
@@ -59,11 +81,7 @@ def subgroup_distances(
     distances, counts = [], []
     for group in present:
         members = real[real_groups == group]
-        target = torch.full((len(members),), c, dtype=torch.long, device=members.device)
-        g_real = [
-            g.detach() for g in torch.autograd.grad(F.cross_entropy(net(members), target), params)
-        ]
-        distances.append(distance(g_syn, g_real))
+        distances.append(distance(g_syn, real_gradient(net, params, members, c)))
         counts.append(float(len(members)))
     counts_t = torch.tensor(counts, dtype=real.dtype, device=real.device)
     return torch.stack(distances) * counts_t, counts_t
@@ -76,7 +94,15 @@ def risk_cross_entropy(
     num_groups: int,
     risk: nn.Module,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The group risk of the per-sample cross-entropy: (risk value, group sums, group counts)."""
+    """The group risk of the per-sample cross-entropy: (risk value, group sums, group counts).
+
+    Under torch.distributed the inputs are this rank's shard: sums and counts are all-reduced
+    first, so the value is the global risk and the gradient this rank's share of it.
+    """
     losses = F.cross_entropy(logits, labels, reduction="none")
     sums, counts = group_sums(losses, groups, num_groups)
-    return risk(sums, counts, losses, groups), sums.detach(), counts
+    sums, counts = global_sums(sums), all_reduce_sum(counts)
+    samples = (
+        (losses, groups) if world_size() == 1 else (None, None)
+    )  # per-sample risks: one process
+    return risk(sums, counts, *samples), sums.detach(), counts

@@ -1,0 +1,53 @@
+"""torch.distributed helpers that are no-ops in a single process.
+
+Distillation keeps every rank's random stream identical (same seed, CPU generators), so every
+rank draws the same global real batch; each rank then works on its shard, and sums and counts
+are all-reduced before anything is divided or weighted (never averages of per-rank means).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if world_size() > 1 else 0
+
+
+def shard(x: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a batch that every rank holds in full: rows rank, rank + W, ..."""
+    return x[rank() :: world_size()]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks (a new tensor; ``t`` itself in a single process)."""
+    if world_size() == 1:
+        return t
+    total = t.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
+def global_sums(local_sums: torch.Tensor) -> torch.Tensor:
+    """Per-group sums over all ranks whose gradient flows into this rank's ``local_sums``.
+
+    The value is the global sum; d(value)/d(local_sums) is the identity, so a risk of the
+    global figures back-propagates exactly this rank's share of the global gradient.
+    """
+    if world_size() == 1:
+        return local_sums
+    return local_sums + (all_reduce_sum(local_sums) - local_sums.detach())
+
+
+def all_reduce_grads(module: torch.nn.Module) -> None:
+    """Sum the gradients of a module that is not DDP-wrapped (a sampled network) over ranks."""
+    if world_size() == 1:
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
