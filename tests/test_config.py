@@ -7,22 +7,13 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from rdd.cli import CHECKED_GROUPS
 from rdd.cli import group_options as options
 from rdd.config import CONF_DIR
 from rdd.nets import build_net
 from tests.conftest import compose_config
 
-GROUPS = (
-    "data",
-    "net",
-    "matching",
-    "clustering",
-    "risk",
-    "eval",
-    "trainer",
-    "logger",
-    "experiment",
-)
+GROUPS = CHECKED_GROUPS  # every group whose options are files in conf/<group>/
 
 
 def test_every_required_group_exists() -> None:
