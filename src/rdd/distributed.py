@@ -51,3 +51,23 @@ def all_reduce_grads(module: torch.nn.Module) -> None:
     for param in module.parameters():
         if param.grad is not None:
             dist.all_reduce(param.grad)
+
+
+def average_grads(params: list[torch.Tensor]) -> None:
+    """Average gradients of replicated parameters over ranks, in place.
+
+    The matchers already give every rank the global gradient; averaging identical values is
+    exact in floating point, and it keeps replicas identical where kernels are not.
+    """
+    if world_size() == 1:
+        return
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(world_size())
+
+
+def broadcast_from_rank0_(tensor: torch.Tensor) -> None:
+    """Overwrite ``tensor`` with rank 0's values, in place."""
+    if world_size() > 1:
+        dist.broadcast(tensor.data, src=0)

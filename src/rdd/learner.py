@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rdd.distributed import average_grads, broadcast_from_rank0_
 from rdd.risk.mean import MeanRisk
 from rdd.synset import class_grouped_labels
 
@@ -84,6 +85,21 @@ class SyntheticSetLearner(L.LightningModule):
         self.pool_idx, self.pool_groups = torch.arange(len(real_y)), self.real_y.clone()
         self.num_groups = num_classes
 
+    # -- pickling, for DDP's spawned processes -------------------------------------------------
+    def __getstate__(self) -> dict:
+        # torch.multiprocessing pickles a torch.Generator's state tensor through shared memory
+        # that is released as soon as that temporary tensor dies, before the child reads it;
+        # plain bytes are copied instead.
+        state = super().__getstate__()
+        state["generator"] = self.generator.get_state().numpy().tobytes()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state.pop("generator")), dtype=torch.uint8))
+        super().__setstate__(state)
+        self.generator = generator
+
     # -- the context the matcher works with ---------------------------------------------------
     def new_net(self) -> nn.Module:
         """A fresh network seeded from the run's generator (same on every rank), on our device."""
@@ -145,9 +161,14 @@ class SyntheticSetLearner(L.LightningModule):
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(loss)
+        average_grads([self.images])  # DDP: every rank takes the same step
         opt.step()
 
     # -- Lightning hooks ---------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # DDP: the ranks start from rank 0's images (they are seeded alike; this makes it certain).
+        broadcast_from_rank0_(self.images)
+
     def train_dataloader(self) -> DataLoader:
         # Each "batch" is just the iteration number: the matcher draws its own real batches.
         return DataLoader(range(self.matcher.iterations), batch_size=None, shuffle=False)

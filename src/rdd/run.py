@@ -6,8 +6,11 @@ scripts call ``run`` directly with a composed config.
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
 from rdd.schemas import register_schemas
+from rdd.strategy import DDP_NAMES, distill_strategy
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
 
@@ -84,9 +88,10 @@ def prepare_output_dir(path: str | Path) -> Path:
     return out_dir
 
 
-def net_factory(net_cfg: Any, data: Any):
-    """A function building a fresh network for this dataset's shape."""
-    return lambda: build_net(net_cfg, data.channel, data.num_classes, data.im_size)
+def net_factory(net_cfg: Any, data: Any) -> Callable[[], torch.nn.Module]:
+    """A function building a fresh network for this dataset's shape (picklable, for DDP's
+    spawned processes)."""
+    return partial(build_net, net_cfg, data.channel, data.num_classes, tuple(data.im_size))
 
 
 def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +102,7 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone()
     warn_if_risk_cannot_reach_networks(cfg)
+    check_risk_supports_ddp(cfg)
     learner = SyntheticSetLearner(
         matcher,
         make_net,
@@ -109,13 +115,16 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
         risk=instantiate(cfg.risk),
         clusterer=instantiate(cfg.clustering) if cfg.clustering.get("_target_") else None,
     )
+    settings = trainer_kwargs(cfg.trainer)
     trainer = L.Trainer(
         max_epochs=1,
         logger=loggers or False,
         log_every_n_steps=1,
         enable_checkpointing=False,
         enable_model_summary=False,
-        **trainer_kwargs(cfg.trainer),
+        # Every rank runs every iteration (the "batches" are iteration numbers, not data).
+        use_distributed_sampler=False,
+        **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
     trainer.fit(learner)
     return learner.images.detach().cpu(), learner.labels.cpu()
@@ -129,6 +138,19 @@ def warn_if_risk_cannot_reach_networks(cfg: DictConfig) -> None:
         log.warning(
             "risk.on includes networks, but matching.net_train_data=synthetic trains them on the "
             "synthetic set, which has no subgroups; set matching.net_train_data=real for the risk to act there"
+        )
+
+
+def check_risk_supports_ddp(cfg: DictConfig) -> None:
+    """two_level's inner CVaR weighs single samples, which one rank sees only in part."""
+    distributed = cfg.trainer.get("strategy") in DDP_NAMES
+    trains_nets = (
+        "networks" in (cfg.risk.get("on") or []) and cfg.matching.get("net_train_data") == "real"
+    )
+    if distributed and cfg.risk.name == "two_level" and trains_nets:
+        raise UserError(
+            "risk=two_level on networks needs every sample's loss in one process: use "
+            "risk.on=[matching] under trainer=ddp, or run on one device"
         )
 
 
@@ -156,12 +178,7 @@ def initial_images(data: Any, ipc: int, init: str, generator: torch.Generator) -
 
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
-    if "ddp" in str(settings.get("strategy")):
-        # Until matchers reduce per-group sums and counts across ranks, every rank would run
-        # the whole job; refuse rather than waste devices or write outputs twice.
-        raise UserError(
-            "multi-process distillation (trainer.strategy=ddp) is not supported yet: use one device"
-        )
+    distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
     return settings
 
 
@@ -229,6 +246,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 def report_to_loggers(loggers: list[Any], metrics: dict[str, float], grid: Path) -> None:
     for logger in loggers:
+        adopt_csv_columns(logger)
         logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         if hasattr(logger, "log_image"):  # W&B: the synthetic images on the dashboard
             logger.log_image("synset", [str(grid)])
@@ -236,6 +254,25 @@ def report_to_loggers(loggers: list[Any], metrics: dict[str, float], grid: Path)
         if hasattr(logger, "log_image"):
             # Close the W&B run: the next job of a multirun in this process gets its own run.
             logger.experiment.finish()
+
+
+def adopt_csv_columns(logger: Any) -> None:
+    """Make a CSV logger append to the columns its file already has.
+
+    Under DDP the distillation rows are written by the spawned rank 0, whose logger's column
+    list this (main) process never saw; without it Lightning would rewrite the file with the
+    evaluation columns only and fail on the old rows.
+    """
+    if type(logger).__name__ != "CSVLogger":
+        return
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as file:
+        header = next(csv.reader(file), [])
+    known = logger.experiment.metrics_keys
+    known.extend(key for key in header if key not in known)
+    known.sort()
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="run")

@@ -1,0 +1,52 @@
+"""Lightning DDP for synthetic-set learning (``trainer.strategy=ddp``).
+
+Every rank holds the whole synthetic set and the same random streams; the matchers shard each
+real batch and all-reduce per-group sums and counts (``rdd.distributed``), so every rank
+computes the gradient of the *global* risk. What DDP's wrapper would add, bucketed gradient
+averaging inside ``backward``, does not fit a training step that calls backward many times
+(DC: once per outer loop, networks trained in between), so this strategy keeps Lightning's
+launcher and process group but not the wrapper; the learner averages the images' gradient
+over ranks itself before each image step (``rdd.distributed.average_grads``), which keeps the
+replicas bitwise identical even where GPU kernels are not deterministic.
+
+Processes are spawned (not re-launched from the command line), so Hydra multirun sweeps work:
+each job spawns its ranks, and the main process gets rank 0's synthetic set back to save and
+evaluate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.strategies import DDPStrategy
+
+from rdd.errors import UserError
+
+# Strategy names that select this strategy; other distributed strategies are refused.
+DDP_NAMES = ("ddp", "ddp_spawn")
+REFUSED_WORDS = ("ddp", "fsdp", "deepspeed", "xla")
+
+
+class ReplicatedDDPStrategy(DDPStrategy):
+    """DDP with replicated parameters whose gradients the LightningModule reduces itself."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(start_method="spawn", **kwargs)
+
+    def configure_ddp(self) -> None:
+        # No DistributedDataParallel wrapper: see the module docstring.
+        pass
+
+
+def distill_strategy(name: Any) -> Any:
+    """The Lightning strategy for distillation from ``trainer.strategy``."""
+    if not isinstance(name, str):
+        return name
+    if name in DDP_NAMES:
+        return ReplicatedDDPStrategy()
+    if any(word in name for word in REFUSED_WORDS):
+        raise UserError(
+            f"trainer.strategy={name} is not supported for distillation: use trainer=ddp "
+            "(or trainer.strategy=auto for one device)"
+        )
+    return name
