@@ -42,8 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir = prepare_output_dir(cfg.paths.output_dir)
     run_like = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval), "net": stored.net})
     metrics = evaluate_synset(
-        synset.images,
-        synset.labels,
+        *synset.expanded(),
         data,
         eval_nets(run_like, data, default_name=synset.meta.get("net")),
         eval_settings(run_like, data),

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
 from rdd.errors import UserError
 from rdd.evaluator import derived_seed, evaluate_synset
+from rdd.expansion import check_factor, pack
 from rdd.io import write_json, write_text
 from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
@@ -66,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     start = time.perf_counter()
     metrics = evaluate_synset(
-        images, labels, data, nets, settings, eval_trainer, cfg.seed, test_groups
+        *synset.expanded(), data, nets, settings, eval_trainer, cfg.seed, test_groups
     )
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
     write_json(out_dir / "metrics.json", metrics)
@@ -106,7 +107,7 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
     learner = SyntheticSetLearner(
         matcher,
         make_net,
-        initial_images(data, ipc, matcher.init, generator),
+        initial_images(data, ipc, matcher.init, generator, expansion_factor(matcher, data)),
         data.train_x,
         data.train_y,
         data.num_classes,
@@ -164,16 +165,35 @@ def check_class_sizes(data: Any, ipc: int) -> None:
         )
 
 
-def initial_images(data: Any, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
-    """Starting images grouped by class: random real images of each class, or N(0, 1) noise."""
+def initial_images(
+    data: Any, ipc: int, init: str, generator: torch.Generator, factor: int = 1
+) -> torch.Tensor:
+    """Starting images grouped by class: random real images of each class, or N(0, 1) noise.
+
+    With partition-and-expansion (``factor > 1``) each image packs ``factor**2`` downscaled
+    real images of its class, each tile from its own random draw.
+    """
     shape = (data.num_classes * ipc, data.channel, *data.im_size)
     if init == "noise":
         return torch.randn(shape, generator=generator)
+    return pack([real_draw(data, ipc, generator) for _ in range(factor * factor)], factor)
+
+
+def real_draw(data: Any, ipc: int, generator: torch.Generator) -> torch.Tensor:
+    """ipc random real images of every class, grouped by class."""
     picks = []
     for c in range(data.num_classes):
         members = (data.train_y == c).nonzero().flatten()
         picks.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
-    return data.train_x[torch.cat(picks)].clone()
+    return data.train_x[torch.cat(picks)]
+
+
+def expansion_factor(matcher: Any, data: Any) -> int:
+    """The matcher's partition-and-expansion factor, checked against the image size."""
+    try:
+        return check_factor(getattr(matcher, "factor", 1), tuple(data.im_size))
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
@@ -231,6 +251,8 @@ def synset_meta(cfg: DictConfig, data: Any, ipc: int) -> dict[str, Any]:
         "std": list(data.std),
         "ipc": ipc,
         "method": cfg.matching.name,
+        # IDM's partition-and-expansion: the evaluator expands the stored images the same way.
+        "factor": int(cfg.matching.get("factor", 1)),
         "net": net_name(cfg),
         "seed": int(cfg.seed),
         "config": OmegaConf.to_yaml(cfg, resolve=True),

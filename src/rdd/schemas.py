@@ -45,6 +45,31 @@ class GradientSchema(MatchingSchema):
 
 
 @dataclass
+class DistributionSchema(MatchingSchema):
+    init: str = "real"
+    lr_img: float = 1.0
+    momentum_img: float = 0.5
+    batch_real: int = 256
+    dsa: bool = True
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa_mode: str = "single"
+    factor: int = 1
+    ce_weight: float = 0.0
+    step_per_class: bool = False
+    queue_size: int = 0
+    generate_every: int = 30
+    push_nets: int = 1
+    initial_nets: int = 3
+    fetch_nets: int = 2
+    train_steps: int = 10
+    sampled_nets: int = 1
+    batch_train: int = 256
+    lr_net: float = 0.01
+    momentum_net: float = 0.9
+    weight_decay_net: float = 0.0005
+
+
+@dataclass
 class CoresetSchema(MatchingSchema):
     features: str = "pixels"
     feature_train_steps: int = 300
@@ -57,6 +82,7 @@ def register_schemas() -> None:
     entries: list[tuple[str, str, Any]] = [
         ("matching", "gradient_schema", GradientSchema),
         ("matching", "coreset_schema", CoresetSchema),
+        ("matching", "distribution_schema", DistributionSchema),
     ]
     entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
     entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]

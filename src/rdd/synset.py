@@ -16,6 +16,7 @@ import torch
 from torchvision.utils import save_image
 
 from rdd.errors import UserError
+from rdd.expansion import expand
 from rdd.io import atomic_write
 
 FORMAT = "rdd-synset/1"
@@ -40,6 +41,16 @@ class SyntheticSet:
     @property
     def ipc(self) -> int:
         return int(self.meta["ipc"])
+
+    @property
+    def factor(self) -> int:
+        """IDM's partition-and-expansion factor (1: every stored image is one image)."""
+        return int(self.meta.get("factor", 1))
+
+    def expanded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels a network trains on: each stored image expanded into
+        ``factor**2`` full-size images (unchanged for factor 1)."""
+        return expand(self.images, self.labels, self.factor)
 
     def denormalized(self) -> torch.Tensor:
         """Images mapped back to [0, 1] for display: (N, C, H, W)."""

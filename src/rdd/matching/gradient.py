@@ -65,6 +65,7 @@ class DistillContext(Protocol):
     robust_matching: bool  # aggregate per-subgroup matching losses with the risk
     robust_networks: bool  # train networks on real data with the risk
     num_groups: int
+    iteration: int  # the outer iteration being run, from 0
 
     def new_net(self) -> nn.Module: ...
     def regroup(self, net: nn.Module) -> dict[str, float]: ...

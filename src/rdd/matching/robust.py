@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.distributed import all_reduce_sum, global_sums, shard, world_size
+from rdd.risk.mean import MeanRisk
 
 
 def group_sums(
@@ -106,3 +107,67 @@ def risk_cross_entropy(
         (losses, groups) if world_size() == 1 else (None, None)
     )  # per-sample risks: one process
     return risk(sums, counts, *samples), sums.detach(), counts
+
+
+@torch.no_grad()
+def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """Mean embedding (D,) of a real batch that every rank holds in full (no gradient).
+
+    Each rank embeds its shard; the embedding sum and the count are all-reduced.
+    """
+    local = shard(real)
+    # An empty shard (more ranks than images) still needs the embedding's shape.
+    total = net.embed(local if len(local) else real[:1]).sum(0) * (1.0 if len(local) else 0.0)
+    count = all_reduce_sum(torch.tensor(float(len(local)), device=real.device))
+    return all_reduce_sum(total) / count
+
+
+def subgroup_embedding_distances(
+    net: nn.Module, real: torch.Tensor, real_groups: torch.Tensor, mean_syn: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance between ``mean_syn`` and each subgroup's mean real embedding.
+
+    Args:
+        real: (n, C, H, W) real images of one class (the same on every rank);
+            real_groups: (n,) their subgroup ids.
+        mean_syn: (D,) mean synthetic embedding (with its graph).
+
+    Returns:
+        distance x count (S,) and counts (S,) over the S subgroups present in the batch.
+    """
+    present = real_groups.unique()
+    local, local_groups = shard(real), shard(real_groups)
+    with torch.no_grad():
+        emb = net.embed(local) if len(local) else net.embed(real[:1])[:0]
+    slot = torch.searchsorted(present, local_groups)
+    sums = emb.new_zeros(len(present), emb.shape[1]).index_add(0, slot, emb)
+    counts = emb.new_zeros(len(present)).index_add(0, slot, torch.ones_like(slot, dtype=emb.dtype))
+    sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
+    distances = ((sums / counts[:, None] - mean_syn) ** 2).sum(1)
+    return distances * counts, counts
+
+
+def real_data_loss(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    groups: torch.Tensor,
+    num_groups: int,
+    risk: nn.Module | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of a network on a real batch every rank holds in full, and the global number of
+    correct predictions (made before the step).
+
+    ``risk=None`` is the mean cross-entropy; otherwise the group risk over all ranks' sums
+    and counts. Each rank works on its shard; its gradients are summed over ranks by the caller
+    (``sgd_step(..., net)``).
+    """
+    if risk is None and world_size() == 1:
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+    else:
+        x, y, groups = shard(x), shard(y), shard(groups)
+        logits = net(x)
+        loss, _, _ = risk_cross_entropy(logits, y, groups, num_groups, risk or MeanRisk())
+    correct = (logits.detach().argmax(1) == y).sum().to(logits.dtype)
+    return loss, all_reduce_sum(correct)

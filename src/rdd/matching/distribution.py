@@ -1,0 +1,274 @@
+"""Distribution matching: DM (Zhao & Bilen, WACV 2023) and IDM (Zhao et al., CVPR 2023).
+
+DM: every iteration a fresh random network embeds, class by class, a real batch and the
+synthetic images (the same DSA transform on both); the loss is the squared L2 distance between
+the two mean embeddings, summed over classes, and the images take one SGD step.
+
+IDM adds three things, each a config key here:
+
+* partition-and-expansion (``factor``): each stored image holds ``factor x factor`` smaller
+  images, upsampled before use (:mod:`rdd.expansion`); evaluation expands the same way;
+* a queue of semi-trained networks (``queue_size > 0``): networks are pushed every
+  ``generate_every`` iterations, ``fetch_nets`` random ones train ``train_steps`` SGD steps on
+  real data per iteration, and ``sampled_nets`` random ones are used for matching;
+* class-aware regularisation (``ce_weight``): cross-entropy of the matching network on the
+  (expanded, augmented) synthetic images, weighted by ``ce_weight`` x that network's running
+  accuracy on its real training batches in percent, as in the published code.
+
+As published, IDM steps the images once per class (``step_per_class``), DM once per iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdd.augment import DSA
+from rdd.expansion import check_factor, expand
+from rdd.matching.gradient import INITS, DistillContext, sgd_step
+from rdd.matching.robust import real_data_loss, real_mean_embedding, subgroup_embedding_distances
+
+
+@dataclass
+class QueuedNet:
+    """A network of IDM's queue with its optimizer and its running training accuracy."""
+
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    correct: float = 0.0
+    seen: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Percent of its real training samples classified right (before each step); 0 if none."""
+        return 100.0 * self.correct / self.seen if self.seen else 0.0
+
+
+class NetQueue:
+    """IDM's queue of networks that keep training on real data while the images are learnt.
+
+    Args:
+        size: Most networks held; pushing into a full queue drops the oldest.
+        generate_every: Push ``push`` new networks every this many iterations (and at 0).
+        push: Networks pushed each time.
+        initial: Networks created before the first push (the published code starts with 3).
+        fetch: Random networks trained per iteration.
+        train_steps: SGD steps per fetched network per iteration.
+        batch: Real images per training step (all classes mixed).
+        lr, momentum, weight_decay: The networks' SGD.
+    """
+
+    def __init__(
+        self,
+        size: int = 100,
+        generate_every: int = 30,
+        push: int = 1,
+        initial: int = 3,
+        fetch: int = 2,
+        train_steps: int = 10,
+        batch: int = 256,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+    ) -> None:
+        self.size, self.generate_every, self.push, self.initial = (
+            size,
+            generate_every,
+            push,
+            initial,
+        )
+        self.fetch, self.train_steps, self.batch = fetch, train_steps, batch
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.entries: list[QueuedNet] = []
+
+    def new_entry(self, ctx: DistillContext) -> QueuedNet:
+        net = ctx.new_net()
+        opt = torch.optim.SGD(
+            net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        return QueuedNet(net, opt)
+
+    def refresh(self, ctx: DistillContext, iteration: int) -> None:
+        """Create the initial networks on first use; push new ones when due."""
+        if not self.entries and iteration == 0:
+            self.entries = [self.new_entry(ctx) for _ in range(self.initial)]
+        if iteration % self.generate_every == 0:
+            for _ in range(self.push):
+                if len(self.entries) >= self.size:
+                    self.entries.pop(0)
+                self.entries.append(self.new_entry(ctx))
+
+    def pick(self, ctx: DistillContext, n: int) -> list[QueuedNet]:
+        """n distinct random networks of the queue (all of them if it holds fewer)."""
+        order = torch.randperm(len(self.entries), generator=ctx.generator)[:n]
+        return [self.entries[i] for i in order.tolist()]
+
+    def train(self, ctx: DistillContext) -> None:
+        """Train ``fetch`` random networks ``train_steps`` steps each on mixed real batches
+        (no augmentation, as published); with the risk on networks, on the group risk."""
+        risk = ctx.risk if ctx.robust_networks else None
+        for entry in self.pick(ctx, self.fetch):
+            entry.net.train()
+            for _ in range(self.train_steps):
+                x, y, groups = ctx.sample_real_mixed(self.batch)
+                loss, correct = real_data_loss(entry.net, x, y, groups, ctx.num_groups, risk)
+                entry.correct += float(correct)
+                entry.seen += float(len(x))
+                sgd_step(entry.opt, loss, entry.net)
+
+
+@contextmanager
+def frozen(net: nn.Module) -> Iterator[nn.Module]:
+    """The network's parameters need no gradient while it only embeds for matching."""
+    flags = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p, flag in zip(net.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+class DistributionMatching:
+    """DM / IDM; constructor arguments are the `matching` config keys."""
+
+    is_coreset = False
+
+    def __init__(
+        self,
+        name: str = "dm",
+        iterations: int = 20000,
+        init: str = "real",
+        lr_img: float = 1.0,
+        momentum_img: float = 0.5,
+        batch_real: int = 256,
+        dsa: bool = True,
+        dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+        dsa_mode: str = "single",
+        factor: int = 1,
+        ce_weight: float = 0.0,
+        step_per_class: bool = False,
+        queue_size: int = 0,
+        generate_every: int = 30,
+        push_nets: int = 1,
+        initial_nets: int = 3,
+        fetch_nets: int = 2,
+        train_steps: int = 10,
+        sampled_nets: int = 1,
+        batch_train: int = 256,
+        lr_net: float = 0.01,
+        momentum_net: float = 0.9,
+        weight_decay_net: float = 5e-4,
+    ) -> None:
+        positive = {"iterations": iterations, "lr_img": lr_img, "batch_real": batch_real}
+        positive |= {"generate_every": generate_every, "sampled_nets": sampled_nets}
+        positive |= {"batch_train": batch_train, "lr_net": lr_net}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"matching.{key} must be positive, got {value}")
+        non_negative = {"ce_weight": ce_weight, "queue_size": queue_size, "push_nets": push_nets}
+        non_negative |= {"initial_nets": initial_nets, "fetch_nets": fetch_nets}
+        non_negative |= {"train_steps": train_steps, "weight_decay_net": weight_decay_net}
+        for key, value in non_negative.items():
+            if value < 0:
+                raise ValueError(f"matching.{key} must be >= 0, got {value}")
+        if init not in INITS:
+            raise ValueError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
+        self.name, self.iterations, self.init = name, iterations, init
+        self.lr_img, self.momentum_img, self.batch_real = lr_img, momentum_img, batch_real
+        self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
+        self.factor = check_factor(factor)
+        self.ce_weight, self.step_per_class = ce_weight, step_per_class
+        self.sampled_nets = sampled_nets
+        self.queue = (
+            NetQueue(
+                size=queue_size,
+                generate_every=generate_every,
+                push=push_nets,
+                initial=initial_nets,
+                fetch=fetch_nets,
+                train_steps=train_steps,
+                batch=batch_train,
+                lr=lr_net,
+                momentum=momentum_net,
+                weight_decay=weight_decay_net,
+            )
+            if queue_size > 0
+            else None
+        )
+        self.group_losses: list[torch.Tensor] = []  # per-subgroup losses of the last step
+
+    # -- one outer iteration -------------------------------------------------------------------
+    def step(self, ctx: DistillContext) -> dict[str, float]:
+        """Match with a fresh network (DM) or queue networks (IDM), then train the queue."""
+        self.group_losses = []
+        if self.queue is None:
+            nets = [(ctx.new_net(), 0.0)]
+        else:
+            self.queue.refresh(ctx, ctx.iteration)
+            nets = [(e.net, e.accuracy) for e in self.queue.pick(ctx, self.sampled_nets)]
+        stats: dict[str, float] = {}
+        losses = []
+        for net, accuracy in nets:
+            stats |= ctx.regroup(net)
+            losses.append(self.match_and_step(net, accuracy, ctx))
+        if self.queue is not None:
+            self.queue.train(ctx)
+            stats["queue_size"] = float(len(self.queue.entries))
+        stats["match_loss"] = float(torch.stack(losses).mean())
+        if self.group_losses:
+            every = torch.cat(self.group_losses)
+            stats |= {"risk/group_loss_min": float(every.min()), "risk/value": stats["match_loss"]}
+            stats |= {"risk/group_loss_mean": float(every.mean())}
+            stats["risk/group_loss_max"] = float(every.max())
+        return stats
+
+    def match_and_step(self, net: nn.Module, accuracy: float, ctx: DistillContext) -> torch.Tensor:
+        """The matching loss of every class through ``net``, and the image step(s)."""
+        net.train()
+        class_losses = []
+        with frozen(net):
+            for c in range(ctx.num_classes):
+                loss = self.class_loss(net, accuracy, ctx, c)
+                if self.step_per_class:
+                    ctx.image_step(loss)
+                class_losses.append(loss.detach() if self.step_per_class else loss)
+            losses = torch.stack(class_losses)
+            if not self.step_per_class:
+                ctx.image_step(losses.sum())
+        return losses.detach().mean()
+
+    def class_loss(
+        self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
+    ) -> torch.Tensor:
+        """Squared distance of mean embeddings for class c (the risk over its subgroups with a
+        robust risk on matching), plus the weighted cross-entropy on its synthetic images."""
+        if ctx.robust_matching:
+            real, groups = ctx.sample_real_grouped(c, self.batch_real)
+        else:
+            real, groups = ctx.sample_real(c, self.batch_real), None
+        rows = slice(c * ctx.ipc, (c + 1) * ctx.ipc)
+        syn, syn_labels = expand(ctx.images[rows], ctx.labels[rows], self.factor)
+        if self.augment is not None:
+            # One transform for both batches: the siamese part of DSA.
+            transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
+            real, syn = transform(real), transform(syn)
+        syn_embed = net.embed(syn)
+        mean_syn = syn_embed.mean(0)
+        if groups is None:
+            loss = ((real_mean_embedding(net, real) - mean_syn) ** 2).sum()
+        else:
+            sums, counts = subgroup_embedding_distances(net, real, groups, mean_syn)
+            per_group = sums / counts
+            self.group_losses.append(per_group.detach())
+            loss = ctx.risk(sums, counts, per_group, torch.arange(len(counts), device=sums.device))
+        if self.ce_weight > 0 and accuracy > 0:
+            ce = F.cross_entropy(net.classifier(syn_embed), syn_labels)
+            loss = loss + self.ce_weight * accuracy * ce
+        return loss
