@@ -180,3 +180,54 @@ def test_clustering_runs_on_rank0_and_is_broadcast(tmp_path) -> None:
         got = torch.load(tmp_path / f"c{rank}.pt", weights_only=True)
         assert torch.equal(got["groups"], want_groups), rank
         assert torch.equal(got["centroids"], single.centroids), rank
+
+
+# -- DM / IDM: sharded real embeddings and queue training ------------------------------------------
+def distribution_figures(risk) -> dict[str, torch.Tensor]:
+    """DM loss of both classes, the images' gradient, and one queue-net gradient on real data."""
+    from test_distribution import FixedContext
+
+    from rdd.distributed import all_reduce_grads
+    from rdd.matching.distribution import DistributionMatching, frozen
+    from rdd.matching.robust import real_data_loss
+
+    ctx = FixedContext(risk)
+    net = ctx.new_net()
+    matcher = DistributionMatching(dsa=False, ce_weight=0.1)
+    with frozen(net):
+        losses = torch.stack([matcher.class_loss(net, 40.0, ctx, c) for c in range(2)])
+    (image_grad,) = torch.autograd.grad(losses.sum(), ctx.images)
+    x, y, groups = ctx.sample_real_mixed(12)
+    loss, correct = real_data_loss(net, x, y, groups, 2, risk)
+    net.zero_grad()
+    loss.backward()
+    all_reduce_grads(net)
+    net_grad = torch.cat([p.grad.flatten() for p in net.parameters()])
+    return {
+        "losses": losses.detach(),
+        "image_grad": image_grad,
+        "net_grad": net_grad,
+        "net_loss": loss.detach(),
+        "correct": correct,
+    }
+
+
+DISTRIBUTION_RISKS = {"none": lambda: None, "cvar": lambda: CVaR(alpha=0.5)}
+
+
+def distribution_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results = {name: distribution_figures(make()) for name, make in DISTRIBUTION_RISKS.items()}
+    torch.save(results, os.path.join(out_dir, f"dm{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_dm_and_queue_training_in_two_processes_equal_one_process(tmp_path) -> None:
+    mp.spawn(distribution_worker, args=(2, str(tmp_path / "i"), str(tmp_path)), nprocs=2, join=True)
+    for name, make in DISTRIBUTION_RISKS.items():
+        single = distribution_figures(make())
+        for rank in range(2):
+            got = torch.load(tmp_path / f"dm{rank}.pt", weights_only=True)[name]
+            for key, want in single.items():
+                assert torch.allclose(got[key], want, rtol=1e-9, atol=1e-12), (name, key, rank)
