@@ -96,3 +96,44 @@ def test_dsa_inherits_dc_and_turns_augmentation_on(tmp_path) -> None:
     dsa = compose_config("matching=dsa", output_dir=tmp_path).matching
     assert not dc.dsa and dsa.dsa
     assert dsa.lr_img == dc.lr_img and dsa.name == "dsa"
+
+
+# The published IDM commands (uitrbn/IDM command.txt): (data, ipc) -> settings that differ.
+IDM_PUBLISHED = {
+    "idm_cifar10_ipc1": ("cifar10", 1, {"ce_weight": 0.5, "batch_real": 5000, "generate_every": 5}),
+    "idm_cifar10_ipc10": ("cifar10", 10, {"ce_weight": 0.5, "batch_real": 256, "train_steps": 10}),
+    "idm_cifar10_ipc50": ("cifar10", 50, {"ce_weight": 0.1, "generate_every": 30}),
+    "idm_cifar100_ipc1": (
+        "cifar100",
+        1,
+        {"ce_weight": 0.5, "batch_real": 5000, "generate_every": 5},
+    ),
+    "idm_cifar100_ipc10": ("cifar100", 10, {"ce_weight": 0.1, "train_steps": 50}),
+    "idm_cifar100_ipc50": ("cifar100", 50, {"ce_weight": 0.1, "train_steps": 10}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IDM_PUBLISHED))
+def test_idm_overlays_carry_the_published_settings(name: str) -> None:
+    data, ipc, settings = IDM_PUBLISHED[name]
+    cfg = compose_config(f"experiment={name}")
+    assert (cfg.data.name, cfg.ipc, cfg.matching.name) == (data, ipc, "idm")
+    shared = {"lr_img": 0.2, "factor": 2, "queue_size": 100, "sampled_nets": 1, "fetch_nets": 2}
+    shared |= {"iterations": 20000, "momentum_net": 0.9, "weight_decay_net": 0.0005}
+    for key, value in (shared | settings).items():
+        assert cfg.matching[key] == value, key
+    assert cfg.net._target_.endswith("ConvNet") and cfg.net.width == 128
+
+
+@pytest.mark.parametrize("data", ["cifar10", "cifar100"])
+def test_dm_overlays_carry_the_published_settings(data: str) -> None:
+    cfg = compose_config(f"experiment=dm_{data}")
+    m = cfg.matching
+    assert (cfg.data.name, m.name, m.lr_img, m.batch_real, m.iterations) == (
+        data,
+        "dm",
+        1.0,
+        256,
+        20000,
+    )
+    assert m.dsa and m.factor == 1 and m.queue_size == 0 and m.ce_weight == 0
