@@ -17,12 +17,21 @@ def test_default_dc_beats_random_on_digits_at_ipc_10(tmp_path) -> None:
     assert dc["test_acc"] > rnd["test_acc"]
 
 
+@pytest.mark.parametrize("method", ["dm", "idm"])
+def test_distribution_matching_beats_random_on_digits_at_ipc_10(method, tmp_path) -> None:
+    """The digits budget (budget_matching/digits_<method>.yaml) and the same evaluation."""
+    distilled = run(compose_config("logger=none", f"matching={method}", output_dir=tmp_path / "d"))
+    rnd = run(compose_config("logger=none", "matching=random", output_dir=tmp_path / "random"))
+    assert distilled["test_acc"] > rnd["test_acc"]
+
+
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10-jpeg")
-def test_dsa_on_real_cifar10_end_to_end(tmp_path) -> None:
+@pytest.mark.parametrize("method", ["dsa", "dm", "idm"])
+def test_matching_on_real_cifar10_end_to_end(method, tmp_path) -> None:
     cfg = compose_config(
         "data=cifar10",
         f"data.root={SHARED_CIFAR}",
-        "matching=dsa",
+        f"matching={method}",
         "ipc=1",
         "matching.iterations=2",
         "eval.epochs=10",
