@@ -23,7 +23,9 @@ def load_runs(sweep_dir: Path) -> list[tuple[dict, dict]]:
     runs = []
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
         cfg = OmegaConf.load(metrics_file.parent / ".hydra" / "config.yaml")
-        runs.append((OmegaConf.to_container(cfg, resolve=False), json.loads(metrics_file.read_text())))
+        runs.append(
+            (OmegaConf.to_container(cfg, resolve=False), json.loads(metrics_file.read_text()))
+        )
     if not runs:
         raise SystemExit(f"error: no */metrics.json under {sweep_dir}; pass a multirun directory")
     return runs

@@ -1,0 +1,104 @@
+"""Wall time per DM / IDM iteration and peak memory on CIFAR-10-shaped data.
+
+Setting (the published CIFAR-10 IPC 10 commands): ConvNet-3 width 128 (instance norm, avg
+pool), IPC 10, 10 classes, 3x32x32 images, 256 real images per class per iteration, DSA.
+IDM: 2x2 partition-and-expansion, CE weight 0.5, a queue of up to 100 networks of which 2 train
+10 steps (batch 256) per iteration and 1 is sampled for matching, images stepped per class.
+The real data are random (timing does not depend on pixel values); the learner's matcher runs
+directly, outside Lightning, so the figure is the algorithm's cost.
+
+    python benchmarks/bench_distribution_iteration.py --method idm [--iterations 6] [--ipc 10]
+
+Time: mean over the iterations after the first (which builds the queue). Peak memory: the
+process's peak resident set size (ru_maxrss), and the peak before the first iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+from functools import partial
+
+import torch
+
+from rdd.expansion import pack
+from rdd.learner import SyntheticSetLearner
+from rdd.matching.distribution import DistributionMatching
+from rdd.nets import build_net
+
+SETTINGS = {
+    "dm": {"name": "dm", "lr_img": 1.0},
+    "idm": {
+        "name": "idm",
+        "lr_img": 0.2,
+        "factor": 2,
+        "ce_weight": 0.5,
+        "step_per_class": True,
+        "queue_size": 100,
+    },
+}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(SETTINGS), default="dm")
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--per-class", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    gen = torch.Generator().manual_seed(0)
+    num_classes, shape = 10, (3, 32, 32)
+    real_x = torch.randn(num_classes * args.per_class, *shape, generator=gen)
+    real_y = torch.arange(num_classes).repeat_interleave(args.per_class)
+    matcher = DistributionMatching(iterations=args.iterations, **SETTINGS[args.method])
+    tiles = [real_x[: num_classes * args.ipc] for _ in range(matcher.factor**2)]
+    learner = SyntheticSetLearner(
+        matcher,
+        partial(build_net, "convnet", shape[0], num_classes, shape[1:]),
+        pack(tiles, matcher.factor),
+        real_x,
+        real_y,
+        num_classes,
+        args.ipc,
+        seed=0,
+    )
+    opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
+
+    def image_step(loss: torch.Tensor) -> None:  # what the Trainer does, without it
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    learner.image_step = image_step
+    before = peak_rss_mib()
+    times = []
+    for iteration in range(args.iterations):
+        learner.iteration = iteration
+        start = time.perf_counter()
+        matcher.step(learner)
+        times.append(time.perf_counter() - start)
+    steady = times[1:] or times
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"{args.method.upper()}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, DSA"
+    )
+    print(
+        f"seconds per iteration: {', '.join(f'{t:.2f}' for t in times)} "
+        f"(mean after the first {sum(steady) / len(steady):.2f})"
+    )
+    print(f"peak RSS: {peak_rss_mib():.0f} MiB (before the first iteration {before:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
