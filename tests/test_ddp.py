@@ -91,16 +91,25 @@ def run_cli(tmp_path: Path, name: str, *overrides: str):
     return result, tmp_path / name
 
 
-def test_lightning_ddp_run_equals_one_process(tmp_path) -> None:
+METHODS = {
+    "dc": ["matching=dc"],
+    "idm": ["matching=idm", "matching.iterations=3", "matching.generate_every=1"]
+    + ["matching.batch_train=64", "matching.train_steps=2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
     """2 gloo processes give the single-process synthetic set under a robust risk.
 
-    CVaR over k-means subgroups exercises the sharded per-subgroup real gradients and the
+    CVaR over k-means subgroups exercises the sharded per-subgroup real gradients (DC) or
+    embeddings (IDM, whose queue networks also train on sharded real batches) and the
     clustering done on rank 0 and broadcast. Float sums taken in another order differ in the
     last bits, hence a tolerance; dropping any reduction changes images by orders more.
     """
     from rdd.synset import SyntheticSet
 
-    robust = ["risk=cvar", "clustering.k=2", *SMALL]
+    robust = ["risk=cvar", "clustering.k=2", *SMALL, *METHODS[method]]
     ddp_result, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *robust)
     _, single_dir = run_cli(tmp_path, "single", *robust)
     assert "Starting with 2 processes" in ddp_result.stdout + ddp_result.stderr
