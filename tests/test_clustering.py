@@ -235,6 +235,7 @@ def test_embedding_features_of_a_convnet_match_embed_when_computed_in_batches() 
 def test_under_distributed_only_rank0_clusters_and_the_others_take_its_result(
     monkeypatch,
 ) -> None:
+    import rdd.clustering.base as base  # the rank-0 broadcast lives here
     import rdd.clustering.clusterer as module
 
     rank0_groups = torch.arange(24) % 4
@@ -254,7 +255,7 @@ def test_under_distributed_only_rank0_clusters_and_the_others_take_its_result(
     def no_kmeans(*args, **kwargs):
         raise AssertionError("only rank 0 runs k-means")
 
-    monkeypatch.setattr(module, "dist", FakeDist)
+    monkeypatch.setattr(base, "dist", FakeDist)
     monkeypatch.setattr(module, "per_class_kmeans", no_kmeans)
     images, labels = two_mode_images()
     clusterer = Clusterer(k=2, features="pixels", pool_per_class=None)

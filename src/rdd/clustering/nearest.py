@@ -2,16 +2,21 @@
 
 This is the subgrouping of the paper's code: the synthetic images act as cluster centres, so
 there are as many groups as synthetic images and a group's risk measures how well its
-synthetic image covers the real images around it.
+synthetic image covers the real images around it. :func:`nearest_synthetic` does the
+assignment; :class:`NearestSyntheticClusterer` is the clusterer module built on it
+(``conf/clustering/nearest_synthetic.yaml``).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import faiss
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from rdd.clustering.base import _broadcast_from_rank0, _check_images, _Grouping, _is_rank0
 from rdd.clustering.kmeans import _as_faiss_array, _check_features
 
 
@@ -77,3 +82,118 @@ def nearest_synthetic(
         _, nearest = index.search(_as_faiss_array(real[members]), 1)
         groups[members] = candidates[torch.from_numpy(nearest[:, 0].astype(np.int64))]
     return groups
+
+
+class NearestSyntheticClusterer(_Grouping):
+    """Groups around the synthetic images: every real image joins its class's nearest one.
+
+    There is one group per synthetic image, with id its index in the synthetic set.
+
+    Args:
+        name: Config name (``nearest_synthetic``).
+        every: Re-group every ``every`` outer iterations (and at iteration 0).
+        pool_per_class: Real images per class in the grouped pool; None: all of them.
+        features: ``embedding``, ``pixels`` or ``fixed_net``.
+        feature_net: Path of the saved network for ``features=fixed_net``.
+        seed: Seeds the pool draws.
+
+    Buffers:
+        centroids: (M, D) features of the synthetic images after :meth:`fit`.
+        centroid_labels: (M,) their classes.
+        assignments: (P,) group of every pooled real image after :meth:`fit`.
+    """
+
+    # Marks a grouper whose fit() needs the synthetic set (rdd.learner tests for it).
+    nearest: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str = "nearest_synthetic",
+        every: int = 50,
+        pool_per_class: int | None = 256,
+        features: str = "embedding",
+        feature_net: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(name, every, pool_per_class, features, feature_net, seed)
+        self.register_buffer("centroid_labels", torch.empty(0, dtype=torch.int64))
+
+    def num_groups(self, num_classes: int, ipc: int | None = None) -> int:
+        """Number of groups: the synthetic set's size, ``num_classes * ipc``.
+
+        Without ``ipc`` the size of the last fitted synthetic set is used.
+        """
+        if ipc is not None:
+            return num_classes * ipc
+        if not self.fitted:
+            raise ValueError("nearest_synthetic has one group per synthetic image: pass ipc")
+        return int(self.centroids.shape[0])
+
+    def fit(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        net: nn.Module | None = None,
+        syn_images: Tensor | None = None,
+        syn_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Assign every real image to the nearest same-class synthetic image.
+
+        Args:
+            images: The pooled real images, (N, C, H, W).
+            labels: Their classes, (N,) in [0, num_classes).
+            num_classes: Number of classes C; each needs a synthetic image.
+            net: The current matching network, for ``features=embedding``.
+            syn_images: The synthetic images, (M, C, H, W).
+            syn_labels: Their classes, (M,).
+
+        Returns:
+            Group of every real image, (N,) int64 in [0, M), on ``labels``' device.
+
+        Raises:
+            ValueError: If the synthetic set is missing, or a class has no synthetic image.
+        """
+        if syn_images is None or syn_labels is None:
+            raise ValueError(
+                "nearest_synthetic needs the synthetic set: pass syn_images, syn_labels"
+            )
+        _check_images(images, labels)
+        _check_images(syn_images, syn_labels, "syn_images")
+        counts = torch.bincount(syn_labels.detach().cpu().long(), minlength=num_classes)
+        missing = [label for label in range(num_classes) if counts[label] == 0]
+        if missing:
+            raise ValueError(
+                f"classes {missing} have no synthetic image: nearest_synthetic needs at least "
+                f"one per class"
+            )
+        real = self.features_of(images, net, num_classes)
+        syn = self.features_of(syn_images, net, num_classes)
+        syn_labels = syn_labels.detach().to("cpu", torch.int64)
+        groups = torch.zeros(real.shape[0], dtype=torch.int64)
+        if _is_rank0():
+            groups = nearest_synthetic(real, labels, syn, syn_labels)
+        (groups,) = _broadcast_from_rank0(groups)
+        self._store(centroids=syn, centroid_labels=syn_labels, assignments=groups)
+        return groups.to(labels.device)
+
+    def assign(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        net: nn.Module | None = None,
+        num_classes: int | None = None,
+    ) -> Tensor:
+        """Group of new real images against the synthetic features of the last :meth:`fit`.
+
+        Returns:
+            Groups (N,) int64 in [0, M), on ``labels``' device.
+        """
+        if not self.fitted:
+            raise ValueError("the clusterer has no synthetic features yet: call fit() first")
+        _check_images(images, labels)
+        features = self.features_of(images, net, num_classes)
+        groups = nearest_synthetic(
+            features, labels, self.centroids.cpu(), self.centroid_labels.cpu()
+        )
+        return groups.to(labels.device)

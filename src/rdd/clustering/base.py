@@ -1,0 +1,189 @@
+"""What every clusterer shares: argument checks, rank-0 broadcast, the ``_Grouping`` base.
+
+See :mod:`rdd.clustering.clusterer` for how a distillation loop uses a clusterer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_feature_net
+from rdd.errors import UserError
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"clustering.{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_images(images: Tensor, labels: Tensor, name: str = "images") -> None:
+    if images.dim() != 4:
+        raise ValueError(f"{name} must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"labels of {name} must be (N,) with N={images.shape[0]}, got {tuple(labels.shape)}"
+        )
+
+
+def _broadcast_from_rank0(*tensors: Tensor) -> list[Tensor]:
+    """Replace every tensor by rank 0's copy when running distributed; CPU tensors out.
+
+    Every rank must pass tensors of the same shape and dtype.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(tensors)
+    # NCCL only moves CUDA tensors; gloo (and the others) take CPU tensors.
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    result = []
+    for tensor in tensors:
+        buffer = tensor.to(device).contiguous()
+        dist.broadcast(buffer, src=0)
+        result.append(buffer.cpu())
+    return result
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class _Grouping(nn.Module):
+    """What every clusterer shares: schedule, pool, feature spaces, result buffers."""
+
+    def __init__(
+        self,
+        name: str,
+        every: int,
+        pool_per_class: int | None,
+        features: str,
+        feature_net: str | None,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.every = _check_int("every", every, 1)
+        self.pool_per_class = (
+            None if pool_per_class is None else _check_int("pool_per_class", pool_per_class, 1)
+        )
+        if features not in FEATURE_SPACES:
+            raise UserError(
+                f"clustering.features must be one of {', '.join(FEATURE_SPACES)}, got {features!r}"
+            )
+        if features == "fixed_net" and not feature_net:
+            raise UserError(
+                "clustering.features=fixed_net needs clustering.feature_net=<path to a saved net>"
+            )
+        self.features = features
+        self.feature_net = None if feature_net is None else str(feature_net)
+        self.seed = int(seed)
+        # A plain dict, not a submodule: the fixed net is reloaded from its file, not saved in
+        # the clusterer's state_dict.
+        self._fixed_cache: dict[tuple, nn.Module] = {}
+        # Empty until the first fit; _load_from_state_dict resizes them to a checkpoint's.
+        self.register_buffer("centroids", torch.empty(0))
+        self.register_buffer("assignments", torch.empty(0, dtype=torch.int64))
+
+    def due(self, iteration: int) -> bool:
+        """Whether to (re-)cluster at outer iteration ``iteration``: at 0 and every ``every``."""
+        if iteration < 0:
+            raise ValueError(f"iteration must be >= 0, got {iteration}")
+        return iteration % self.every == 0
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run (or a fitted state_dict was loaded)."""
+        return self.centroids.numel() > 0
+
+    def pool(self, labels: Tensor, num_classes: int, iteration: int = 0) -> Tensor:
+        """Indices of the real images to cluster: ``pool_per_class`` random ones per class.
+
+        The draw depends only on ``seed`` and ``iteration``, so every rank (and a resumed run)
+        picks the same pool. Classes with fewer images contribute all of them.
+
+        Args:
+            labels: Classes of all real images, (N,).
+            num_classes: Number of classes C.
+            iteration: Outer iteration; a new pool is drawn at every re-clustering.
+
+        Returns:
+            Indices into ``labels`` (P,) int64 on the CPU, grouped by class.
+        """
+        labels = labels.detach().cpu()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(iteration))
+        chosen = []
+        for label in range(num_classes):
+            members = torch.nonzero(labels == label).squeeze(1)
+            if self.pool_per_class is not None and members.numel() > self.pool_per_class:
+                order = torch.randperm(members.numel(), generator=generator)
+                members = members[order[: self.pool_per_class]].sort().values
+            chosen.append(members)
+        return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
+
+    def features_of(
+        self, images: Tensor, net: nn.Module | None = None, num_classes: int | None = None
+    ) -> Tensor:
+        """Features of ``images`` in the configured space, without gradients.
+
+        Args:
+            images: (N, C, H, W).
+            net: The current matching network (needed for ``features=embedding``); its
+                training flag is restored afterwards.
+            num_classes: Classes of the saved classifier, for ``features=fixed_net`` files
+                that do not record it.
+
+        Returns:
+            Features (N, D), float32 on the CPU (D = C*H*W for pixels).
+
+        Raises:
+            ValueError: If ``images`` is not 4-D, or ``features=embedding`` gets no ``net``.
+        """
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.features == "pixels":
+            return images.detach().flatten(1).to("cpu", torch.float32)
+        if self.features == "embedding":
+            if net is None:
+                raise ValueError(
+                    "clustering.features=embedding needs the current network: pass net=..., "
+                    "or set clustering.features to pixels or fixed_net"
+                )
+            return embed_in_batches(net, images)
+        extractor = self._fixed_net(images.shape[1], num_classes, tuple(images.shape[2:]))
+        return embed_in_batches(extractor.to(images.device), images)
+
+    def _fixed_net(
+        self, channel: int, num_classes: int | None, im_size: tuple[int, ...]
+    ) -> nn.Module:
+        key = (channel, num_classes, im_size)
+        if key not in self._fixed_cache:
+            assert self.feature_net is not None  # checked in __init__
+            self._fixed_cache[key] = load_feature_net(
+                self.feature_net, channel, num_classes, (im_size[0], im_size[1])
+            )
+        return self._fixed_cache[key]
+
+    def _store(self, **results: Tensor) -> None:
+        # Replace, not copy into: the shapes change from fit to fit. Keep the module's device.
+        for name, value in results.items():
+            setattr(self, name, value.to(getattr(self, name).device))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # The buffers' shapes are only known after a fit; resize them to the checkpoint's so
+        # that a fresh clusterer can load a fitted one.
+        for name, buffer in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if buffer is not None and isinstance(saved, Tensor) and saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, every={self.every}, features={self.features!r}"
