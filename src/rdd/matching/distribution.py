@@ -221,6 +221,8 @@ class DistributionMatching:
         if self.queue is not None:
             self.queue.train(ctx)
             stats["queue_size"] = float(len(self.queue.entries))
+            # the CE term's weight follows this (percent; 0 for networks not trained yet)
+            stats["queue_accuracy"] = sum(acc for _, acc in nets) / len(nets)
         stats["match_loss"] = float(torch.stack(losses).mean())
         if self.group_losses:
             every = torch.cat(self.group_losses)
