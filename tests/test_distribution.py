@@ -242,3 +242,25 @@ def test_idm_evaluates_the_expanded_set(tmp_path) -> None:
     images, labels = synset.expanded()
     assert images.shape == (80, *synset.images.shape[1:])
     assert torch.bincount(labels).tolist() == [8] * 10
+
+
+def test_rdd_evaluate_trains_on_the_expanded_set(tmp_path, monkeypatch) -> None:
+    """`python -m rdd.evaluate` reads the factor from the set's metadata and expands it."""
+    import rdd.evaluate as evaluate_module
+
+    distilled(tmp_path, "idm")
+    seen = {}
+
+    def record(images, labels, *args, **kwargs):
+        seen["images"], seen["labels"] = images.shape, labels
+        return {f"{k}{s}": 0.0 for k in ("test_acc", "val_acc") for s in ("", "_std")}
+
+    monkeypatch.setattr(evaluate_module, "evaluate_synset", record)
+    cfg = compose_config(
+        f"synset={tmp_path / 'idm' / 'synset.pt'}",
+        "eval.epochs=1",
+        config_name="evaluate",
+        output_dir=tmp_path / "evaluated",
+    )
+    evaluate_module.evaluate(cfg)
+    assert seen["images"][0] == 80 and torch.bincount(seen["labels"]).tolist() == [8] * 10
