@@ -198,7 +198,7 @@ def distribution_figures(risk) -> dict[str, torch.Tensor]:
 
     from rdd.distributed import all_reduce_grads
     from rdd.matching.distribution import DistributionMatching, frozen
-    from rdd.matching.robust import real_data_loss
+    from rdd.matching.robust import global_correct, real_data_loss
 
     ctx = FixedContext(risk)
     net = ctx.new_net()
@@ -207,7 +207,8 @@ def distribution_figures(risk) -> dict[str, torch.Tensor]:
         losses = torch.stack([matcher.class_loss(net, 40.0, ctx, c) for c in range(2)])
     (image_grad,) = torch.autograd.grad(losses.sum(), ctx.images)
     x, y, groups = ctx.sample_real_mixed(12)
-    loss, correct = real_data_loss(net, x, y, groups, 2, risk)
+    loss, logits, labels = real_data_loss(net, x, y, groups, 2, risk)
+    correct = global_correct(logits, labels)
     net.zero_grad()
     loss.backward()
     all_reduce_grads(net)

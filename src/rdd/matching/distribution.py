@@ -31,7 +31,12 @@ from torch import nn
 from rdd.augment import DSA
 from rdd.expansion import check_factor, expand
 from rdd.matching.gradient import INITS, DistillContext, sgd_step
-from rdd.matching.robust import real_data_loss, real_mean_embedding, subgroup_embedding_distances
+from rdd.matching.robust import (
+    global_correct,
+    real_data_loss,
+    real_mean_embedding,
+    subgroup_embedding_distances,
+)
 
 
 @dataclass
@@ -116,8 +121,8 @@ class NetQueue:
             entry.net.train()
             for _ in range(self.train_steps):
                 x, y, groups = ctx.sample_real_mixed(self.batch)
-                loss, correct = real_data_loss(entry.net, x, y, groups, ctx.num_groups, risk)
-                entry.correct += float(correct)
+                loss, logits, labels = real_data_loss(entry.net, x, y, groups, ctx.num_groups, risk)
+                entry.correct += float(global_correct(logits, labels))
                 entry.seen += float(len(x))
                 sgd_step(entry.opt, loss, entry.net)
 

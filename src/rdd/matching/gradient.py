@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
-from rdd.distributed import all_reduce_grads, shard, world_size
+from rdd.distributed import all_reduce_grads
 from rdd.matching.distance import get_distance
-from rdd.matching.robust import real_gradient, risk_cross_entropy, subgroup_distances
+from rdd.matching.robust import real_data_loss, real_gradient, subgroup_distances
 from rdd.nets import has_batchnorm
-from rdd.risk.mean import MeanRisk
 
 # (outer_loop, inner_loop) by IPC, as published for DC/DSA.
 PUBLISHED_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -246,12 +245,9 @@ class GradientMatching:
             x, y, groups = ctx.sample_real_mixed(self.batch_train)
             if self.augment is not None:
                 x = self.augment(x, ctx.generator)
-            risk = ctx.risk if ctx.robust_networks else MeanRisk()
-            if not ctx.robust_networks and world_size() == 1:
-                loss = F.cross_entropy(net(x), y)
-            else:  # every rank trains the same net on its shard; sums and counts are global
-                x, y, groups = shard(x), shard(y), shard(groups)
-                loss, _, _ = risk_cross_entropy(net(x), y, groups, ctx.num_groups, risk)
+            # every rank trains the same net on its shard; sums and counts are global
+            risk = ctx.risk if ctx.robust_networks else None
+            loss, _, _ = real_data_loss(net, x, y, groups, ctx.num_groups, risk)
             sgd_step(opt, loss, net)
 
 

@@ -110,16 +110,23 @@ def risk_cross_entropy(
 
 
 @torch.no_grad()
+def embed_shard(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """Embeddings (n_local, D) of this rank's shard of ``real``, no gradient.
+
+    An empty shard (more ranks than images) still gets the embedding's width D.
+    """
+    local = shard(real)
+    return net.embed(local) if len(local) else net.embed(real[:1])[:0]
+
+
 def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
     """Mean embedding (D,) of a real batch that every rank holds in full (no gradient).
 
     Each rank embeds its shard; the embedding sum and the count are all-reduced.
     """
-    local = shard(real)
-    # An empty shard (more ranks than images) still needs the embedding's shape.
-    total = net.embed(local if len(local) else real[:1]).sum(0) * (1.0 if len(local) else 0.0)
-    count = all_reduce_sum(torch.tensor(float(len(local)), device=real.device))
-    return all_reduce_sum(total) / count
+    emb = embed_shard(net, real)
+    count = all_reduce_sum(torch.tensor(float(len(emb)), device=real.device))
+    return all_reduce_sum(emb.sum(0)) / count
 
 
 def subgroup_embedding_distances(
@@ -136,10 +143,8 @@ def subgroup_embedding_distances(
         distance x count (S,) and counts (S,) over the S subgroups present in the batch.
     """
     present = real_groups.unique()
-    local, local_groups = shard(real), shard(real_groups)
-    with torch.no_grad():
-        emb = net.embed(local) if len(local) else net.embed(real[:1])[:0]
-    slot = torch.searchsorted(present, local_groups)
+    emb = embed_shard(net, real)
+    slot = torch.searchsorted(present, shard(real_groups))
     sums = emb.new_zeros(len(present), emb.shape[1]).index_add(0, slot, emb)
     counts = emb.new_zeros(len(present)).index_add(0, slot, torch.ones_like(slot, dtype=emb.dtype))
     sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
@@ -154,9 +159,9 @@ def real_data_loss(
     groups: torch.Tensor,
     num_groups: int,
     risk: nn.Module | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss of a network on a real batch every rank holds in full, and the global number of
-    correct predictions (made before the step).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss of a network on a real batch every rank holds in full: (loss, this rank's logits,
+    their labels).
 
     ``risk=None`` is the mean cross-entropy; otherwise the group risk over all ranks' sums
     and counts. Each rank works on its shard; its gradients are summed over ranks by the caller
@@ -164,10 +169,13 @@ def real_data_loss(
     """
     if risk is None and world_size() == 1:
         logits = net(x)
-        loss = F.cross_entropy(logits, y)
-    else:
-        x, y, groups = shard(x), shard(y), shard(groups)
-        logits = net(x)
-        loss, _, _ = risk_cross_entropy(logits, y, groups, num_groups, risk or MeanRisk())
-    correct = (logits.detach().argmax(1) == y).sum().to(logits.dtype)
-    return loss, all_reduce_sum(correct)
+        return F.cross_entropy(logits, y), logits, y
+    x, y, groups = shard(x), shard(y), shard(groups)
+    logits = net(x)
+    loss, _, _ = risk_cross_entropy(logits, y, groups, num_groups, risk or MeanRisk())
+    return loss, logits, y
+
+
+def global_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Right predictions among this rank's logits, summed over ranks."""
+    return all_reduce_sum((logits.detach().argmax(1) == labels).sum().to(logits.dtype))
