@@ -15,19 +15,11 @@ increase over the peak before the first iteration.
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
-import time
 
 import torch
+from common import cifar_shaped, machine, peak_rss_mib, plain_learner, time_steps
 
-from rdd.learner import SyntheticSetLearner
 from rdd.matching.gradient import GradientMatching
-from rdd.nets import build_net
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -40,38 +32,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    gen = torch.Generator().manual_seed(0)
-    num_classes, shape = 10, (3, 32, 32)
-    real_x = torch.randn(num_classes * args.per_class, *shape, generator=gen)
-    real_y = torch.arange(num_classes).repeat_interleave(args.per_class)
+    real_x, real_y = cifar_shaped(args.per_class)
     matcher = GradientMatching(iterations=args.iterations, dsa=args.dsa)
-    learner = SyntheticSetLearner(
-        matcher,
-        lambda: build_net("convnet", shape[0], num_classes, shape[1:]),
-        real_x[:: args.per_class].repeat_interleave(args.ipc, 0),
-        real_x,
-        real_y,
-        num_classes,
-        args.ipc,
-        seed=0,
-    )
-    opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
-    learner.image_step = lambda loss: (
-        opt.zero_grad(),
-        loss.backward(),
-        opt.step(),
-    )  # no Trainer here
-
+    init = real_x[:: args.per_class].repeat_interleave(args.ipc, 0)
+    learner = plain_learner(matcher, init, real_x, real_y, args.ipc)
     before = peak_rss_mib()
-    times = []
-    for _ in range(args.iterations):
-        start = time.perf_counter()
-        matcher.step(learner)
-        times.append(time.perf_counter() - start)
+    times = time_steps(matcher, learner, args.iterations)
     outer, inner = matcher.loops(args.ipc)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    print(machine())
     print(
         f"DC{' + DSA' if args.dsa else ''}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, loops ({outer}, {inner})"
     )

@@ -16,17 +16,12 @@ process's peak resident set size (ru_maxrss), and the peak before the first iter
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
-import time
-from functools import partial
 
 import torch
+from common import NUM_CLASSES, cifar_shaped, machine, peak_rss_mib, plain_learner, time_steps
 
 from rdd.expansion import pack
-from rdd.learner import SyntheticSetLearner
 from rdd.matching.distribution import DistributionMatching
-from rdd.nets import build_net
 
 SETTINGS = {
     "dm": {"name": "dm", "lr_img": 1.0},
@@ -41,10 +36,6 @@ SETTINGS = {
 }
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(SETTINGS), default="dm")
@@ -55,41 +46,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    gen = torch.Generator().manual_seed(0)
-    num_classes, shape = 10, (3, 32, 32)
-    real_x = torch.randn(num_classes * args.per_class, *shape, generator=gen)
-    real_y = torch.arange(num_classes).repeat_interleave(args.per_class)
+    real_x, real_y = cifar_shaped(args.per_class)
     matcher = DistributionMatching(iterations=args.iterations, **SETTINGS[args.method])
-    tiles = [real_x[: num_classes * args.ipc] for _ in range(matcher.factor**2)]
-    learner = SyntheticSetLearner(
-        matcher,
-        partial(build_net, "convnet", shape[0], num_classes, shape[1:]),
-        pack(tiles, matcher.factor),
-        real_x,
-        real_y,
-        num_classes,
-        args.ipc,
-        seed=0,
-    )
-    opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
-
-    def image_step(loss: torch.Tensor) -> None:  # what the Trainer does, without it
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    learner.image_step = image_step
+    tiles = [real_x[: NUM_CLASSES * args.ipc] for _ in range(matcher.factor**2)]
+    learner = plain_learner(matcher, pack(tiles, matcher.factor), real_x, real_y, args.ipc)
     before = peak_rss_mib()
-    times = []
-    for iteration in range(args.iterations):
-        learner.iteration = iteration
-        start = time.perf_counter()
-        matcher.step(learner)
-        times.append(time.perf_counter() - start)
+    times = time_steps(matcher, learner, args.iterations)
     steady = times[1:] or times
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    print(machine())
     print(
         f"{args.method.upper()}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, DSA"
     )

@@ -12,43 +12,29 @@ separately and amortised over 50 iterations.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from common import cifar_shaped, plain_learner, time_steps
 
 from rdd.clustering import Clusterer
-from rdd.learner import SyntheticSetLearner
 from rdd.matching.gradient import GradientMatching
-from rdd.nets import build_net
 from rdd.risk import CVaR
 
 
 def time_iterations(robust: bool, ipc: int, iterations: int) -> tuple[float, float]:
     """(mean seconds per iteration after the first, seconds of the first iteration)."""
-    gen = torch.Generator().manual_seed(0)
-    real_x = torch.randn(2560, 3, 32, 32, generator=gen)
-    real_y = torch.arange(10).repeat_interleave(256)
+    real_x, real_y = cifar_shaped(256)
     matcher = GradientMatching(iterations=iterations, dsa=True)
-    learner = SyntheticSetLearner(
+    learner = plain_learner(
         matcher,
-        lambda: build_net("convnet", 3, 10, (32, 32)),
         real_x[::256].repeat_interleave(ipc, 0),
         real_x,
         real_y,
-        10,
         ipc,
-        seed=0,
         risk=CVaR(alpha=0.8, on=["matching"]) if robust else None,
         clusterer=Clusterer(k=3, every=50, pool_per_class=256) if robust else None,
     )
-    opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
-    learner.image_step = lambda loss: (opt.zero_grad(), loss.backward(), opt.step())
-    times = []
-    for it in range(iterations):
-        learner.iteration = it
-        start = time.perf_counter()
-        matcher.step(learner)
-        times.append(time.perf_counter() - start)
+    times = time_steps(matcher, learner, iterations)
     return sum(times[1:]) / len(times[1:]), times[0]
 
 
