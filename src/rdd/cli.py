@@ -19,6 +19,7 @@ CHECKED_GROUPS = (
     "matching",
     "clustering",
     "risk",
+    "experts",
     "eval",
     "trainer",
     "logger",

@@ -46,11 +46,7 @@ def global_sums(local_sums: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_grads(module: torch.nn.Module) -> None:
     """Sum the gradients of a module that is not DDP-wrapped (a sampled network) over ranks."""
-    if world_size() == 1:
-        return
-    for param in module.parameters():
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
+    sum_grads(list(module.parameters()))
 
 
 def average_grads(params: list[torch.Tensor]) -> None:
@@ -71,3 +67,54 @@ def broadcast_from_rank0_(tensor: torch.Tensor) -> None:
     """Overwrite ``tensor`` with rank 0's values, in place."""
     if world_size() > 1:
         dist.broadcast(tensor.data, src=0)
+
+
+class _SumForward(torch.autograd.Function):
+    """Forward: sum over ranks. Backward: identity (every rank holds the same upstream
+    gradient, so passing it through unchanged gives each rank's inputs their own share)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        total = t.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class _SumBackward(torch.autograd.Function):
+    """Forward: identity. Backward: sum over ranks (a replicated tensor used by every rank on
+    its own shard collects the gradient contributions of all shards)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of per-rank partial results (e.g. shard gradients); identity in one
+    process. Its backward passes the (replicated) upstream gradient through unchanged."""
+    return _SumForward.apply(t) if world_size() > 1 else t
+
+
+def replicated_input(t: torch.Tensor) -> torch.Tensor:
+    """Mark a replicated tensor that each rank applies to its own shard: its gradient is
+    summed over ranks in the backward pass; identity in one process."""
+    return _SumBackward.apply(t) if world_size() > 1 else t
+
+
+def sum_grads(params: list[torch.Tensor]) -> None:
+    """Sum gradients of replicated parameters over ranks, in place (each rank holds a part)."""
+    if world_size() == 1:
+        return
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)

@@ -9,3 +9,11 @@ class UserError(ValueError):
     The command-line entry points print ``error: <message>`` on one line and exit with
     status 2 instead of showing a traceback. Messages should say what is wrong and what to do.
     """
+
+
+class NonFiniteError(UserError):
+    """A loss, the images or the learned step size became NaN/Inf; the run stops.
+
+    The learner has already put the last finite images (and step size) back, so the caller
+    can keep them.
+    """

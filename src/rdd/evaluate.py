@@ -30,6 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     data_cfg = stored.data
     if cfg.data_root:
         data_cfg.root = cfg.data_root
+    if synset.zca is not None:
+        # The real data gets the set's own whitening, not a refit (which could differ).
+        data_cfg.zca = False
     data = instantiate(data_cfg)
     data.setup()
     if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(
@@ -39,6 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"the dataset at '{data_cfg.root}' does not match the synthetic set ({data.num_classes} "
             f"classes, {tuple(data.im_size)} images): point data_root at the dataset it was made from"
         )
+    if synset.zca is not None:
+        data.apply_zca(synset.zca)
     out_dir = prepare_output_dir(cfg.paths.output_dir)
     run_like = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval), "net": stored.net})
     metrics = evaluate_synset(

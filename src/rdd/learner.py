@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rdd.distributed import average_grads, broadcast_from_rank0_
+from rdd.distributed import average_grads, broadcast_from_rank0_, rank, sum_grads
+from rdd.errors import NonFiniteError
 from rdd.risk.mean import MeanRisk
 from rdd.synset import class_grouped_labels
 
@@ -67,6 +68,12 @@ class SyntheticSetLearner(L.LightningModule):
         self.make_net = make_net
         self.num_classes, self.ipc = num_classes, ipc
         self.images = nn.Parameter(init_images.clone())
+        # MTT learns the student's step size together with the images.
+        lr_init = getattr(matcher, "lr_teacher", None)
+        self.syn_lr = None if lr_init is None else nn.Parameter(torch.tensor(float(lr_init)))
+        # Called on rank 0 with (images, labels, learned lr, iteration) when the run must stop
+        # on NaN/Inf, so the last good set is kept (rdd.run saves it).
+        self.on_nonfinite: Callable | None = None
         self.register_buffer("labels", class_grouped_labels(num_classes, ipc), persistent=False)
         self.register_buffer("real_x", real_x, persistent=False)
         self.real_y = real_y.cpu()  # labels and group bookkeeping stay on the CPU; images move
@@ -152,22 +159,74 @@ class SyntheticSetLearner(L.LightningModule):
         return self.real_x[idx.to(self.real_x.device)]
 
     def image_step(self, loss: torch.Tensor) -> None:
-        """One optimizer step on the synthetic images for ``loss``."""
+        """One optimizer step on the synthetic images (and MTT's step size) for ``loss``.
+
+        A non-finite loss, or images or step size that a step made non-finite, stop the run
+        with the last finite values put back (see :meth:`stop_nonfinite`).
+        """
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"matching loss became {loss.item()} at iteration {self.global_step}: lower "
-                "matching.lr_img or check the data for NaN/Inf"
-            )
-        opt = self.optimizers()
-        opt.zero_grad()
+            self.stop_nonfinite(f"the matching loss became {loss.item()}")
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for opt in optimizers:
+            opt.zero_grad()
         self.manual_backward(loss)
-        average_grads([self.images])  # DDP: every rank takes the same step
-        opt.step()
+        self.reduce_grads()
+        last_good = [p.detach().clone() for p in self.learned_parameters()]
+        for opt in optimizers:
+            opt.step()
+        self.bound_step_size()
+        if not all(torch.isfinite(p).all() for p in self.learned_parameters()):
+            with torch.no_grad():
+                for param, good in zip(self.learned_parameters(), last_good, strict=True):
+                    param.copy_(good)
+            self.stop_nonfinite("an image step made the images or the step size non-finite")
+
+    def learned_parameters(self) -> list[nn.Parameter]:
+        return [self.images] + ([self.syn_lr] if self.syn_lr is not None else [])
+
+    @property
+    def learned_lr(self) -> float | None:
+        """MTT's learned student step size (None for the other methods)."""
+        return None if self.syn_lr is None else float(self.syn_lr.detach())
+
+    def reduce_grads(self) -> None:
+        """DDP: make every rank's gradients the global ones.
+
+        Most matchers give every rank the full image gradient (averaged: exact, and it keeps
+        replicas identical); MTT's ranks each hold their shards' part (summed).
+        """
+        if getattr(self.matcher, "image_grad_reduction", "mean") == "sum":
+            sum_grads([self.images])
+        else:
+            average_grads([self.images])
+        if self.syn_lr is not None:
+            average_grads([self.syn_lr])
+
+    def bound_step_size(self) -> None:
+        """Keep the learned step size in [lr_min, lr_max]: a negative step size would train
+        the student uphill, and a huge one makes it diverge."""
+        if self.syn_lr is not None:
+            with torch.no_grad():
+                self.syn_lr.clamp_(min=self.matcher.lr_min, max=self.matcher.lr_max)
+
+    def stop_nonfinite(self, what: str) -> None:
+        """Hand the last good set to ``on_nonfinite`` (rank 0) and stop with a clear error."""
+        if self.on_nonfinite is not None and rank() == 0:
+            self.on_nonfinite(
+                self.images.detach().cpu(), self.labels.cpu(), self.learned_lr, self.iteration
+            )
+        raise NonFiniteError(
+            f"{what} at iteration {self.iteration}: lower matching.lr_img"
+            + (" or matching.lr_lr" if self.syn_lr is not None else "")
+            + " (or check the data for NaN/Inf)"
+        )
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # DDP: the ranks start from rank 0's images (they are seeded alike; this makes it certain).
-        broadcast_from_rank0_(self.images)
+        for param in self.learned_parameters():
+            broadcast_from_rank0_(param)
 
     def train_dataloader(self) -> DataLoader:
         # Each "batch" is just the iteration number: the matcher draws its own real batches.
@@ -179,6 +238,8 @@ class SyntheticSetLearner(L.LightningModule):
         # "risk/..." and "cluster/..." keep their prefix; the rest is train/...
         named = {k if "/" in k else f"train/{k}": v for k, v in stats.items()}
         self.log("train/match_loss", named.pop("train/match_loss"), prog_bar=True, on_step=True)
+        if self.syn_lr is not None:
+            named["train/syn_lr"] = self.learned_lr
         self.log_dict(named, on_step=True)
         self.log_group_histogram()
 
@@ -194,7 +255,13 @@ class SyntheticSetLearner(L.LightningModule):
                 values = torch.cat(group_losses).cpu().numpy()
                 logger.experiment.log({"risk/group_losses": wandb.Histogram(values)}, commit=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        images = torch.optim.SGD(
             [self.images], lr=self.matcher.lr_img, momentum=self.matcher.momentum_img
         )
+        if self.syn_lr is None:
+            return [images]
+        step_size = torch.optim.SGD(
+            [self.syn_lr], lr=self.matcher.lr_lr, momentum=self.matcher.momentum_lr
+        )
+        return [images, step_size]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
-from rdd.errors import UserError
+from rdd.errors import NonFiniteError, UserError
 from rdd.evaluator import derived_seed, evaluate_synset
 from rdd.expansion import check_factor, pack
+from rdd.experts import ExpertStore, Trajectories, buffer_key
 from rdd.io import write_json, write_text
 from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
@@ -56,14 +58,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     test_groups = partition_of(data, settings)
 
+    meta = synset_meta(cfg, data, ipc)
+    keep = partial(save_synset, out_dir / FILE_NAME, meta, getattr(data, "zca", None))
     start = time.perf_counter()
-    images, labels = distill(cfg, data, matcher, make_net, loggers, ipc)
+    try:
+        images, labels, learned_lr = distill(cfg, data, matcher, make_net, loggers, ipc, keep)
+    except NonFiniteError as err:
+        raise UserError(
+            f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
+        ) from None
     distill_seconds = time.perf_counter() - start
 
-    synset = SyntheticSet(images, labels, synset_meta(cfg, data, ipc))
-    synset.save(out_dir / FILE_NAME)
+    synset = keep(images, labels, learned_lr)
     grid = synset.save_grid(out_dir / GRID_NAME)
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    settings = with_learned_lr(settings, synset.meta.get("lr"))
 
     start = time.perf_counter()
     metrics = evaluate_synset(
@@ -95,15 +104,23 @@ def net_factory(net_cfg: Any, data: Any) -> Callable[[], torch.nn.Module]:
     return partial(build_net, net_cfg, data.channel, data.num_classes, tuple(data.im_size))
 
 
-def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the matching method; returns (images (K*ipc, C, H, W), labels (K*ipc,))."""
+def distill(
+    cfg, data, matcher, make_net, loggers, ipc: int, keep: Callable | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """Run the matching method; returns images (K*ipc, C, H, W), labels (K*ipc,) and MTT's
+    learned step size (None for other methods).
+
+    ``keep(images, labels, lr, iteration)`` saves the last good set if the run hits NaN/Inf.
+    """
     check_class_sizes(data, ipc)
     generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
-        return data.train_x[idx].clone(), data.train_y[idx].clone()
+        return data.train_x[idx].clone(), data.train_y[idx].clone(), None
     warn_if_risk_cannot_reach_networks(cfg)
     check_risk_supports_ddp(cfg)
+    if getattr(matcher, "needs_experts", False):
+        attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
         matcher,
         make_net,
@@ -116,6 +133,7 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
         risk=instantiate(cfg.risk),
         clusterer=instantiate(cfg.clustering) if cfg.clustering.get("_target_") else None,
     )
+    learner.on_nonfinite = keep
     settings = trainer_kwargs(cfg.trainer)
     trainer = L.Trainer(
         max_epochs=1,
@@ -128,7 +146,55 @@ def distill(cfg, data, matcher, make_net, loggers, ipc: int) -> tuple[torch.Tens
         **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
     trainer.fit(learner)
-    return learner.images.detach().cpu(), learner.labels.cpu()
+    return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
+
+
+def save_synset(
+    path: Path,
+    meta: dict[str, Any],
+    zca: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    lr: float | None = None,
+    stopped_at: int | None = None,
+) -> SyntheticSet:
+    """Write the set (with its ZCA and MTT's learned step size) atomically; returns it."""
+    meta = meta | {"lr": lr}
+    if stopped_at is not None:  # the last good set of a run stopped by NaN/Inf
+        meta["stopped_at_iteration"] = int(stopped_at)
+    synset = SyntheticSet(images, labels, meta, zca=zca)
+    synset.save(path)
+    return synset
+
+
+def attach_experts(cfg: DictConfig, data: Any, matcher: Any) -> None:
+    """Give MTT the expert trajectories made for this config, or say how to make them."""
+    store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
+    paths = store.finished()
+    if not paths:
+        raise UserError(
+            f"no expert trajectories for this config in '{store.directory}': make them first "
+            f"with `{buffer_command()}`"
+        )
+    matcher.attach(Trajectories(paths))
+
+
+def buffer_command() -> str:
+    """The `rdd.buffer` command line with this run's overrides (they select the buffer)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "python -m rdd.buffer <the overrides of this run>"
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")]
+    return shlex.join(["python", "-m", "rdd.buffer", *overrides])
+
+
+def with_learned_lr(settings: DictConfig, lr: float | None) -> DictConfig:
+    """Evaluation networks train with MTT's learned step size, as published, unless
+    ``eval.lr_from_synset=false``."""
+    if lr is None or not settings.get("lr_from_synset", True):
+        return settings
+    return OmegaConf.merge(settings, {"lr": float(lr)})
 
 
 def warn_if_risk_cannot_reach_networks(cfg: DictConfig) -> None:

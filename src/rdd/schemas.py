@@ -76,6 +76,27 @@ class CoresetSchema(MatchingSchema):
     feature_lr: float = 0.01
 
 
+@dataclass
+class TrajectorySchema(MatchingSchema):
+    init: str = "real"
+    lr_img: float = 100.0
+    momentum_img: float = 0.5
+    lr_lr: float = 1e-5
+    momentum_lr: float = 0.5
+    lr_teacher: float = 0.01
+    lr_min: float = 1e-6
+    lr_max: float | None = None
+    syn_steps: int = 30
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    batch_syn: int | None = None
+    dsa: bool = True
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa_mode: str = "single"
+    robust_weight: float = 1.0
+    batch_real: int = 256
+
+
 def register_schemas() -> None:
     """Store every schema under its group (idempotent)."""
     store = ConfigStore.instance()
@@ -83,6 +104,7 @@ def register_schemas() -> None:
         ("matching", "gradient_schema", GradientSchema),
         ("matching", "coreset_schema", CoresetSchema),
         ("matching", "distribution_schema", DistributionSchema),
+        ("matching", "trajectory_schema", TrajectorySchema),
     ]
     entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
     entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]

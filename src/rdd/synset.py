@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 from rdd.errors import UserError
 from rdd.expansion import expand
 from rdd.io import atomic_write
+from rdd.zca import ZCA
 
 FORMAT = "rdd-synset/1"
 FILE_NAME = "synset.pt"
@@ -29,14 +30,19 @@ class SyntheticSet:
     """A synthetic training set.
 
     Attributes:
-        images: (N, C, H, W) float, normalised like the real data (see ``meta['mean'/'std']``).
+        images: (N, C, H, W) float, normalised like the real data (see ``meta['mean'/'std']``)
+            and, when ``zca`` is set, whitened with it.
         labels: (N,) int64 class indices, grouped by class (ipc images per class).
-        meta: dataset, mean, std, num_classes, class_names, ipc, method, config (YAML string).
+        meta: dataset, mean, std, num_classes, class_names, ipc, method, config (YAML string),
+            zca (bool, written by :meth:`save`).
+        zca: the whitening the real data had when the set was made (evaluation applies the
+            same one to the real data), or None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    zca: ZCA | None = None
 
     @property
     def ipc(self) -> int:
@@ -53,10 +59,13 @@ class SyntheticSet:
         return expand(self.images, self.labels, self.factor)
 
     def denormalized(self) -> torch.Tensor:
-        """Images mapped back to [0, 1] for display: (N, C, H, W)."""
+        """Images mapped back to [0, 1] for display (un-whitened first): (N, C, H, W)."""
+        images = self.images.detach().cpu()
+        if self.zca is not None:
+            images = self.zca.unwhiten(images)
         mean = torch.tensor(self.meta["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(self.meta["std"]).view(1, -1, 1, 1)
-        return (self.images.detach().cpu() * std + mean).clamp(0, 1)
+        return (images * std + mean).clamp(0, 1)
 
     def save(self, path: str | Path) -> Path:
         """Write the set to ``path`` atomically."""
@@ -64,8 +73,10 @@ class SyntheticSet:
             "format": FORMAT,
             "images": self.images.detach().cpu().contiguous(),
             "labels": self.labels.detach().cpu(),
-            "meta": self.meta,
+            "meta": self.meta | {"zca": self.zca is not None},
         }
+        if self.zca is not None:
+            payload["zca"] = self.zca.state()
         return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     def save_grid(self, path: str | Path) -> Path:
@@ -116,7 +127,33 @@ class SyntheticSet:
                 f"synthetic set '{path}' is damaged (images, labels or metadata missing or "
                 "inconsistent); re-create it with python -m rdd.run"
             )
-        return cls(images=images, labels=labels, meta=meta)
+        zca = _stored_zca(payload, images[0].numel(), path)
+        return cls(images=images, labels=labels, meta=meta, zca=zca)
+
+
+def _stored_zca(payload: dict[str, Any], dim: int, path: Path) -> ZCA | None:
+    """The set's ZCA transform (None for sets made without one, and for older files)."""
+    state = payload.get("zca")
+    if state is None:
+        if payload["meta"].get("zca"):
+            raise UserError(
+                f"synthetic set '{path}' is damaged (its metadata says ZCA but the transform is "
+                "missing); re-create it with python -m rdd.run"
+            )
+        return None
+    try:
+        zca = ZCA.from_state(state)
+    except ValueError as err:
+        raise UserError(
+            f"synthetic set '{path}' has a damaged ZCA transform ({err}); re-create it with "
+            "python -m rdd.run"
+        ) from None
+    if zca.dim != dim:
+        raise UserError(
+            f"synthetic set '{path}' has a ZCA transform for images of {zca.dim} values, not "
+            f"{dim}; re-create it with python -m rdd.run"
+        )
+    return zca
 
 
 def resolve_synset_path(path: str | Path) -> Path:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rdd.data.cache import load_dataset
+from rdd.data.cache import cache_file_name, load_dataset
 from rdd.errors import UserError
+from rdd.zca import ZCA, load_or_fit
 
 
 class RealDataModule(L.LightningDataModule):
@@ -17,10 +19,13 @@ class RealDataModule(L.LightningDataModule):
 
     The constructor arguments are the keys of ``conf/data/*.yaml``. ``setup()`` decodes (or
     loads from the cache) the dataset, carves a stratified validation split out of the
-    training data and normalises everything.
+    training data and normalises everything; with ``zca=True`` it then whitens everything
+    with a ZCA transform fitted on the train split (cached in ``cache_dir``).
 
     Attributes (after ``setup()``):
-        train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``.
+        train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``
+            (and whitened with ``zca`` when it is set).
+        zca: the :class:`rdd.zca.ZCA` applied to the data, or None.
         train_y, val_y, test_y: int64 (N,).
         channel: C. im_size: (H, W). num_classes: int. class_names: list[str].
     """
@@ -41,6 +46,8 @@ class RealDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+        zca: bool = False,
+        zca_eps: float = 0.1,
     ) -> None:
         super().__init__()
         self.name, self.root, self.download, self.layout = name, root, bool(download), layout
@@ -61,6 +68,10 @@ class RealDataModule(L.LightningDataModule):
                 f"data.val_fraction={val_fraction} is outside [0, 0.5]: set e.g. data.val_fraction=0.1"
             )
         self.val_fraction, self.split_seed = float(val_fraction), int(split_seed)
+        if not 0.0 < zca_eps < float("inf"):
+            raise UserError(f"data.zca_eps={zca_eps} must be > 0: set e.g. data.zca_eps=0.1")
+        self.use_zca, self.zca_eps = bool(zca), float(zca_eps)
+        self.zca: ZCA | None = None
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.cache_dir, self.dsa_strategy = cache_dir, dsa_strategy
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
@@ -100,6 +111,41 @@ class RealDataModule(L.LightningDataModule):
         )
         self.val_x, self.val_y = self.normalize(data.train_x[val_idx]), data.train_y[val_idx]
         self.test_x, self.test_y = self.normalize(data.test_x), data.test_y
+        if self.use_zca:
+            # The key names the train split exactly, so a cached fit is only reused for it.
+            key = {
+                "dataset": cache_file_name(
+                    self.name, self.root, self.layout, self.classes, self.image_size
+                ),
+                "val_fraction": self.val_fraction,
+                "split_seed": self.split_seed,
+                "mean": self.mean,
+                "std": self.std,
+            }
+            zca = load_or_fit(
+                self.train_x, self.zca_eps, self.cache_dir, json.dumps(key, sort_keys=True)
+            )
+            self._whiten(zca)
+
+    def apply_zca(self, zca: ZCA) -> None:
+        """Whiten train/val/test with a given (e.g. a synthetic set's stored) transform.
+
+        Raises:
+            ValueError: the data is already whitened, or ``zca`` was fitted on other image sizes.
+        """
+        self.setup()
+        if self.zca is not None:
+            raise ValueError(
+                "the data is already ZCA-whitened: build the data module with zca=false to "
+                "apply another transform"
+            )
+        self._whiten(zca)
+
+    def _whiten(self, zca: ZCA) -> None:
+        self.train_x = zca.whiten(self.train_x)
+        self.val_x = zca.whiten(self.val_x)
+        self.test_x = zca.whiten(self.test_x)
+        self.zca = zca
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (-1, 1, 1)  # broadcasts over (C, H, W) and (N, C, H, W)
@@ -116,7 +162,10 @@ class RealDataModule(L.LightningDataModule):
         return (x.float() - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (..., C, H, W) -> float in [0, 1] (clamped), e.g. for saving images."""
+        """Normalised (and whitened, when ``zca`` is set) (N, C, H, W) or (C, H, W) -> float
+        in [0, 1] (clamped), e.g. for saving images."""
+        if self.zca is not None:
+            x = self.zca.unwhiten(x)
         mean, std = self._stats(x)
         return (x * std + mean).clamp(0.0, 1.0)
 

@@ -65,6 +65,7 @@ class DistillContext(Protocol):
     robust_networks: bool  # train networks on real data with the risk
     num_groups: int
     iteration: int  # the outer iteration being run, from 0
+    syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
 
     def new_net(self) -> nn.Module: ...
     def regroup(self, net: nn.Module) -> dict[str, float]: ...

@@ -1,0 +1,201 @@
+"""Matching Training Trajectories (MTT; Cazenavette et al., CVPR 2022).
+
+Each iteration picks a random expert of the buffer (``python -m rdd.buffer``) and a random
+start epoch ``t < max_start_epoch``. A student starts from the expert's parameters at ``t``
+and takes ``syn_steps`` SGD steps on mini-batches of the (augmented) synthetic set with the
+learned step size; the loss is how far it ends from the expert ``expert_epochs`` later,
+relative to how far the expert itself moved:
+
+    ||theta_student - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2
+
+The student is functional (``torch.func.functional_call``), so the loss is differentiable
+with respect to the images and the step size through every unrolled step.
+
+Robust layer: with the risk on matching, the student's group risk on a clustered real batch
+is added with weight ``robust_weight`` (subgroups found in the expert's feature space at the
+target epoch). Robust experts (risk on networks) are made by ``rdd.buffer``.
+
+DDP: every rank draws the same batch and takes its shard; each student step's gradient is
+summed over ranks (forward) and the parameters' gradient in the backward pass too, so N ranks
+give the single-process loss and gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from rdd.augment import DSA
+from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
+from rdd.errors import UserError
+from rdd.experts import Trajectories, unflatten
+from rdd.matching.gradient import INITS, DistillContext
+from rdd.matching.robust import risk_cross_entropy
+
+Params = dict[str, torch.Tensor]
+
+
+class TrajectoryMatching:
+    """MTT; constructor arguments are the `matching` config keys (conf/matching/mtt.yaml)."""
+
+    is_coreset = False
+    needs_experts = True
+    # Each rank's image gradient covers only its shards of the synthetic batches: sum them.
+    image_grad_reduction = "sum"
+
+    def __init__(
+        self,
+        name: str = "mtt",
+        iterations: int = 5000,
+        init: str = "real",
+        lr_img: float = 100.0,
+        momentum_img: float = 0.5,
+        lr_lr: float = 1e-5,
+        momentum_lr: float = 0.5,
+        lr_teacher: float = 0.01,
+        lr_min: float = 1e-6,
+        lr_max: float | None = None,
+        syn_steps: int = 30,
+        expert_epochs: int = 2,
+        max_start_epoch: int = 20,
+        batch_syn: int | None = None,
+        dsa: bool = True,
+        dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+        dsa_mode: str = "single",
+        robust_weight: float = 1.0,
+        batch_real: int = 256,
+    ) -> None:
+        positive = {"iterations": iterations, "lr_img": lr_img, "lr_lr": lr_lr}
+        positive |= {"lr_teacher": lr_teacher, "lr_min": lr_min, "syn_steps": syn_steps}
+        positive |= {"expert_epochs": expert_epochs, "max_start_epoch": max_start_epoch}
+        positive |= {"batch_real": batch_real}
+        if batch_syn is not None:
+            positive["batch_syn"] = batch_syn
+        for key, value in positive.items():
+            if value <= 0:
+                raise UserError(f"matching.{key} must be positive, got {value}")
+        if lr_max is not None and lr_max < max(lr_min, lr_teacher):
+            raise UserError(
+                f"matching.lr_max={lr_max} is below lr_min or lr_teacher: raise it (or null for no cap)"
+            )
+        if lr_teacher < lr_min:
+            raise UserError(
+                f"matching.lr_teacher={lr_teacher} is below lr_min={lr_min}: lower lr_min"
+            )
+        if robust_weight < 0:
+            raise UserError(f"matching.robust_weight must be >= 0, got {robust_weight}")
+        if init not in INITS:
+            raise UserError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
+        self.name, self.iterations, self.init = name, iterations, init
+        self.lr_img, self.momentum_img = lr_img, momentum_img
+        self.lr_lr, self.momentum_lr = lr_lr, momentum_lr
+        self.lr_teacher, self.lr_min, self.lr_max = lr_teacher, lr_min, lr_max
+        self.syn_steps, self.expert_epochs, self.max_start_epoch = (
+            syn_steps,
+            expert_epochs,
+            max_start_epoch,
+        )
+        self.batch_syn, self.batch_real, self.robust_weight = batch_syn, batch_real, robust_weight
+        self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
+        self.trajectories: Trajectories | None = None
+
+    def attach(self, trajectories: Trajectories) -> None:
+        """Use these expert trajectories; they must be long enough for the start epochs."""
+        needed = self.max_start_epoch - 1 + self.expert_epochs
+        if trajectories.epochs < needed:
+            raise UserError(
+                f"the expert buffer has {trajectories.epochs} epochs but max_start_epoch="
+                f"{self.max_start_epoch} and expert_epochs={self.expert_epochs} need {needed}: "
+                f"lower them or re-make the buffer with experts.epochs={needed}"
+            )
+        self.trajectories = trajectories
+
+    def step(self, ctx: DistillContext) -> dict[str, float]:
+        """One iteration: unroll the student, match the expert, step images and step size."""
+        if self.trajectories is None:
+            raise RuntimeError("TrajectoryMatching needs attach(trajectories) before step()")
+        expert = int(torch.randint(len(self.trajectories), (1,), generator=ctx.generator))
+        start = int(torch.randint(self.max_start_epoch, (1,), generator=ctx.generator))
+        net = ctx.new_net()
+        like = {"device": ctx.images.device, "dtype": ctx.images.dtype}
+        begin = self.trajectories.snapshot(expert, start).to(**like)
+        target = self.trajectories.snapshot(expert, start + self.expert_epochs).to(**like)
+        stats = self.regroup(ctx, net, target) if ctx.robust_matching else {}
+        net.train()
+        student = self.unroll(ctx, net, unflatten(begin, net))
+        param_loss = self.normalised_distance(student, unflatten(target, net), begin, target)
+        loss = param_loss
+        stats |= {"param_loss": float(param_loss.detach()), "start_epoch": float(start)}
+        if ctx.robust_matching and self.robust_weight > 0:
+            risk = self.real_risk(ctx, net, student)
+            loss = loss + self.robust_weight * risk
+            stats["risk/value"] = float(risk.detach())
+        ctx.image_step(loss)
+        stats["match_loss"] = float(loss.detach())
+        return stats
+
+    @staticmethod
+    def regroup(ctx: DistillContext, net: nn.Module, target: torch.Tensor) -> dict[str, float]:
+        """Cluster the real pool in the feature space of the expert at the target epoch."""
+        with torch.no_grad():
+            for param, value in zip(net.parameters(), unflatten(target, net).values(), strict=True):
+                param.copy_(value)
+        return ctx.regroup(net)
+
+    def unroll(self, ctx: DistillContext, net: nn.Module, begin: Params) -> Params:
+        """``syn_steps`` student SGD steps on synthetic mini-batches; returns the last params."""
+        params = {name: p.clone().requires_grad_(True) for name, p in begin.items()}
+        n = len(ctx.images)
+        batch = min(self.batch_syn or n, n)
+        chunks: list[torch.Tensor] = []
+        for _ in range(self.syn_steps):
+            if not chunks:  # a new pass over the synthetic set
+                chunks = list(torch.randperm(n, generator=ctx.generator).split(batch))
+            idx = chunks.pop(0)
+            if len(idx) < world_size():
+                raise UserError(
+                    f"a synthetic batch of {len(idx)} images cannot be split over {world_size()} "
+                    "processes: choose matching.batch_syn dividing the set into batches of at least that size"
+                )
+            x = ctx.images[idx.to(ctx.images.device)]
+            if self.augment is not None:  # independent parameters per image, as published
+                x = self.augment(x, ctx.generator)
+            y = ctx.labels[idx.to(ctx.labels.device)]
+            params = self.student_step(net, params, shard(x), shard(y), len(idx), ctx.syn_lr)
+        return params
+
+    @staticmethod
+    def student_step(
+        net: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, batch: int, lr
+    ) -> Params:
+        """theta - lr * grad of the batch's mean cross-entropy, kept differentiable.
+
+        ``x``/``y`` are this rank's shard of a batch of ``batch`` images: the summed shard loss
+        over ``batch`` is summed over ranks, giving the gradient of the whole batch's mean.
+        """
+        inputs = {name: replicated_input(p) for name, p in params.items()}
+        logits = functional_call(net, inputs, (x,))
+        loss = F.cross_entropy(logits, y, reduction="sum") / batch
+        grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=True)
+        return {
+            name: p - lr * sum_over_ranks(g)
+            for (name, p), g in zip(params.items(), grads, strict=True)
+        }
+
+    @staticmethod
+    def normalised_distance(
+        student: Params, target: Params, begin: torch.Tensor, end: torch.Tensor
+    ) -> torch.Tensor:
+        """||student - target||^2 / ||begin - end||^2, summed over all parameters."""
+        moved = sum(((student[name] - target[name]) ** 2).sum() for name in student)
+        return moved / ((begin - end) ** 2).sum().clamp_min(torch.finfo(begin.dtype).tiny)
+
+    def real_risk(self, ctx: DistillContext, net: nn.Module, student: Params) -> torch.Tensor:
+        """The student's group risk of the cross-entropy on a clustered real batch."""
+        x, y, groups = ctx.sample_real_mixed(self.batch_real)
+        inputs = {name: replicated_input(p) for name, p in student.items()}
+        logits = functional_call(net, inputs, (shard(x),))
+        value, _, _ = risk_cross_entropy(logits, shard(y), shard(groups), ctx.num_groups, ctx.risk)
+        return value
