@@ -241,3 +241,69 @@ def test_dm_and_queue_training_in_two_processes_equal_one_process(tmp_path) -> N
             got = torch.load(tmp_path / f"dm{rank}.pt", weights_only=True)[name]
             for key, want in single.items():
                 assert torch.allclose(got[key], want, rtol=1e-9, atol=1e-12), (name, key, rank)
+
+
+# -- MTT: each student step's synthetic batch split across ranks ----------------------------
+def mtt_figures(tmp: str) -> dict[str, torch.Tensor]:
+    """Loss and gradients of one MTT step (2 student steps on batches of 3, robust term),
+    with the image gradient summed over ranks as the learner does."""
+    from test_trajectory import MTTContext, expert_snapshots, matcher, write_expert
+
+    from rdd.distributed import sum_grads
+    from rdd.risk import MaxGroup
+
+    mtt = matcher(batch_syn=3, syn_steps=3, robust_weight=0.3)
+    mtt.attach(
+        write_expert(
+            os.path.join(tmp, f"expert{dist.get_rank() if dist.is_initialized() else 'single'}.pt"),
+            expert_snapshots(),
+        )
+    )
+    ctx = MTTContext(risk=MaxGroup())
+    mtt.step(ctx)
+    ctx.losses[0].backward()
+    sum_grads([ctx.images])
+    return {
+        "loss": ctx.losses[0].detach(),
+        "image_grad": ctx.images.grad,
+        "lr_grad": ctx.syn_lr.grad,
+    }
+
+
+def mtt_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.save(mtt_figures(out_dir), os.path.join(out_dir, f"mtt{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_mtt_on_two_gloo_processes_equals_one_process(tmp_path) -> None:
+    """The student's synthetic batches are sharded; its gradient is summed every step (and
+    the parameters' gradient on the way back), so loss and gradients are the single-process
+    ones. Without either reduction the student of each rank sees half the batch."""
+    mp.spawn(mtt_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    single = mtt_figures(str(tmp_path))
+    assert single["image_grad"].abs().sum() > 0 and single["lr_grad"].abs() > 0
+    for rank in range(2):
+        distributed = torch.load(tmp_path / f"mtt{rank}.pt", weights_only=True)
+        for key, want in single.items():
+            assert torch.allclose(distributed[key], want, rtol=1e-9, atol=1e-12), (rank, key)
+
+
+def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
+    """matching=mtt with a robust term under trainer=ddp: the same set and learned step size."""
+    from conftest import run_module
+
+    from rdd.synset import SyntheticSet
+
+    mtt = ["matching=mtt", "matching.syn_steps=3", "matching.max_start_epoch=1", "risk=cvar"]
+    mtt += ["risk.on=[matching]", "clustering.k=2", "experts.num_experts=1", "experts.epochs=2"]
+    mtt += [f"experts.root={tmp_path / 'buffers'}", *SMALL]
+    made = run_module("rdd.buffer", *mtt, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    _, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *mtt)
+    _, single_dir = run_cli(tmp_path, "single", *mtt)
+    ddp_set, single_set = (SyntheticSet.load(d / "synset.pt") for d in (ddp_dir, single_dir))
+    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-5)
+    assert ddp_set.meta["lr"] == pytest.approx(single_set.meta["lr"], rel=1e-6)
+    assert ddp_set.meta["lr"] != pytest.approx(0.001, rel=1e-9)  # the step size was learnt

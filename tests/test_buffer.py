@@ -1,0 +1,141 @@
+"""Expert buffers (`python -m rdd.buffer`): saved, found again by config, resumed, refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import compose_config, run_module
+from hydra.utils import instantiate
+
+from rdd.buffer import ExpertTrainer, make_buffer
+from rdd.errors import UserError
+from rdd.experts import ExpertStore, Trajectories, buffer_key
+
+SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
+
+
+def buffer_config(root, *overrides: str):
+    return compose_config(*SMALL, f"experts.root={root}", *overrides, config_name="buffer")
+
+
+def trajectories(store: ExpertStore) -> list[torch.Tensor]:
+    traj = Trajectories(store.finished())
+    return [
+        torch.stack([traj.snapshot(e, t) for t in range(traj.epochs + 1)]) for e in range(len(traj))
+    ]
+
+
+def test_buffer_saves_every_epoch_of_every_expert_deterministically(tmp_path) -> None:
+    store = make_buffer(buffer_config(tmp_path / "a"))
+    experts = trajectories(store)
+    assert len(experts) == 2 and all(t.shape[0] == 4 for t in experts)
+    assert not torch.equal(experts[0][0], experts[0][-1])  # the expert trained
+    assert not torch.equal(experts[0][0], experts[1][0])  # experts start apart
+    again = trajectories(make_buffer(buffer_config(tmp_path / "b")))
+    assert all(torch.equal(x, y) for x, y in zip(experts, again, strict=True))
+    assert json.loads((store.directory / "key.json").read_text())["experts"]["epochs"] == 3
+
+
+def test_an_interrupted_buffer_continues_where_it_stopped(tmp_path, monkeypatch) -> None:
+    uninterrupted = trajectories(make_buffer(buffer_config(tmp_path / "whole")))
+    real_epoch, calls = ExpertTrainer.train_epoch, []
+
+    def dies_in_the_second_experts_second_epoch(self, *args):
+        calls.append(args[-1])
+        if len(calls) == 5:  # expert 0: epochs 0-2; expert 1: epoch 0, then the kill
+            raise KeyboardInterrupt
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(ExpertTrainer, "train_epoch", dies_in_the_second_experts_second_epoch)
+    cfg = buffer_config(tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        make_buffer(cfg)
+    monkeypatch.setattr(ExpertTrainer, "train_epoch", real_epoch)
+    store = ExpertStore.locate(tmp_path / "killed", key_of(cfg))
+    assert store.expert_path(0).exists() and store.partial_path(1).exists()
+    resumed = []
+    monkeypatch.setattr(
+        ExpertTrainer, "train_epoch", lambda self, *a: resumed.append(a[-1]) or real_epoch(self, *a)
+    )
+    make_buffer(cfg)
+    assert resumed == [1, 2]  # only expert 1's missing epochs were trained
+    assert not store.partial_path(1).exists()
+    assert all(torch.equal(x, y) for x, y in zip(uninterrupted, trajectories(store), strict=True))
+
+
+def key_of(cfg):
+    from rdd.run import net_name
+
+    data = instantiate(cfg.data)
+    data.setup()
+    return buffer_key(cfg, data, net_name(cfg))
+
+
+def test_the_buffer_key_follows_what_changes_trajectories(tmp_path) -> None:
+    base = key_of(buffer_config(tmp_path))
+    assert key_of(buffer_config(tmp_path, "experts.num_experts=7")) == base  # how many: same buffer
+    robust_matching_only = key_of(buffer_config(tmp_path, "risk=cvar", "risk.on=[matching]"))
+    assert robust_matching_only == base  # plain experts serve a risk on matching
+    for change in (
+        ["data.zca=true"],
+        ["experts.lr=0.02"],
+        ["net=mlp"],
+        ["risk=cvar", "clustering=faiss_kmeans"],
+        ["risk=cvar", "clustering=faiss_kmeans", "risk.alpha=0.5"],
+    ):
+        assert key_of(buffer_config(tmp_path, *change)) != base, change
+
+
+def test_a_folder_with_another_key_is_not_written_into(tmp_path) -> None:
+    store = ExpertStore(tmp_path / "buf", {"a": 1})
+    store.claim()
+    with pytest.raises(UserError, match="another config"):
+        ExpertStore(tmp_path / "buf", {"a": 2}).claim()
+
+
+def test_robust_experts_train_on_the_group_risk(tmp_path) -> None:
+    robust = ["risk=cvar", "clustering=faiss_kmeans", "clustering.k=2", "experts.num_experts=1"]
+    store = make_buffer(buffer_config(tmp_path, *robust))
+    assert "-cvar-" in store.directory.name
+    plain = make_buffer(buffer_config(tmp_path, "experts.num_experts=1"))
+    robust_traj, plain_traj = trajectories(store)[0], trajectories(plain)[0]
+    assert torch.equal(robust_traj[0], plain_traj[0])  # same initialisation ...
+    assert not torch.allclose(robust_traj[-1], plain_traj[-1])  # ... another objective
+    with pytest.raises(UserError, match="clustering=faiss_kmeans"):
+        make_buffer(
+            buffer_config(tmp_path, "risk=cvar", "clustering=none", "experts.num_experts=1")
+        )
+
+
+def test_a_corrupt_expert_file_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "expert_00000.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="run python -m rdd.buffer again"):
+        Trajectories([path])
+
+
+TINY_MTT = ["matching=mtt", "ipc=2", "experts.num_experts=2", "experts.epochs=3"]
+TINY_MTT += ["matching.iterations=2", "matching.syn_steps=3", "matching.max_start_epoch=1"]
+TINY_MTT += ["eval.epochs=2", "eval.num_nets=1", "logger=none", "trainer.enable_progress_bar=false"]
+
+
+def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path) -> None:
+    root = f"experts.root={tmp_path / 'buffers'}"
+    missing = run_module("rdd.run", *TINY_MTT, root, cwd=tmp_path)
+    assert missing.returncode == 2
+    error = missing.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: no expert trajectories") and "python -m rdd.buffer" in error
+    assert "matching.syn_steps=3" in error  # the user's own overrides, ready to paste
+
+    made = run_module("rdd.buffer", *TINY_MTT, root, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = tmp_path / "run"
+    done = run_module("rdd.run", *TINY_MTT, root, f"hydra.run.dir={out}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from rdd.synset import SyntheticSet
+
+    synset = SyntheticSet.load(out)
+    assert synset.meta["method"] == "mtt" and synset.meta["lr"] > 0
+    assert json.loads((out / "metrics.json").read_text())["test_acc"] > 0
