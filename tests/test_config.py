@@ -137,3 +137,27 @@ def test_dm_overlays_carry_the_published_settings(data: str) -> None:
         20000,
     )
     assert m.dsa and m.factor == 1 and m.queue_size == 0 and m.ce_weight == 0
+
+
+# The author's MTT commands (mtt-distillation): (data, ipc) -> (N, M, T+, lr_img, lr_lr,
+# lr_teacher, ZCA, batch_syn).
+MTT_PUBLISHED = {
+    ("cifar10", 1): (50, 2, 2, 100, 1e-7, 0.01, True, None),
+    ("cifar10", 10): (30, 2, 20, 100, 1e-5, 0.001, True, None),
+    ("cifar10", 50): (30, 2, 40, 1000, 1e-5, 0.001, False, None),
+    ("cifar100", 1): (20, 3, 20, 1000, 1e-5, 0.01, True, None),
+    ("cifar100", 10): (20, 2, 20, 1000, 1e-5, 0.01, False, None),
+    ("cifar100", 50): (80, 2, 40, 1000, 1e-5, 0.01, True, 125),
+}
+
+
+@pytest.mark.parametrize("data, ipc", sorted(MTT_PUBLISHED))
+def test_mtt_overlays_carry_the_published_settings(data: str, ipc: int) -> None:
+    cfg = compose_config(f"experiment=mtt_{data}_ipc{ipc}")
+    m = cfg.matching
+    got = (m.syn_steps, m.expert_epochs, m.max_start_epoch, m.lr_img, m.lr_lr, m.lr_teacher)
+    want = MTT_PUBLISHED[(data, ipc)]
+    assert got == pytest.approx(want[:6]) and (cfg.data.zca, m.batch_syn) == want[6:]
+    assert (cfg.data.name, cfg.ipc, m.name, m.iterations) == (data, ipc, "mtt", 5000)
+    assert (cfg.experts.num_experts, cfg.experts.epochs, cfg.experts.lr) == (100, 50, 0.01)
+    assert cfg.net.width == 128 and cfg.eval.epochs == 1000
