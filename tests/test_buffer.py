@@ -116,7 +116,7 @@ def test_a_corrupt_expert_file_is_a_clear_error(tmp_path) -> None:
         Trajectories([path])
 
 
-TINY_MTT = ["matching=mtt", "ipc=2", "experts.num_experts=2", "experts.epochs=3"]
+TINY_MTT = ["matching=mtt", "data.zca=true", "ipc=2", "experts.num_experts=2", "experts.epochs=3"]
 TINY_MTT += ["matching.iterations=2", "matching.syn_steps=3", "matching.max_start_epoch=1"]
 TINY_MTT += ["eval.epochs=2", "eval.num_nets=1", "logger=none", "trainer.enable_progress_bar=false"]
 
@@ -138,4 +138,6 @@ def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path)
 
     synset = SyntheticSet.load(out)
     assert synset.meta["method"] == "mtt" and synset.meta["lr"] > 0
+    assert synset.zca is not None and synset.meta["zca"]  # the evaluator whitens its test data
+    assert any("-zca-" in p.name for p in (tmp_path / "buffers").iterdir())
     assert json.loads((out / "metrics.json").read_text())["test_acc"] > 0

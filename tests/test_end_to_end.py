@@ -41,3 +41,28 @@ def test_matching_on_real_cifar10_end_to_end(method, tmp_path) -> None:
     )
     metrics = run(cfg)
     assert metrics["test_acc"] > 12  # ten classes: above chance after a short budget
+
+
+def test_mtt_beats_random_on_digits_at_ipc_10(tmp_path) -> None:
+    """The digits budget (budget_matching/digits_mtt.yaml: its buffer and distillation)."""
+    from rdd.buffer import make_buffer
+
+    root = f"experts.root={tmp_path / 'buffers'}"
+    make_buffer(compose_config("matching=mtt", root, config_name="buffer"))
+    mtt = run(compose_config("logger=none", "matching=mtt", root, output_dir=tmp_path / "mtt"))
+    rnd = run(compose_config("logger=none", "matching=random", output_dir=tmp_path / "random"))
+    assert mtt["test_acc"] > rnd["test_acc"]
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10-jpeg")
+def test_mtt_with_zca_on_real_cifar10_end_to_end(tmp_path) -> None:
+    """A one-expert, two-epoch buffer on whitened CIFAR-10, then two MTT iterations."""
+    from rdd.buffer import make_buffer
+
+    overrides = ["data=cifar10", f"data.root={SHARED_CIFAR}", "data.zca=true", "net=convnet_w32"]
+    overrides += ["matching=mtt", "experts.num_experts=1", "experts.epochs=2", "ipc=1"]
+    overrides += ["matching.max_start_epoch=1", "matching.syn_steps=5", "matching.iterations=2"]
+    overrides += [f"experts.root={tmp_path / 'buffers'}", "eval.epochs=10", "eval.num_nets=1"]
+    make_buffer(compose_config(*overrides, config_name="buffer"))
+    metrics = run(compose_config(*overrides, "logger=none", output_dir=tmp_path / "run"))
+    assert metrics["test_acc"] > 12  # ten classes: above chance after a short budget
