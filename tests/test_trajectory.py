@@ -283,3 +283,15 @@ def test_a_step_that_makes_images_infinite_is_undone() -> None:
     with pytest.raises(NonFiniteError, match="non-finite"):
         trainer.fit(learner)
     assert torch.equal(kept["images"], start) and torch.equal(learner.images.detach(), start)
+
+
+def test_evaluation_uses_the_learned_step_size_unless_told_not_to() -> None:
+    from omegaconf import OmegaConf
+
+    from rdd.run import with_learned_lr
+
+    settings = OmegaConf.create({"lr": 0.01, "lr_from_synset": True, "epochs": 3})
+    assert with_learned_lr(settings, 0.0234).lr == pytest.approx(0.0234)
+    assert with_learned_lr(settings, None).lr == 0.01  # DC, DM, ...: no learned step size
+    fixed = OmegaConf.merge(settings, {"lr_from_synset": False})
+    assert with_learned_lr(fixed, 0.0234).lr == 0.01

@@ -17,7 +17,14 @@ from rdd.cli import fail, quiet_lightning, run_cli
 from rdd.errors import UserError
 from rdd.evaluator import evaluate_synset
 from rdd.io import write_json
-from rdd.run import eval_nets, eval_settings, eval_trainer_kwargs, partition_of, prepare_output_dir
+from rdd.run import (
+    eval_nets,
+    eval_settings,
+    eval_trainer_kwargs,
+    partition_of,
+    prepare_output_dir,
+    with_learned_lr,
+)
 from rdd.schemas import register_schemas
 from rdd.synset import SyntheticSet
 
@@ -50,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         *synset.expanded(),
         data,
         eval_nets(run_like, data, default_name=synset.meta.get("net")),
-        eval_settings(run_like, data),
+        with_learned_lr(eval_settings(run_like, data), synset.meta.get("lr")),
         eval_trainer_kwargs(cfg),
         cfg.seed,
         test_groups=partition_of(data, eval_settings(run_like, data)),
