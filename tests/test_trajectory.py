@@ -295,3 +295,19 @@ def test_evaluation_uses_the_learned_step_size_unless_told_not_to() -> None:
     assert with_learned_lr(settings, None).lr == 0.01  # DC, DM, ...: no learned step size
     fixed = OmegaConf.merge(settings, {"lr_from_synset": False})
     assert with_learned_lr(fixed, 0.0234).lr == 0.01
+
+
+def test_checkpointed_student_steps_give_the_same_loss_and_gradients(tmp_path) -> None:
+    """checkpoint_steps recomputes each step in the backward pass: same numbers, less memory."""
+    snapshots = expert_snapshots()
+    figures = []
+    for checkpoint_steps in (False, True):
+        mtt = matcher(batch_syn=3, syn_steps=3, dsa=True, checkpoint_steps=checkpoint_steps)
+        mtt.attach(write_expert(tmp_path / "e.pt", snapshots))
+        ctx = MTTContext()
+        mtt.step(ctx)
+        figures.append(
+            [ctx.losses[0], *torch.autograd.grad(ctx.losses[0], [ctx.images, ctx.syn_lr])]
+        )
+    for plain, checkpointed in zip(*figures, strict=True):
+        assert torch.allclose(plain, checkpointed, rtol=1e-12, atol=1e-15)
