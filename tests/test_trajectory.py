@@ -311,3 +311,18 @@ def test_checkpointed_student_steps_give_the_same_loss_and_gradients(tmp_path) -
         )
     for plain, checkpointed in zip(*figures, strict=True):
         assert torch.allclose(plain, checkpointed, rtol=1e-12, atol=1e-15)
+
+
+def test_a_run_stopped_by_nan_keeps_its_last_good_set(tmp_path) -> None:
+    """Through rdd.run: a one-line error naming the kept file; the file holds finite images."""
+    from conftest import TINY, compose_config
+
+    from rdd.run import run
+    from rdd.synset import SyntheticSet
+
+    cfg = compose_config(*TINY, "matching=dsa", "matching.lr_img=1e38", output_dir=tmp_path)
+    with pytest.raises(UserError, match=r"at iteration 0: lower matching.lr_img.*kept in .*synset.pt"):
+        run(cfg)
+    kept = SyntheticSet.load(tmp_path)
+    assert kept.meta["stopped_at_iteration"] == 0 and torch.isfinite(kept.images).all()
+    assert not (tmp_path / "metrics.json").exists()
