@@ -6,7 +6,7 @@ pool), IPC 10, 10 classes, 3x32x32 images, every student step on the whole synth
 depend on parameter values); the matcher runs directly, outside Lightning, so a figure is the
 algorithm's cost. Each syn_steps value runs in its own process, so its peak memory is its own.
 
-    python benchmarks/bench_mtt_syn_steps.py --syn-steps 5,10,20,30 [--iterations 3] [--device cpu] [--checkpoint]
+    python benchmarks/bench_mtt_syn_steps.py --syn-steps 5,10,20,30 [--iterations 3] [--device cpu]
 
 Time: mean over the iterations after the first. Memory: the process's peak resident set size
 (ru_maxrss) on CPU; torch.cuda.max_memory_allocated on a GPU.
@@ -46,12 +46,10 @@ def random_expert(folder: Path, epochs: int) -> Trajectories:
     return Trajectories([path])
 
 
-def measure(syn_steps: int, iterations: int, ipc: int, device: str, checkpoint: bool) -> str:
+def measure(syn_steps: int, iterations: int, ipc: int, device: str) -> str:
     """One line: syn_steps, seconds per iteration, peak memory in MiB."""
     real_x, real_y = cifar_shaped(ipc)
-    matcher = TrajectoryMatching(
-        syn_steps=syn_steps, expert_epochs=2, max_start_epoch=2, checkpoint_steps=checkpoint
-    )
+    matcher = TrajectoryMatching(syn_steps=syn_steps, expert_epochs=2, max_start_epoch=2)
     with tempfile.TemporaryDirectory() as folder:
         matcher.attach(random_expert(Path(folder), epochs=4))
         learner = plain_learner(matcher, real_x.clone(), real_x, real_y, ipc).to(device)
@@ -70,12 +68,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--checkpoint", action="store_true", help="matching.checkpoint_steps=true")
     parser.add_argument("--one", action="store_true", help="internal: measure one value here")
     args = parser.parse_args()
     steps = [int(s) for s in args.syn_steps.split(",")]
     if args.one:
-        print(measure(steps[0], args.iterations, args.ipc, args.device, args.checkpoint))
+        print(measure(steps[0], args.iterations, args.ipc, args.device))
         return
     print(machine())
     print(

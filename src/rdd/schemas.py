@@ -95,7 +95,6 @@ class TrajectorySchema(MatchingSchema):
     dsa_mode: str = "single"
     robust_weight: float = 1.0
     batch_real: int = 256
-    checkpoint_steps: bool = False
 
 
 def register_schemas() -> None:

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
 
 from rdd.augment import DSA
 from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
@@ -67,7 +66,6 @@ class TrajectoryMatching:
         dsa_mode: str = "single",
         robust_weight: float = 1.0,
         batch_real: int = 256,
-        checkpoint_steps: bool = False,
     ) -> None:
         positive = {"iterations": iterations, "lr_img": lr_img, "lr_lr": lr_lr}
         positive |= {"lr_teacher": lr_teacher, "lr_min": lr_min, "syn_steps": syn_steps}
@@ -101,10 +99,6 @@ class TrajectoryMatching:
         )
         self.batch_syn, self.batch_real, self.robust_weight = batch_syn, batch_real, robust_weight
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
-        # Recompute each student step's activations in the backward pass instead of keeping
-        # them: memory then grows with syn_steps by a parameter copy per step, not by the
-        # activations (about a third more compute).
-        self.checkpoint_steps = bool(checkpoint_steps)
         self.trajectories: Trajectories | None = None
 
     def attach(self, trajectories: Trajectories) -> None:
@@ -169,11 +163,7 @@ class TrajectoryMatching:
             if self.augment is not None:  # independent parameters per image, as published
                 x = self.augment(x, ctx.generator)
             y = ctx.labels[idx.to(ctx.labels.device)]
-            args = (net, params, shard(x), shard(y), len(idx), ctx.syn_lr)
-            if self.checkpoint_steps:  # random draws happen above, so a recompute is identical
-                params = checkpoint(self.student_step, *args, use_reentrant=False)
-            else:
-                params = self.student_step(*args)
+            params = self.student_step(net, params, shard(x), shard(y), len(idx), ctx.syn_lr)
         return params
 
     @staticmethod
