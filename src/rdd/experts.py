@@ -36,6 +36,7 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
     for unrelated in ("num_experts", "root"):  # where and how many, not what
         experts.pop(unrelated, None)
     experts["dsa_strategy"] = experts.get("dsa_strategy") or data.dsa_strategy
+    zca = getattr(data, "zca", None) is not None
     key = {
         "format": FORMAT,
         "data": {
@@ -47,8 +48,8 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
             "std": list(data.std),
             "val_fraction": data.val_fraction,
             "split_seed": data.split_seed,
-            "zca": bool(getattr(data, "zca", None) is not None),
-            "zca_eps": float(getattr(data, "zca_eps", 0.0)) if getattr(data, "zca", None) else None,
+            "zca": zca,
+            "zca_eps": float(data.zca_eps) if zca else None,
         },
         "net": {"name": net_name, **OmegaConf.to_container(cfg.net, resolve=True)},
         "experts": experts,

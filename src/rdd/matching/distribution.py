@@ -30,7 +30,7 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.expansion import check_factor, expand
-from rdd.matching.gradient import INITS, DistillContext, sgd_step
+from rdd.matching.gradient import DistillContext, check_init, check_positive, sgd_step
 from rdd.matching.robust import (
     global_correct,
     real_data_loss,
@@ -174,17 +174,14 @@ class DistributionMatching:
         positive = {"iterations": iterations, "lr_img": lr_img, "batch_real": batch_real}
         positive |= {"generate_every": generate_every, "sampled_nets": sampled_nets}
         positive |= {"batch_train": batch_train, "lr_net": lr_net}
-        for key, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"matching.{key} must be positive, got {value}")
+        check_positive(positive)
         non_negative = {"ce_weight": ce_weight, "queue_size": queue_size, "push_nets": push_nets}
         non_negative |= {"initial_nets": initial_nets, "fetch_nets": fetch_nets}
         non_negative |= {"train_steps": train_steps, "weight_decay_net": weight_decay_net}
         for key, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"matching.{key} must be >= 0, got {value}")
-        if init not in INITS:
-            raise ValueError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
+        check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img, self.batch_real = lr_img, momentum_img, batch_real
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None

@@ -18,6 +18,7 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.distributed import all_reduce_grads
+from rdd.errors import UserError
 from rdd.matching.distance import get_distance
 from rdd.matching.robust import real_data_loss, real_gradient, subgroup_distances
 from rdd.nets import has_batchnorm
@@ -28,6 +29,18 @@ INITS = ("real", "noise")
 # What the sampled network trains on between matching steps: the synthetic set (DC/DSA as
 # published) or real data (the robust paper's mode, where the network minimises the group risk).
 NET_TRAIN_DATA = ("synthetic", "real")
+
+
+def check_positive(settings: dict[str, float]) -> None:
+    """Every value must be > 0: a one-line error naming the `matching` key otherwise."""
+    for key, value in settings.items():
+        if value <= 0:
+            raise UserError(f"matching.{key} must be positive, got {value}")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise UserError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
 
 
 def loops_for_ipc(ipc: int) -> tuple[int, int]:
@@ -102,9 +115,7 @@ class GradientMatching:
     ) -> None:
         positive = {"iterations": iterations, "batch_real": batch_real, "batch_train": batch_train}
         positive |= {"lr_img": lr_img, "lr_net": lr_net, "bn_images_per_class": bn_images_per_class}
-        for key, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"matching.{key} must be positive, got {value}")
+        check_positive(positive)
         for key, value in {"outer_loop": outer_loop, "inner_loop": inner_loop}.items():
             if value is not None and value < (1 if key == "outer_loop" else 0):
                 raise ValueError(
@@ -114,8 +125,7 @@ class GradientMatching:
             raise ValueError(
                 f"unknown matching.net_train_data '{net_train_data}': choose one of {', '.join(NET_TRAIN_DATA)}"
             )
-        if init not in INITS:
-            raise ValueError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
+        check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img = lr_img, momentum_img
         self.lr_net, self.momentum_net = lr_net, momentum_net

@@ -31,7 +31,7 @@ from rdd.augment import DSA
 from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
 from rdd.errors import UserError
 from rdd.experts import Trajectories, unflatten
-from rdd.matching.gradient import INITS, DistillContext
+from rdd.matching.gradient import DistillContext, check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
 
 Params = dict[str, torch.Tensor]
@@ -73,9 +73,7 @@ class TrajectoryMatching:
         positive |= {"batch_real": batch_real}
         if batch_syn is not None:
             positive["batch_syn"] = batch_syn
-        for key, value in positive.items():
-            if value <= 0:
-                raise UserError(f"matching.{key} must be positive, got {value}")
+        check_positive(positive)
         if lr_max is not None and lr_max < max(lr_min, lr_teacher):
             raise UserError(
                 f"matching.lr_max={lr_max} is below lr_min or lr_teacher: raise it (or null for no cap)"
@@ -86,8 +84,7 @@ class TrajectoryMatching:
             )
         if robust_weight < 0:
             raise UserError(f"matching.robust_weight must be >= 0, got {robust_weight}")
-        if init not in INITS:
-            raise UserError(f"unknown matching.init '{init}': choose one of {', '.join(INITS)}")
+        check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img = lr_img, momentum_img
         self.lr_lr, self.momentum_lr = lr_lr, momentum_lr
@@ -140,8 +137,7 @@ class TrajectoryMatching:
     def regroup(ctx: DistillContext, net: nn.Module, target: torch.Tensor) -> dict[str, float]:
         """Cluster the real pool in the feature space of the expert at the target epoch."""
         with torch.no_grad():
-            for param, value in zip(net.parameters(), unflatten(target, net).values(), strict=True):
-                param.copy_(value)
+            nn.utils.vector_to_parameters(target, net.parameters())
         return ctx.regroup(net)
 
     def unroll(self, ctx: DistillContext, net: nn.Module, begin: Params) -> Params:
