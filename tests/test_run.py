@@ -115,3 +115,88 @@ def test_an_unknown_evaluation_architecture_is_a_user_error(tmp_path) -> None:
         run(
             compose_config(*TINY, "matching=random", "eval.nets=[transformer]", output_dir=tmp_path)
         )
+
+
+# -- shifted test sets, subgroup details, the whole-dataset reference -------------------------
+
+
+def test_run_scores_shifted_test_sets_and_writes_per_network_details(tmp_path) -> None:
+    cfg = compose_config(
+        *TINY,
+        "matching=random",
+        "eval.num_nets=2",
+        "eval.corruptions=[contrast,impulse_noise]",
+        "eval.severities=[1,5]",
+        output_dir=tmp_path,
+    )
+    metrics = run(cfg)
+    corrupted = [f"corruption_{c}_s{s}_acc" for c in ("contrast", "impulse_noise") for s in (1, 5)]
+    for key in ["noise_acc", "blur_acc", "invert_acc", "corruption_acc", *corrupted]:
+        assert 0 <= metrics[key] <= 100 and metrics[f"{key}_std"] >= 0, key
+    # corruption_acc is the per-network mean over the corrupted sets, then averaged over nets.
+    assert metrics["corruption_acc"] == pytest.approx(
+        sum(metrics[k] for k in corrupted) / len(corrupted)
+    )
+    details = json.loads((tmp_path / "eval_details.json").read_text())
+    (per_net,) = details["archs"].values()
+    assert len(per_net["cluster_acc"]) == len(per_net["class_acc"]) == 2
+    assert len(per_net["class_acc"][0]) == 10 and len(details["class_names"]) == 10
+    worst_per_net = [min(clusters) for clusters in per_net["cluster_acc"]]
+    assert metrics["worst_cluster_acc"] == pytest.approx(sum(worst_per_net) / 2, abs=1e-4)
+    assert details["corruptions"] == {"contrast": [1, 5], "impulse_noise": [1, 5]}
+
+
+def test_the_same_shift_seed_gives_the_same_shifted_accuracy(tmp_path) -> None:
+    figures = []
+    for name in ("a", "b"):
+        cfg = compose_config(
+            *TINY,
+            "matching=random",
+            "eval.corruptions=[shot_noise]",
+            "eval.severities=[3]",
+            output_dir=tmp_path / name,
+        )
+        figures.append({k: v for k, v in run(cfg).items() if not k.endswith("seconds")})
+    assert figures[0] == figures[1]
+
+
+def test_bad_shift_settings_fail_before_distilling(tmp_path) -> None:
+    for n, (override, message) in enumerate(
+        (
+            ("eval.shifts=[fog]", "unknown eval.shifts entry 'fog'"),
+            ("eval.corruptions=[snow]", "unknown eval.corruptions entry 'snow'"),
+            ("eval.severities=[0,6]", "eval.severities must lie in 1-5"),
+        )
+    ):
+        with pytest.raises(UserError, match=message):
+            run(compose_config(*TINY, override, output_dir=tmp_path / str(n)))
+        assert not (tmp_path / str(n) / "synset.pt").exists()
+
+
+def test_the_test_partition_is_the_same_for_every_method_and_whitening(tmp_path) -> None:
+    from hydra.utils import instantiate
+
+    from rdd.run import eval_settings, partition_of
+
+    partitions = []
+    for overrides in (["matching=dc"], ["matching=random", "seed=3"], ["data.zca=true"]):
+        cfg = compose_config(*TINY, *overrides, output_dir=tmp_path)
+        data = instantiate(cfg.data)
+        data.setup()
+        partitions.append(partition_of(data, eval_settings(cfg, data)))
+    assert all(torch.equal(partitions[0], p) for p in partitions[1:])
+    cfg = compose_config(*TINY, "eval.partition.features=net", output_dir=tmp_path)
+    data = instantiate(cfg.data)
+    data.setup()
+    by_net = partition_of(data, eval_settings(cfg, data))
+    assert by_net.shape == partitions[0].shape and not torch.equal(by_net, partitions[0])
+
+
+def test_the_whole_dataset_reference_trains_on_every_real_image(tmp_path) -> None:
+    budget = ["ipc=2", "eval.epochs=10", "eval.num_nets=1", "logger=none", "eval.corruptions=[]"]
+    full = run(compose_config(*budget, "matching=full", output_dir=tmp_path / "full"))
+    subset = run(compose_config(*budget, "matching=random", output_dir=tmp_path / "random"))
+    assert not (tmp_path / "full" / "synset.pt").exists()  # the dataset is not copied
+    assert (tmp_path / "full" / "synset.png").is_file()
+    # 10 epochs on ~1,400 digits against 10 epochs on 20 of them.
+    assert full["test_acc"] > 80 and full["test_acc"] > subset["test_acc"] + 10

@@ -24,8 +24,10 @@ from rdd.run import (
     partition_of,
     prepare_output_dir,
     with_learned_lr,
+    write_eval_outputs,
 )
 from rdd.schemas import register_schemas
+from rdd.shifted import shifted_test_sets
 from rdd.synset import SyntheticSet
 
 
@@ -53,16 +55,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         data.apply_zca(synset.zca)
     out_dir = prepare_output_dir(cfg.paths.output_dir)
     run_like = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval), "net": stored.net})
-    metrics = evaluate_synset(
+    settings = with_learned_lr(eval_settings(run_like, data), synset.meta.get("lr"))
+    evaluation = evaluate_synset(
         *synset.expanded(),
         data,
         eval_nets(run_like, data, default_name=synset.meta.get("net")),
-        with_learned_lr(eval_settings(run_like, data), synset.meta.get("lr")),
+        settings,
         eval_trainer_kwargs(cfg),
         cfg.seed,
-        test_groups=partition_of(data, eval_settings(run_like, data)),
+        test_groups=partition_of(data, settings),
+        shifted=shifted_test_sets(data, settings),
     )
-    write_json(out_dir / "metrics.json", metrics | {"synset": str(Path(cfg.synset).resolve())})
+    metrics = dict(evaluation)
+    write_eval_outputs(out_dir, metrics, evaluation, data, settings)
+    write_json(out_dir / "synset_source.json", {"synset": str(Path(cfg.synset).resolve())})
     print(
         f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
         f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from statistics import mean
 from typing import Any
 
 import lightning as L
@@ -21,6 +22,9 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from rdd.augment import DSA
+
+# Test images per batch when scoring shifted copies of the test set.
+SHIFTED_BATCH = 512
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -188,6 +192,18 @@ def score(
     return module.accuracy()
 
 
+class Evaluation(dict):
+    """The metrics (name -> float, as written to metrics.json) with per-network details.
+
+    ``details[arch]`` holds lists with one entry per network: ``cluster_acc`` (accuracy of
+    every test subgroup) and ``class_acc`` (of every class), in percent.
+    """
+
+    def __init__(self, metrics: dict[str, float], details: dict[str, dict[str, list]]) -> None:
+        super().__init__(metrics)
+        self.details = details
+
+
 def evaluate_synset(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -197,7 +213,8 @@ def evaluate_synset(
     trainer_kwargs: dict[str, Any],
     seed: int,
     test_groups: torch.Tensor | None = None,
-) -> dict[str, float]:
+    shifted: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None = None,
+) -> Evaluation:
     """Train ``eval_cfg.num_nets`` networks of every architecture in ``nets`` on the set.
 
     Args:
@@ -209,15 +226,17 @@ def evaluate_synset(
             sets evaluated with the same seed meet the same networks.
         test_groups: (N_test,) subgroup id of every test image (the cached test partition);
             adds ``mean_cluster_acc`` and ``worst_cluster_acc``.
+        shifted: yields ``(name, test images)`` for shifted copies of the test set (same labels,
+            same order); each adds ``<name>_acc``, and corruptions their mean ``corruption_acc``.
 
     Returns:
-        Per architecture ``<arch>/test_acc``, ``_std``, ``<arch>/val_acc``, ``<arch>/worst_class_acc``
-        (percent, mean and std over networks), and the headline architecture's figures
-        without the prefix.
+        Per architecture ``<arch>/test_acc``, ``_std``, ``<arch>/val_acc``,
+        ``<arch>/worst_class_acc``, ... (percent, mean and std over networks), and the headline
+        architecture's figures without the prefix; per-network details in ``.details``.
     """
-    metrics: dict[str, float] = {}
+    results: dict[str, dict[str, list]] = {arch: {} for arch in nets}
+    trained = []
     jobs = [(arch, i) for arch in nets for i in range(eval_cfg.num_nets)]
-    results: dict[str, dict[str, list[float]]] = {arch: {} for arch in nets}
     for arch, i in tqdm(jobs, desc="evaluating", unit="net", dynamic_ncols=True):
         module, trainer = train_eval_net(
             nets[arch],
@@ -228,31 +247,87 @@ def evaluate_synset(
             trainer_kwargs,
             derived_seed(seed, arch, i),
         )
-        val_acc, _ = score(module, trainer, data.val_dataloader(), "val")
-        test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
-        figures = {
-            "test_acc": test_acc,
-            "val_acc": val_acc,
-            "worst_class_acc": float(per_class.min()),
-        }
-        if test_groups is not None:
-            per_cluster = group_accuracy(module.correct_flags(), test_groups.cpu())
-            figures |= {
-                "mean_cluster_acc": float(per_cluster.mean()),
-                "worst_cluster_acc": float(per_cluster.min()),
-            }
-        for key, value in figures.items():
+        trained.append((arch, module))
+        for key, value in clean_figures(module, trainer, data, test_groups).items():
             results[arch].setdefault(key, []).append(value)
+    if shifted is not None:
+        score_shifted(trained, shifted(), data.test_y, results)
+    return summarise(results)
+
+
+def clean_figures(
+    module: EvalNetModule, trainer: L.Trainer, data: Any, test_groups: torch.Tensor | None
+) -> dict[str, Any]:
+    """One trained network's figures on the validation split and the clean test set."""
+    val_acc, _ = score(module, trainer, data.val_dataloader(), "val")
+    test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
+    figures: dict[str, Any] = {
+        "test_acc": test_acc,
+        "val_acc": val_acc,
+        "worst_class_acc": float(per_class.min()),
+        "class_acc": per_class.tolist(),
+    }
+    if test_groups is not None:
+        per_cluster = group_accuracy(module.correct_flags(), test_groups.cpu())
+        figures |= {
+            "mean_cluster_acc": float(per_cluster.mean()),
+            "worst_cluster_acc": float(per_cluster.min()),
+            "cluster_acc": per_cluster.tolist(),
+        }
+    return figures
+
+
+def score_shifted(
+    trained: list[tuple[str, EvalNetModule]],
+    shifted: Iterable[tuple[str, torch.Tensor]],
+    test_y: torch.Tensor,
+    results: dict[str, dict[str, list]],
+) -> None:
+    """Score every trained network on each shifted test set (built once, used by all nets)."""
+    corrupted: dict[int, list[float]] = {}
+    for name, x in shifted:
+        for n, (arch, module) in enumerate(trained):
+            acc = accuracy_on(module, x, test_y)
+            results[arch].setdefault(f"{name}_acc", []).append(acc)
+            if name.startswith("corruption_"):
+                corrupted.setdefault(n, []).append(acc)
+    for n, (arch, _) in enumerate(trained):
+        if n in corrupted:
+            results[arch].setdefault("corruption_acc", []).append(mean(corrupted[n]))
+
+
+@torch.no_grad()
+def accuracy_on(module: EvalNetModule, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy in percent of a trained network on images (N, C, H, W) with labels (N,).
+
+    A plain loop rather than ``trainer.test``: dozens of shifted sets per network would
+    otherwise spend most of their time in Lightning's per-call set-up.
+    """
+    module.eval()
+    hits = 0
+    for xb, yb in zip(x.split(SHIFTED_BATCH), y.split(SHIFTED_BATCH), strict=True):
+        hits += int((module(xb.to(module.device)).argmax(1).cpu() == yb).sum())
+    return 100.0 * hits / max(len(y), 1)
+
+
+def summarise(results: dict[str, dict[str, list]]) -> Evaluation:
+    """Mean and std over networks of every scalar figure; list-valued ones go to details."""
+    metrics: dict[str, float] = {}
+    details: dict[str, dict[str, list]] = {}
     for arch, figures in results.items():
         for key, values in figures.items():
+            if isinstance(values[0], list):
+                details.setdefault(arch, {})[key] = values
+                continue
             t = torch.tensor(values, dtype=torch.float64)
             metrics[f"{arch}/{key}"] = float(t.mean())
             metrics[f"{arch}/{key}_std"] = float(t.std(unbiased=False))
-    headline = next(iter(nets))
-    for key in results[headline]:
-        metrics[key] = metrics[f"{headline}/{key}"]
-        metrics[f"{key}_std"] = metrics[f"{headline}/{key}_std"]
-    return metrics
+    headline = next(iter(results))
+    for key in list(metrics):
+        arch, _, name = key.partition("/")
+        if arch == headline:
+            metrics[name] = metrics[key]
+    return Evaluation(metrics, details)
 
 
 def group_accuracy(correct: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from rdd.learner import SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
 from rdd.schemas import register_schemas
+from rdd.shifted import check_shift_settings, shifted_test_sets
 from rdd.strategy import DDP_NAMES, distill_strategy
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         eval_trainer_kwargs(cfg),
     )
     test_groups = partition_of(data, settings)
+    shifted = shifted_test_sets(data, settings)
 
     meta = synset_meta(cfg, data, ipc)
     keep = partial(save_synset, out_dir / FILE_NAME, meta, getattr(data, "zca", None))
@@ -69,20 +71,49 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ) from None
     distill_seconds = time.perf_counter() - start
 
-    synset = keep(images, labels, learned_lr)
+    if getattr(matcher, "whole_dataset", False):
+        # The reference trains on the dataset itself: store only a preview, not a copy of it.
+        preview = real_draw(data, ipc, torch.Generator().manual_seed(cfg.seed))
+        synset = SyntheticSet(preview, data.train_y.new_tensor(preview_labels(data, ipc)), meta)
+        train_set = (images, labels)
+    else:
+        synset = keep(images, labels, learned_lr)
+        train_set = synset.expanded()
     grid = synset.save_grid(out_dir / GRID_NAME)
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     settings = with_learned_lr(settings, synset.meta.get("lr"))
 
     start = time.perf_counter()
-    metrics = evaluate_synset(
-        *synset.expanded(), data, nets, settings, eval_trainer, cfg.seed, test_groups
+    evaluation = evaluate_synset(
+        *train_set, data, nets, settings, eval_trainer, cfg.seed, test_groups, shifted
     )
+    metrics = dict(evaluation)
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
-    write_json(out_dir / "metrics.json", metrics)
+    write_eval_outputs(out_dir, metrics, evaluation, data, settings)
     report_to_loggers(loggers, metrics, grid)
     print(format_summary(cfg, data, metrics, out_dir))
     return metrics
+
+
+def preview_labels(data: Any, ipc: int) -> list[int]:
+    return [c for c in range(data.num_classes) for _ in range(ipc)]
+
+
+def write_eval_outputs(
+    out_dir: Path, metrics: dict[str, float], evaluation: Any, data: Any, settings: DictConfig
+) -> None:
+    """metrics.json (flat floats) and eval_details.json (per-network cluster/class accuracy)."""
+    details = {
+        "archs": evaluation.details,
+        "class_names": list(data.class_names),
+        "shifts": list(settings.get("shifts") or []),
+        "corruptions": {
+            name: list(settings.get("severities") or [])
+            for name in settings.get("corruptions") or []
+        },
+    }
+    write_json(out_dir / "eval_details.json", details)
+    write_json(out_dir / "metrics.json", metrics)
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -114,6 +145,8 @@ def distill(
     """
     check_class_sizes(data, ipc)
     generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
+    if getattr(matcher, "whole_dataset", False):
+        return data.train_x, data.train_y, None
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone(), None
@@ -283,13 +316,24 @@ def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
     for key in ("num_nets", "epochs", "batch_size"):
         if settings[key] <= 0:
             raise UserError(f"eval.{key} must be positive, got {settings[key]}")
+    check_shift_settings(settings)
     return OmegaConf.create(settings)
 
 
 def partition_of(data: Any, settings: DictConfig) -> torch.Tensor:
     """The cached test partition of this dataset (identical for every method and run)."""
     part = settings.partition
-    return partition_test_set(data.test_x, part.k, part.seed, part.features, data.cache_dir)
+    net_name = part.get("net") or "convnet"
+    net_cfg = load_net_config(net_name)
+    return partition_test_set(
+        data.test_uint8,
+        part.k,
+        part.seed,
+        part.features,
+        data.cache_dir,
+        make_net=net_factory(net_cfg, data),
+        net_id=OmegaConf.to_yaml(net_cfg, sort_keys=True),
+    )
 
 
 def net_name(cfg: DictConfig) -> str:

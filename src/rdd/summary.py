@@ -12,6 +12,10 @@ COLUMNS = {
     "worst_class_acc": "worst class %",
     "mean_cluster_acc": "mean cluster %",
     "worst_cluster_acc": "worst cluster %",
+    "noise_acc": "noise %",
+    "blur_acc": "blur %",
+    "invert_acc": "invert %",
+    "corruption_acc": "corruptions %",
 }
 
 

@@ -111,6 +111,9 @@ class RealDataModule(L.LightningDataModule):
         )
         self.val_x, self.val_y = self.normalize(data.train_x[val_idx]), data.train_y[val_idx]
         self.test_x, self.test_y = self.normalize(data.test_x), data.test_y
+        # The raw test images: subgroups and shifted test sets are made from them, so they are
+        # the same whatever the normalisation or whitening of a run.
+        self.test_uint8 = data.test_x
         if self.use_zca:
             # The key names the train split exactly, so a cached fit is only reused for it.
             key = {
@@ -160,6 +163,16 @@ class RealDataModule(L.LightningDataModule):
             # In place on the fresh float copy: whole datasets are large (CIFAR-10: 600 MB).
             return x.float().div_(255.0).sub_(mean).div_(std)
         return (x.float() - mean) / std
+
+    def test_pixels(self) -> torch.Tensor:
+        """The test images as float32 (N, C, H, W) in [0, 1], before normalisation/whitening."""
+        self.setup()
+        return self.test_uint8.float() / 255.0
+
+    def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1] -> the model's input space (normalised, whitened with ``zca``)."""
+        x = self.normalize(x)
+        return x if self.zca is None else self.zca.whiten(x)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (and whitened, when ``zca`` is set) (N, C, H, W) or (C, H, W) -> float

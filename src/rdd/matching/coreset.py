@@ -23,6 +23,7 @@ class Coreset:
     """Base: picks ``ipc`` training images per class; constructor takes the `matching` config."""
 
     is_coreset = True
+    whole_dataset = False
 
     def __init__(
         self,
@@ -93,6 +94,19 @@ class RandomCoreset(Coreset):
 
     def pick(self, feats, k, generator, n):
         return torch.randperm(n, generator=generator)[:k]
+
+
+class FullDataset(Coreset):
+    """The whole-dataset reference: evaluation networks train on every real training image.
+
+    It is the upper bound that distillation papers quote next to their sets; ``ipc`` only
+    sets how many images per class the preview grid shows.
+    """
+
+    whole_dataset = True
+
+    def select(self, x, y, num_classes, ipc, generator, new_net):
+        return torch.arange(len(y))
 
 
 class HerdingCoreset(Coreset):
