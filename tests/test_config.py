@@ -161,3 +161,19 @@ def test_mtt_overlays_carry_the_published_settings(data: str, ipc: int) -> None:
     assert (cfg.data.name, cfg.ipc, m.name, m.iterations) == (data, ipc, "mtt", 5000)
     assert (cfg.experts.num_experts, cfg.experts.epochs, cfg.experts.lr) == (100, 50, 0.01)
     assert cfg.net.width == 128 and cfg.eval.epochs == 1000
+
+
+def test_the_cross_architecture_pool_builds_every_net_and_keeps_the_protocol(tmp_path) -> None:
+    from hydra.utils import instantiate as make
+
+    from rdd.run import eval_nets
+
+    cfg = compose_config("eval=cross_arch", output_dir=tmp_path)
+    default = compose_config(output_dir=tmp_path)
+    assert list(cfg.eval.nets) == ["convnet", "resnet18", "vgg11", "alexnet"]
+    assert cfg.eval.epochs == default.eval.epochs and cfg.eval.shifts == default.eval.shifts
+    data = make(cfg.data)
+    data.setup()
+    for name, factory in eval_nets(cfg, data).items():
+        out = factory()(data.train_x[:2])
+        assert out.shape == (2, data.num_classes), name
