@@ -247,13 +247,16 @@ def test_idm_evaluates_the_expanded_set(tmp_path) -> None:
 def test_rdd_evaluate_trains_on_the_expanded_set(tmp_path, monkeypatch) -> None:
     """`python -m rdd.evaluate` reads the factor from the set's metadata and expands it."""
     import rdd.evaluate as evaluate_module
+    from rdd.evaluator import Evaluation
 
     distilled(tmp_path, "idm")
     seen = {}
 
     def record(images, labels, *args, **kwargs):
         seen["images"], seen["labels"] = images.shape, labels
-        return {f"{k}{s}": 0.0 for k in ("test_acc", "val_acc") for s in ("", "_std")}
+        return Evaluation(
+            {f"{k}{s}": 0.0 for k in ("test_acc", "val_acc") for s in ("", "_std")}, {}
+        )
 
     monkeypatch.setattr(evaluate_module, "evaluate_synset", record)
     cfg = compose_config(

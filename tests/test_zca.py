@@ -212,6 +212,7 @@ def test_rdd_evaluate_applies_the_stored_zca(tmp_path, monkeypatch) -> None:
     """The real data gets the set's stored transform, even if its config asked for a fit."""
     import rdd.data.datamodule as datamodule_module
     import rdd.evaluate as evaluate_module
+    from rdd.evaluator import Evaluation
 
     run_cfg = compose_config(
         "data=digits", "data.zca=true", "ipc=1", "logger=none", output_dir=tmp_path / "run"
@@ -226,7 +227,9 @@ def test_rdd_evaluate_applies_the_stored_zca(tmp_path, monkeypatch) -> None:
 
     def record(images, labels, data, *args, **kwargs):
         seen["data"] = data
-        return {f"{k}{s}": 0.0 for k in ("test_acc", "val_acc") for s in ("", "_std")}
+        return Evaluation(
+            {f"{k}{s}": 0.0 for k in ("test_acc", "val_acc") for s in ("", "_std")}, {}
+        )
 
     def no_fit(*args, **kwargs):
         raise AssertionError("refitted instead of using the stored transform")
