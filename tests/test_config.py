@@ -34,7 +34,7 @@ def test_matching_instantiates(option: str, tmp_path) -> None:
     cfg = compose_config(f"matching={option}", output_dir=tmp_path)
     matcher = instantiate(cfg.matching)
     assert matcher.name == option
-    assert matcher.is_coreset == (option in ("random", "herding", "kcenter"))
+    assert matcher.is_coreset == (option in ("random", "herding", "kcenter", "full"))
 
 
 @pytest.mark.parametrize("option", options("risk"))

@@ -16,13 +16,13 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
 from rdd.augment import DSA
 from rdd.cli import fail, quiet_lightning, run_cli
+from rdd.config import CONF_DIR, build
 from rdd.errors import UserError
 from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
@@ -35,7 +35,7 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     """Train every missing expert of the buffer for ``cfg``; returns its store."""
     quiet_lightning()
     check_settings(cfg.experts)
-    data = instantiate(cfg.data)
+    data = build(cfg.data, "data")
     data.setup()
     store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
     store.claim()
@@ -85,7 +85,8 @@ class ExpertTrainer:
                 raise UserError(
                     "robust experts need k-means subgroups of the real data: add clustering=faiss_kmeans"
                 )
-            self.risk, self.clusterer = instantiate(cfg.risk), instantiate(cfg.clustering)
+            self.risk = build(cfg.risk, "risk")
+            self.clusterer = build(cfg.clustering, "clustering")
         self.groups = torch.zeros_like(self.train_y)
         self.num_groups = self.num_classes
 
@@ -161,7 +162,7 @@ class ExpertTrainer:
         self.num_groups = self.clusterer.num_groups(self.num_classes)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="buffer")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="buffer")
 def main(cfg: DictConfig) -> None:
     try:
         make_buffer(cfg)
@@ -172,4 +173,4 @@ def main(cfg: DictConfig) -> None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "buffer")

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from rdd.config import CONF_DIR
+from rdd.config import CONF_DIR, check_composes
 from rdd.errors import UserError
 
 # Groups whose options are files in conf/<group>/; checked before Hydra starts so that a typo
@@ -76,10 +76,13 @@ def fail(err: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def run_cli(hydra_main: Callable[[], object]) -> None:
-    """Check the command line, then hand over to a @hydra.main function."""
+def run_cli(hydra_main: Callable[[], object], config_name: str) -> None:
+    """Check the command line (group options, ipc, then the composed config's types and
+    keys), then hand over to a @hydra.main function of ``config_name``."""
     try:
         check_overrides(sys.argv[1:])
+        if not {"--help", "-h", "--info", "--cfg", "-c"} & set(sys.argv[1:]):
+            check_composes(config_name, sys.argv[1:])
     except UserError as err:
         fail(err)
     hydra_main()

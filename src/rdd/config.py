@@ -2,7 +2,158 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from rdd.errors import UserError
 
 # conf/ sits at the repository root, next to src/ (editable installs and checkouts).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def build(node: Any, group: str) -> Any:
+    """``hydra.utils.instantiate(node)``, with a constructor's ValueError (an invalid option
+    value) turned into a one-line UserError that names the config group."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise UserError(str(cause)) from None
+        if isinstance(cause, ValueError):
+            raise UserError(f"invalid {group} setting: {cause}") from None
+        raise
+
+
+def check_composes(config_name: str, argv: Sequence[str]) -> None:
+    """Compose the config the command line asks for, so that a wrong type or an unknown key
+    fails as one line before Hydra starts (Hydra reports it over several lines).
+
+    Every value of a sweep (``seed=0,1,2``) is tried once, with the other keys at their
+    first value. Hydra's own options (``hydra.*``, ``-m``) are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra.")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception as err:  # Hydra's parser raises its own exception types
+        raise UserError(f"cannot parse the command line: {first_line(err)}") from None
+    choices = [[o.input_line] if not o.is_sweep_override() else sweep_values(o) for o in overrides]
+    variants = [[c[0] for c in choices]]
+    for i, values in enumerate(choices):
+        variants += [[*variants[0][:i], v, *variants[0][i + 1 :]] for v in values[1:]]
+    composed = [compose_or_explain(config_name, v, hydra_args(argv)) for v in variants]
+    multirun = bool({"-m", "--multirun"} & set(argv))
+    hydra_node = composed[0].hydra
+    out_dir = Path(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
+    check_fresh(out_dir, multirun)
+    check_writable(out_dir)
+
+
+# Files that mark a finished run (a stopped run's synset.pt counts: it is its last good set).
+FINISHED_MARKERS = ("synset.pt", "metrics.json")
+
+
+def check_fresh(out_dir: Path, multirun: bool = False) -> None:
+    """Refuse an output directory that holds a finished run (for a sweep: any of its jobs'),
+    before Hydra writes its own files there; nothing already written is ever overwritten."""
+    runs = [out_dir] if not multirun else [out_dir, *out_dir.glob("*")]
+    done = sorted(str(d / n) for d in runs for n in FINISHED_MARKERS if (d / n).exists())
+    if done:
+        raise UserError(
+            f"output directory '{out_dir}' already holds a run ({', '.join(done[:2])}"
+            f"{', ...' if len(done) > 2 else ''}): choose a new hydra.run.dir / hydra.sweep.dir "
+            "(or leave it unset for a fresh one)"
+        )
+
+
+def hydra_args(argv: Sequence[str]) -> list[str]:
+    """The ``hydra.*`` overrides of a command line (they choose the output directory)."""
+    return [a for a in argv if a.lstrip("+~").startswith("hydra.")]
+
+
+# Below this much free space a run would die on its first checkpoint or synthetic set.
+MIN_FREE_MIB = 256
+
+
+def check_writable(path: str | Path) -> None:
+    """The output directory (or the nearest folder of it that exists) takes files and has
+    room: an unwritable or full disk is an error at start-up, not after hours of work."""
+    folder = Path(path).expanduser().absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(
+            f"cannot create the output directory '{path}': '{folder}' is a file; choose another "
+            "hydra.run.dir (or hydra.sweep.dir)"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"rdd")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        raise UserError(
+            f"cannot write to '{folder}' ({err.strerror}): choose a writable hydra.run.dir "
+            "(or hydra.sweep.dir)"
+        ) from None
+    free_mib = shutil.disk_usage(folder).free / 2**20
+    if free_mib < MIN_FREE_MIB:
+        raise UserError(
+            f"only {free_mib:.0f} MiB free where the run would write ('{folder}'): free some "
+            f"space (at least {MIN_FREE_MIB} MiB) or choose another hydra.run.dir"
+        )
+
+
+def sweep_values(override: Any) -> list[str]:
+    """``key=a,b`` -> ["key=a", "key=b"] (sweep functions like range() expanded too)."""
+    prefix = override.get_key_element()
+    return [f"{prefix}={value}" for value in override.sweep_string_iterator()]
+
+
+def compose_or_explain(
+    config_name: str, overrides: list[str], hydra_args: Sequence[str] = ()
+) -> DictConfig:
+    """The composed config (with Hydra's own node), or a one-line UserError saying why not."""
+    from hydra import compose, initialize_config_dir
+
+    from rdd.schemas import register_schemas
+
+    register_schemas()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose(
+                config_name, overrides=[*overrides, *hydra_args], return_hydra_config=True
+            )
+    except Exception as err:
+        raise UserError(explain(err)) from None
+
+
+def explain(err: Exception) -> str:
+    """One line from Hydra's and OmegaConf's multi-line composition errors."""
+    cause = err.__cause__ or err
+    text = str(cause)
+    key = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "full_key:" in ln), "")
+    if "not in" in text or "Could not override" in str(err) or "Could not append" in text:
+        quoted = first_line(err).split("'")
+        name = key or (quoted[1] if len(quoted) > 2 else "?")
+        return (
+            f"unknown config key '{name}': check its spelling (the keys of each option are in "
+            "conf/<group>/<option>.yaml); add new keys with +key=value"
+        )
+    if "could not be converted" in text or "Value '" in text:
+        return f"invalid value for {key or 'a key'}: {first_line(cause)}: give a value of that type"
+    return f"{first_line(err)}: {first_line(cause)}" if cause is not err else first_line(err)
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import fail, quiet_lightning, run_cli
+from rdd.config import CONF_DIR, build
 from rdd.errors import UserError
 from rdd.evaluator import evaluate_synset
 from rdd.io import write_json
@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if synset.zca is not None:
         # The real data gets the set's own whitening, not a refit (which could differ).
         data_cfg.zca = False
-    data = instantiate(data_cfg)
+    data = build(data_cfg, "data")
     data.setup()
     if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(
         synset.images.shape[-2:]
@@ -77,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     try:
         return evaluate(cfg)["val_acc"]
@@ -88,4 +88,4 @@ def main(cfg: DictConfig) -> float | None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "evaluate")

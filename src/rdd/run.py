@@ -18,10 +18,10 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
+from rdd.config import CONF_DIR, build, check_fresh
 from rdd.errors import NonFiniteError, UserError
 from rdd.evaluator import derived_seed, evaluate_synset
 from rdd.expansion import check_factor, pack
@@ -36,7 +36,6 @@ from rdd.strategy import DDP_NAMES, distill_strategy
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
 
-FINISHED_MARKERS = (FILE_NAME, "metrics.json")
 log = logging.getLogger(__name__)
 
 
@@ -45,12 +44,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     quiet_lightning()
     ipc = check_ipc(cfg.ipc)
     out_dir = prepare_output_dir(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = instantiate(cfg.data)
+    L.seed_everything(check_seed(cfg.seed), workers=True, verbose=False)
+    data = build(cfg.data, "data")
     data.setup()
-    matcher = instantiate(cfg.matching)
+    matcher = build(cfg.matching, "matching")
     loggers = build_loggers(cfg)
-    make_net = net_factory(cfg.net, data)
+    make_net = checked_net_factory(cfg.net, data)
     # Resolved before distilling so that a bad evaluation setting fails in seconds, not hours.
     nets, settings, eval_trainer = (
         eval_nets(cfg, data),
@@ -119,12 +118,7 @@ def write_eval_outputs(
 def prepare_output_dir(path: str | Path) -> Path:
     """The run directory; refuses one that already holds a finished run (nothing is overwritten)."""
     out_dir = Path(path)
-    done = [name for name in FINISHED_MARKERS if (out_dir / name).exists()]
-    if done:
-        raise UserError(
-            f"output directory '{out_dir}' already holds a run ({', '.join(done)}): choose a new "
-            "hydra.run.dir (or leave it unset for a fresh one)"
-        )
+    check_fresh(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
@@ -133,6 +127,24 @@ def net_factory(net_cfg: Any, data: Any) -> Callable[[], torch.nn.Module]:
     """A function building a fresh network for this dataset's shape (picklable, for DDP's
     spawned processes)."""
     return partial(build_net, net_cfg, data.channel, data.num_classes, tuple(data.im_size))
+
+
+def check_seed(seed: Any) -> int:
+    """The seed must be a non-negative integer (it seeds every random draw)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got '{seed}': set e.g. seed=0")
+    return seed
+
+
+def checked_net_factory(net_cfg: Any, data: Any) -> Callable[[], torch.nn.Module]:
+    """The run's net factory, after building one network: a bad net option fails now, not
+    after the data is clustered or an hour of distillation."""
+    make_net = net_factory(net_cfg, data)
+    try:
+        make_net()
+    except ValueError as err:  # the nets' option checks (UserError is one)
+        raise UserError(f"invalid net setting: {err}") from None
+    return make_net
 
 
 def distill(
@@ -163,8 +175,8 @@ def distill(
         data.num_classes,
         ipc,
         cfg.seed,
-        risk=instantiate(cfg.risk),
-        clusterer=instantiate(cfg.clustering) if cfg.clustering.get("_target_") else None,
+        risk=build(cfg.risk, "risk"),
+        clusterer=build(cfg.clustering, "clustering") if cfg.clustering.get("_target_") else None,
     )
     learner.on_nonfinite = keep
     settings = trainer_kwargs(cfg.trainer)
@@ -313,9 +325,16 @@ def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
     """The `eval` config with its dataset-dependent defaults filled in."""
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     settings["dsa_strategy"] = settings["dsa_strategy"] or data.dsa_strategy
-    for key in ("num_nets", "epochs", "batch_size"):
+    for key in ("num_nets", "epochs", "batch_size", "lr"):
         if settings[key] <= 0:
             raise UserError(f"eval.{key} must be positive, got {settings[key]}")
+    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, float("inf"))):
+        if not low <= settings[key] < high:
+            raise UserError(f"eval.{key} must lie in [{low}, {high}), got {settings[key]}")
+    if not 0 < settings["lr_decay_at"] <= 1:
+        raise UserError(
+            f"eval.lr_decay_at is a fraction of the epochs in (0, 1], got {settings['lr_decay_at']}"
+        )
     check_shift_settings(settings)
     return OmegaConf.create(settings)
 
@@ -370,7 +389,7 @@ def synset_meta(cfg: DictConfig, data: Any, ipc: int) -> dict[str, Any]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+    loggers = [build(node, "logger") for node in (cfg.get("logger") or {}).values() if node]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
@@ -407,7 +426,7 @@ def adopt_csv_columns(logger: Any) -> None:
     known.sort()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
@@ -419,4 +438,4 @@ def main(cfg: DictConfig) -> float | None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "run")

@@ -7,7 +7,7 @@ composed instead of being silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -97,6 +97,36 @@ class TrajectorySchema(MatchingSchema):
     batch_real: int = 256
 
 
+@dataclass
+class PartitionSchema:
+    k: int = 10
+    seed: int = 0
+    features: str = "pixels"
+    net: str = "convnet"
+
+
+@dataclass
+class EvalSchema:
+    """The evaluation protocol (conf/eval): typed, so `eval.epochs=ten` fails at compose time."""
+
+    nets: list[str] | None = None
+    num_nets: int = 5
+    epochs: int = 1000
+    lr: float = 0.01
+    lr_from_synset: bool = True
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    batch_size: int = 256
+    lr_decay_at: float = 0.5
+    dsa: bool = True
+    dsa_strategy: str | None = None
+    partition: PartitionSchema = field(default_factory=PartitionSchema)
+    shifts: list[str] = field(default_factory=list)
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
+    shift_seed: int = 0
+
+
 def register_schemas() -> None:
     """Store every schema under its group (idempotent)."""
     store = ConfigStore.instance()
@@ -105,6 +135,7 @@ def register_schemas() -> None:
         ("matching", "coreset_schema", CoresetSchema),
         ("matching", "distribution_schema", DistributionSchema),
         ("matching", "trajectory_schema", TrajectorySchema),
+        ("eval", "eval_schema", EvalSchema),
     ]
     entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
     entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]

@@ -1,0 +1,240 @@
+"""The bad-input suite: every case through the real command line (in process), each must end
+with one line `error: ...` naming the problem and the fix, exit status 2, and leave every file
+already written untouched.
+
+Cases: configs (unknown option or key, wrong type, out-of-range values), data (missing root,
+empty class folder, unreadable image, mixed sizes), files (truncated, foreign or malicious
+synthetic sets, another dataset's set) and output directories (a finished run, a file in the
+way, a full disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import shutil
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from rdd.run import run
+from rdd.synset import SyntheticSet
+from tests.conftest import TINY, compose_config
+
+CONFIG_NAMES = {"rdd.run": "run", "rdd.evaluate": "evaluate", "rdd.buffer": "buffer"}
+
+
+def call_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
+    """Run ``python -m <module> argv`` in this process; (exit status, non-empty stderr lines)."""
+    mod = importlib.import_module(module)
+    monkeypatch.setattr(sys, "argv", [mod.__file__, *argv])  # as `python -m` sets it
+    with pytest.raises(SystemExit) as stop:
+        mod.run_cli(mod.main, CONFIG_NAMES[module])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return stop.value.code, lines
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Digest of every file under root, to prove that nothing written before was touched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A real finished run (with Hydra's .hydra/ files) that no failing command may touch."""
+    out = tmp_path_factory.mktemp("finished")
+    run(compose_config(*TINY, "matching=random", output_dir=out))
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "config.yaml").write_text("# the finished run's own config\n")
+    return out
+
+
+def image_tree(root: Path, sizes=((8, 8), (8, 8)), corrupt=False, empty_class=False) -> Path:
+    """A two-class image folder with 4 train / 2 test images per class."""
+    for split, n in (("train", 4), ("test", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = sizes[(i + c) % len(sizes)]
+                Image.new("RGB", (w, h), (40 * c, 10 * i, 90)).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    if empty_class:
+        (root / "train" / "bird").mkdir()
+    return root
+
+
+class Payload:
+    """Unpickling this would create a file: the loader must refuse before that happens."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+Case = namedtuple("Case", "name module argv words")
+
+# {tmp}: this test's folder; {run}: the finished run; every argv gets its own fresh run dir.
+CASES = [
+    # -- configs -------------------------------------------------------------------------------
+    Case("unknown option", "rdd.run", ["matching=magic"], "unknown matching 'magic'"),
+    Case("unknown key", "rdd.run", ["matching.lr_imgg=1"], "unknown config key 'matching.lr_imgg'"),
+    Case("wrong type int", "rdd.run", ["eval.epochs=ten"], "invalid value for eval.epochs"),
+    Case(
+        "wrong type float",
+        "rdd.run",
+        ["risk=cvar", "risk.alpha=abc"],
+        "invalid value for risk.alpha",
+    ),
+    Case("ipc zero", "rdd.run", ["ipc=0"], "ipc must be a positive integer"),
+    Case("ipc above a class", "rdd.run", ["ipc=100000"], "fewer than ipc=100000: lower ipc"),
+    Case("cvar alpha", "rdd.run", ["risk=cvar", "risk.alpha=1.5"], "alpha must lie in [0, 1)"),
+    Case("entropic beta", "rdd.run", ["risk=entropic", "risk.beta=-1"], "beta must be > 0"),
+    Case(
+        "k-means k",
+        "rdd.run",
+        ["risk=cvar", "clustering.k=0"],
+        "clustering.k must be an integer >= 1",
+    ),
+    Case("image lr", "rdd.run", ["matching.lr_img=-1"], "matching.lr_img must be positive"),
+    Case(
+        "mtt step size",
+        "rdd.run",
+        ["matching=mtt", "matching.lr_teacher=0"],
+        "lr_teacher must be positive",
+    ),
+    Case("eval lr", "rdd.run", ["eval.lr=-0.1"], "eval.lr must be positive"),
+    Case("eval epochs", "rdd.run", ["eval.epochs=0"], "eval.epochs must be positive"),
+    Case(
+        "iterations", "rdd.run", ["matching.iterations=-3"], "matching.iterations must be positive"
+    ),
+    Case("expert epochs", "rdd.buffer", ["matching=mtt", "experts.epochs=0"], "experts.epochs"),
+    Case("seed", "rdd.run", ["seed=-1"], "seed must be a non-negative integer"),
+    Case("net option", "rdd.run", ["net.width=0"], "invalid net setting"),
+    Case("severity", "rdd.run", ["eval.severities=[7]"], "eval.severities must lie in 1-5"),
+    # -- data ----------------------------------------------------------------------------------
+    Case("missing root", "rdd.run", ["data=cifar10", "data.root={tmp}/nowhere"], "does not exist"),
+    Case(
+        "empty class folder",
+        "rdd.run",
+        ["data=image_folder", "data.root={tmp}/empty"],
+        "holds no images",
+    ),
+    Case(
+        "corrupt image",
+        "rdd.run",
+        ["data=image_folder", "data.root={tmp}/corrupt"],
+        "cannot read image",
+    ),
+    Case(
+        "mixed sizes", "rdd.run", ["data=image_folder", "data.root={tmp}/mixed"], "data.image_size="
+    ),
+    # -- files ---------------------------------------------------------------------------------
+    Case("missing synset", "rdd.evaluate", ["synset={tmp}/none.pt"], "not found"),
+    Case("truncated synset", "rdd.evaluate", ["synset={tmp}/truncated.pt"], "corrupt"),
+    Case("foreign .pt", "rdd.evaluate", ["synset={tmp}/model.pt"], "not an rdd synthetic set"),
+    Case("pickle payload", "rdd.evaluate", ["synset={tmp}/evil.pt"], "synset"),
+    Case(
+        "other dataset",
+        "rdd.evaluate",
+        ["synset={tmp}/folder8.pt", "data_root={tmp}/mixed16"],
+        "does not match the synthetic set",
+    ),
+    # -- outputs -------------------------------------------------------------------------------
+    Case("finished run dir", "rdd.run", ["hydra.run.dir={run}"], "already holds a run"),
+    Case("a file in the way", "rdd.run", ["hydra.run.dir={tmp}/a_file/run"], "is a file"),
+]
+
+
+def folder_set(path: Path, root: Path) -> None:
+    """A synthetic set made on the 8x8 image folder at root (2 classes, 1 image each)."""
+    cfg = compose_config(*TINY, "data=image_folder", f"data.root={root}", output_dir=root / "o")
+    meta = {"dataset": "image_folder", "num_classes": 2, "mean": [0.5] * 3, "std": [0.25] * 3}
+    meta |= {"ipc": 1, "method": "random", "config": OmegaConf.to_yaml(cfg, resolve=True)}
+    SyntheticSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), meta).save(path)
+
+
+def prepare_files(tmp: Path, finished: Path) -> None:
+    image_tree(tmp / "empty", empty_class=True)
+    image_tree(tmp / "corrupt", corrupt=True)
+    image_tree(tmp / "mixed", sizes=((8, 8), (10, 12)))
+    image_tree(tmp / "mixed16", sizes=((16, 16),))
+    (tmp / "a_file").write_text("not a folder")
+    folder_set(tmp / "folder8.pt", image_tree(tmp / "folder8"))
+    good = (finished / "synset.pt").read_bytes()
+    (tmp / "truncated.pt").write_bytes(good[: len(good) // 3])
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp / "model.pt")
+    torch.save(
+        {"format": "rdd-synset/1", "images": Payload(str(tmp / "executed"))},
+        tmp / "evil.pt",
+        pickle_module=pickle,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(
+    case: Case, finished_run: Path, tmp_path, monkeypatch, capsys
+) -> None:
+    prepare_files(tmp_path, finished_run)
+    monkeypatch.setenv("RDD_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("RDD_BUFFER_DIR", str(tmp_path / "buffers"))
+    before, files_before = snapshot(finished_run), snapshot(tmp_path)
+    argv = [a.format(tmp=tmp_path, run=finished_run) for a in case.argv]
+    if not any(a.startswith("hydra.") for a in argv):
+        argv.append(f"hydra.run.dir={tmp_path / 'new_run'}")
+    budget = TINY if case.module != "rdd.evaluate" else ["eval.epochs=1", "eval.num_nets=1"]
+    code, lines = call_cli(case.module, [*budget, *argv], monkeypatch, capsys)
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert case.words in lines[0], lines[0]
+    assert snapshot(finished_run) == before  # the finished run is untouched
+    after = snapshot(tmp_path)
+    assert all(after.get(name) == digest for name, digest in files_before.items())
+    assert not (tmp_path / "new_run" / "synset.pt").exists()
+    assert not (tmp_path / "executed").exists()  # the pickle payload never ran
+
+
+def test_a_full_disk_is_refused_at_start_up(tmp_path, monkeypatch, capsys) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10 * 2**20))
+    code, lines = call_cli(
+        "rdd.run", [*TINY, f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch, capsys
+    )
+    assert code == 2 and len(lines) == 1 and "only 10 MiB free" in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_into_a_finished_sweep_is_refused(finished_run, tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(finished_run, sweep / "0")
+    before = snapshot(sweep)
+    code, lines = call_cli(
+        "rdd.run", ["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"], monkeypatch, capsys
+    )
+    assert code == 2 and "already holds a run" in lines[0], lines
+    assert snapshot(sweep) == before
+
+
+def test_mixed_channels_are_converted_not_refused(tmp_path) -> None:
+    """A greyscale image among RGB ones is read as RGB (every image gets the dataset's mode)."""
+    root = image_tree(tmp_path / "tree")
+    Image.new("L", (8, 8), 77).save(root / "train" / "cat" / "grey.png")
+    cfg = compose_config(*TINY, "data=image_folder", f"data.root={root}", output_dir=tmp_path / "o")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.setup()
+    assert data.channel == 3 and len(data.train_y) + len(data.val_y) == 9
