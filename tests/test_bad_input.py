@@ -26,6 +26,7 @@ from PIL import Image
 from rdd.run import run
 from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config
+from tests.test_synset import Payload  # unpickling it would create a file
 
 CONFIG_NAMES = {"rdd.run": "run", "rdd.evaluate": "evaluate", "rdd.buffer": "buffer"}
 
@@ -73,16 +74,6 @@ def image_tree(root: Path, sizes=((8, 8), (8, 8)), corrupt=False, empty_class=Fa
     if empty_class:
         (root / "train" / "bird").mkdir()
     return root
-
-
-class Payload:
-    """Unpickling this would create a file: the loader must refuse before that happens."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 Case = namedtuple("Case", "name module argv words")
