@@ -17,6 +17,9 @@ from rdd.schemas import register_schemas
 REPO = CONF_DIR.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
+# The smallest MTT buffer: one expert of two epochs (see the mtt_buffer fixture).
+MTT_EXPERTS = ["experts.num_experts=1", "experts.epochs=2"]
+
 # A budget small enough for tests: one outer iteration, a few evaluation epochs, one network.
 TINY = ["ipc=2", "matching.iterations=1", "eval.epochs=3", "eval.num_nets=1", "logger=none"]
 
@@ -52,3 +55,16 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def mtt_buffer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-expert, two-epoch MTT buffer on digits (plain experts); pass
+    ``experts.root=<it>`` and MTT_EXPERTS to a run that should use it."""
+    from rdd.buffer import make_buffer
+
+    root = tmp_path_factory.mktemp("buffers")
+    make_buffer(
+        compose_config("matching=mtt", *MTT_EXPERTS, f"experts.root={root}", config_name="buffer")
+    )
+    return root

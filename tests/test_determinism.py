@@ -11,9 +11,9 @@ import torch
 
 from rdd.config import build
 from rdd.run import checked_net_factory, distill
+from tests.conftest import MTT_EXPERTS as EXPERTS
 from tests.conftest import TINY, compose_config
 
-EXPERTS = ["experts.num_experts=1", "experts.epochs=2"]
 METHODS = ["dc", "dsa", "dm", "idm", "mtt", "random", "herding", "kcenter"]
 # Small budgets per method on top of TINY (one outer iteration at ipc 2).
 EXTRA = {
@@ -23,23 +23,6 @@ EXTRA = {
     "herding": ["matching.features=random_net"],
     "kcenter": ["matching.features=random_net"],
 }
-
-
-@pytest.fixture(scope="module")
-def buffer_root(tmp_path_factory) -> Path:
-    """One two-epoch expert on digits for MTT (risk on matching only: plain experts)."""
-    from rdd.buffer import make_buffer
-
-    root = tmp_path_factory.mktemp("buffers")
-    make_buffer(
-        compose_config(
-            "matching=mtt",
-            *EXPERTS,
-            f"experts.root={root}",
-            config_name="buffer",
-        )
-    )
-    return root
 
 
 def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
@@ -56,10 +39,10 @@ def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
 
 @pytest.mark.parametrize("risk", ["none", "cvar"])
 @pytest.mark.parametrize("method", METHODS)
-def test_the_same_seed_gives_the_identical_set(method, risk, buffer_root, tmp_path) -> None:
+def test_the_same_seed_gives_the_identical_set(method, risk, mtt_buffer, tmp_path) -> None:
     overrides = [f"matching={method}", f"risk={risk}", *EXTRA.get(method, [])]
     if method == "mtt":
-        overrides += [f"experts.root={buffer_root}"]
+        overrides += [f"experts.root={mtt_buffer}"]
         if risk != "none":  # robust experts are another buffer; the risk acts on matching here
             overrides += ["risk.on=[matching]"]
     first = synthetic_set(overrides, tmp_path)

@@ -18,8 +18,11 @@ from torch.utils.data import DataLoader
 
 from rdd.distributed import average_grads, broadcast_from_rank0_, rank, sum_grads
 from rdd.errors import NonFiniteError
+from rdd.io import atomic_write
 from rdd.risk.mean import MeanRisk
 from rdd.synset import class_grouped_labels
+
+CHECKPOINT_FORMAT = "rdd-checkpoint/1"
 
 
 class ClassIndex:
@@ -91,6 +94,12 @@ class SyntheticSetLearner(L.LightningModule):
         # The clustered pool: indices into real_x and their group ids (class * k + cluster).
         self.pool_idx, self.pool_groups = torch.arange(len(real_y)), self.real_y.clone()
         self.num_groups = num_classes
+        # Checkpoints: every `checkpoint_every` iterations (0: never) rank 0 writes everything
+        # the run needs to continue to `checkpoint_path`; `checkpoint_meta` is stored with it.
+        self.checkpoint_every, self.checkpoint_path, self.checkpoint_meta = 0, None, {}
+        self.start_iteration = 0
+        self.pending_optimizer_states: list[dict] | None = None
+        self.pending_matcher_state: dict | None = None
 
     # -- pickling, for DDP's spawned processes -------------------------------------------------
     def __getstate__(self) -> dict:
@@ -228,12 +237,25 @@ class SyntheticSetLearner(L.LightningModule):
         for param in self.learned_parameters():
             broadcast_from_rank0_(param)
 
+    def on_train_start(self) -> None:
+        # A resumed run: the optimizers exist only now (configure_optimizers ran in fit).
+        if self.pending_optimizer_states is not None:
+            for opt, state in zip(
+                self.optimizer_list(), self.pending_optimizer_states, strict=True
+            ):
+                opt.load_state_dict(state)
+            self.pending_optimizer_states = None
+        if self.pending_matcher_state is not None and hasattr(self.matcher, "load_state_dict"):
+            self.matcher.load_state_dict(self.pending_matcher_state, self)
+        self.pending_matcher_state = None
+
     def train_dataloader(self) -> DataLoader:
         # Each "batch" is just the iteration number: the matcher draws its own real batches.
-        return DataLoader(range(self.matcher.iterations), batch_size=None, shuffle=False)
+        iterations = range(self.start_iteration, self.matcher.iterations)
+        return DataLoader(iterations, batch_size=None, shuffle=False)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.iteration = batch_idx
+        self.iteration = int(batch)
         stats = self.matcher.step(self)
         # "risk/..." and "cluster/..." keep their prefix; the rest is train/...
         named = {k if "/" in k else f"train/{k}": v for k, v in stats.items()}
@@ -242,6 +264,54 @@ class SyntheticSetLearner(L.LightningModule):
             named["train/syn_lr"] = self.learned_lr
         self.log_dict(named, on_step=True)
         self.log_group_histogram()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        done = self.iteration + 1
+        due = self.checkpoint_every and done % self.checkpoint_every == 0
+        if due and done < self.matcher.iterations and self.checkpoint_path and rank() == 0:
+            state = self.training_state() | {"meta": self.checkpoint_meta}
+            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def optimizer_list(self) -> list[torch.optim.Optimizer]:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return [getattr(opt, "optimizer", opt) for opt in optimizers]
+
+    def training_state(self) -> dict:
+        """Everything the run needs to continue after this iteration, as tensors and plain
+        containers (it loads with ``torch.load(weights_only=True)``)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "next_iteration": self.iteration + 1,
+            "images": self.images.detach().cpu().clone(),
+            "syn_lr": None if self.syn_lr is None else self.syn_lr.detach().cpu().clone(),
+            "optimizers": [opt.state_dict() for opt in self.optimizer_list()],
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "risk": self.risk.state_dict(),
+            "pool_idx": self.pool_idx.clone(),
+            "pool_groups": self.pool_groups.clone(),
+            "num_groups": self.num_groups,
+            "matcher": self.matcher.state_dict() if hasattr(self.matcher, "state_dict") else {},
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        """Continue from :meth:`training_state` (before ``trainer.fit``)."""
+        with torch.no_grad():
+            self.images.copy_(state["images"])
+            if self.syn_lr is not None:
+                self.syn_lr.copy_(state["syn_lr"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.risk.load_state_dict(state["risk"])
+        self.pool_idx, self.pool_groups = state["pool_idx"], state["pool_groups"]
+        self.num_groups = int(state["num_groups"])
+        self.start_iteration = int(state["next_iteration"])
+        self.iteration = self.start_iteration
+        # Applied in on_train_start: the optimizers and the device exist only then.
+        self.pending_optimizer_states = state["optimizers"]
+        self.pending_matcher_state = state["matcher"]
 
     def log_group_histogram(self) -> None:
         """With W&B, a histogram of this iteration's per-subgroup matching losses."""

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import fail
+from rdd.config import flatten
 from rdd.errors import UserError
 from rdd.io import atomic_write, write_json, write_text
 
@@ -234,16 +235,6 @@ def mixed_settings(runs: Sequence[Run]) -> list[str]:
         and key.split(".")[0] not in VARYING_GROUPS
         and len({repr(entries.get(key)) for entries in flat}) > 1
     )
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix.rstrip("."): tree}
-    flat: dict[str, Any] = {}
-    for key, sub in tree.items():
-        flat |= flatten(sub, f"{prefix}{key}.")
-    return flat
 
 
 def mixed_notes(rows: Sequence[Row], most: int = 4) -> list[str]:

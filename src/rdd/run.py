@@ -7,10 +7,12 @@ scripts call ``run`` directly with a composed config.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
-from rdd.config import CONF_DIR, build, check_fresh
+from rdd.config import CONF_DIR, build, check_fresh, flatten
 from rdd.errors import NonFiniteError, UserError
 from rdd.evaluator import derived_seed, evaluate_synset
 from rdd.expansion import check_factor, pack
 from rdd.experts import ExpertStore, Trajectories, buffer_key
 from rdd.io import write_json, write_text
-from rdd.learner import SyntheticSetLearner
+from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
 from rdd.schemas import register_schemas
@@ -61,9 +63,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     meta = synset_meta(cfg, data, ipc)
     keep = partial(save_synset, out_dir / FILE_NAME, meta, getattr(data, "zca", None))
+    checkpoints = Checkpoints(
+        out_dir / CHECKPOINT_NAME,
+        int(cfg.get("checkpoint_every") or 0),
+        {"config": run_identity(cfg), "test_partition": tensor_digest(test_groups)},
+        load_checkpoint(cfg.resume, cfg, test_groups) if cfg.get("resume") else None,
+    )
     start = time.perf_counter()
     try:
-        images, labels, learned_lr = distill(cfg, data, matcher, make_net, loggers, ipc, keep)
+        images, labels, learned_lr = distill(
+            cfg, data, matcher, make_net, loggers, ipc, keep, checkpoints
+        )
     except NonFiniteError as err:
         raise UserError(
             f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
@@ -148,12 +158,20 @@ def checked_net_factory(net_cfg: Any, data: Any) -> Callable[[], torch.nn.Module
 
 
 def distill(
-    cfg, data, matcher, make_net, loggers, ipc: int, keep: Callable | None = None
+    cfg,
+    data,
+    matcher,
+    make_net,
+    loggers,
+    ipc: int,
+    keep: Callable | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
     """Run the matching method; returns images (K*ipc, C, H, W), labels (K*ipc,) and MTT's
     learned step size (None for other methods).
 
-    ``keep(images, labels, lr, iteration)`` saves the last good set if the run hits NaN/Inf.
+    ``keep(images, labels, lr, iteration)`` saves the last good set if the run hits NaN/Inf;
+    ``checkpoints`` says where and how often to checkpoint, and the state to resume from.
     """
     check_class_sizes(data, ipc)
     generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
@@ -179,6 +197,8 @@ def distill(
         clusterer=build(cfg.clustering, "clustering") if cfg.clustering.get("_target_") else None,
     )
     learner.on_nonfinite = keep
+    if checkpoints is not None:
+        checkpoints.attach(learner)
     settings = trainer_kwargs(cfg.trainer)
     trainer = L.Trainer(
         max_epochs=1,
@@ -191,7 +211,97 @@ def distill(
         **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
     trainer.fit(learner)
+    if checkpoints is not None:
+        checkpoints.path.unlink(missing_ok=True)  # the finished set replaces it
     return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
+
+
+# -- checkpoints and resume -------------------------------------------------------------------
+CHECKPOINT_NAME = "checkpoint.pt"
+# Keys that may differ between a run and its resumption: where things go, how they are shown
+# and on which devices (the result is bitwise equal on the same device type; see README).
+VOLATILE_KEYS = ("paths", "hydra", "logger", "trainer", "resume", "checkpoint_every")
+
+
+@dataclass
+class Checkpoints:
+    """Where a run checkpoints, how often, what it stores beside the state, and the state of
+    a killed run to continue from (or None)."""
+
+    path: Path
+    every: int
+    meta: dict[str, Any]
+    resume_state: dict[str, Any] | None = None
+
+    def attach(self, learner: SyntheticSetLearner) -> None:
+        learner.checkpoint_path, learner.checkpoint_every = self.path, self.every
+        learner.checkpoint_meta = self.meta
+        if self.resume_state is not None:
+            learner.load_training_state(self.resume_state)
+
+
+def run_identity(cfg: DictConfig) -> str:
+    """The resolved config without the keys a resumption may change (VOLATILE_KEYS, and where
+    the caches live)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in VOLATILE_KEYS:
+        resolved.pop(key, None)
+    for group, key in (("data", "cache_dir"), ("experts", "root")):
+        (resolved.get(group) or {}).pop(key, None)
+    return OmegaConf.to_yaml(OmegaConf.create(resolved), sort_keys=True)
+
+
+def tensor_digest(t: torch.Tensor | None) -> str:
+    if t is None:
+        return ""
+    return hashlib.sha1(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | None) -> dict:
+    """The checkpoint of the killed run at ``where`` (its directory or the file), checked
+    against this run's config and test partition.
+
+    Raises:
+        UserError: no checkpoint, an unreadable or foreign file, or a different config.
+    """
+    path = Path(where)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(
+            f"no checkpoint at '{path}': resume=<the killed run's directory> (a run writes "
+            f"{CHECKPOINT_NAME} every checkpoint_every iterations and removes it when it ends)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, foreign pickle, ...: torch raises many kinds
+        raise UserError(
+            f"cannot read the checkpoint '{path}' ({str(err).splitlines()[0][:150]}): it is "
+            "damaged or not an rdd checkpoint; start the run again"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"'{path}' is not an rdd checkpoint: give a run directory of rdd.run")
+    meta = state.get("meta", {})
+    if meta.get("config") != run_identity(cfg):
+        changed = config_differences(meta.get("config", ""), run_identity(cfg))
+        raise UserError(
+            f"the checkpoint '{path}' was made with another config (differs in "
+            f"{', '.join(changed[:5]) or 'its layout'}): resume with the killed run's overrides"
+        )
+    if meta.get("test_partition") != tensor_digest(test_groups):
+        raise UserError(
+            f"the test partition differs from the one of the checkpoint '{path}' (the test "
+            "set or eval.partition changed): resume with the same data and eval settings"
+        )
+    return state
+
+
+def config_differences(old: str, new: str) -> list[str]:
+    """Dotted keys whose values differ between two YAML configs."""
+    flat_old = flatten(OmegaConf.to_container(OmegaConf.create(old or "{}")))
+    flat_new = flatten(OmegaConf.to_container(OmegaConf.create(new)))
+    return sorted(
+        k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
+    )
 
 
 def save_synset(

@@ -108,6 +108,31 @@ class NetQueue:
                     self.entries.pop(0)
                 self.entries.append(self.new_entry(ctx))
 
+    def state_dict(self) -> list[dict]:
+        """Every queued network with its optimizer and accuracy counters (for checkpoints)."""
+        return [
+            {
+                "net": e.net.state_dict(),
+                "opt": e.opt.state_dict(),
+                "correct": e.correct,
+                "seen": e.seen,
+            }
+            for e in self.entries
+        ]
+
+    def load_state_dict(self, state: list[dict], ctx: DistillContext) -> None:
+        """Rebuild the queue from :meth:`state_dict` without drawing from the run's generator."""
+        self.entries = []
+        for saved in state:
+            with torch.random.fork_rng(devices=[]):
+                net = ctx.make_net().to(ctx.device)
+            net.load_state_dict(saved["net"])
+            opt = torch.optim.SGD(
+                net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+            opt.load_state_dict(saved["opt"])
+            self.entries.append(QueuedNet(net, opt, float(saved["correct"]), float(saved["seen"])))
+
     def pick(self, ctx: DistillContext, n: int) -> list[QueuedNet]:
         """n distinct random networks of the queue (all of them if it holds fewer)."""
         order = torch.randperm(len(self.entries), generator=ctx.generator)[:n]
@@ -207,6 +232,14 @@ class DistributionMatching:
         self.group_losses: list[torch.Tensor] = []  # per-subgroup losses of the last step
 
     # -- one outer iteration -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """IDM's queue (DM keeps nothing between iterations)."""
+        return {"queue": self.queue.state_dict() if self.queue is not None else []}
+
+    def load_state_dict(self, state: dict, ctx: DistillContext) -> None:
+        if self.queue is not None:
+            self.queue.load_state_dict(state["queue"], ctx)
+
     def step(self, ctx: DistillContext) -> dict[str, float]:
         """Match with a fresh network (DM) or queue networks (IDM), then train the queue."""
         self.group_losses = []

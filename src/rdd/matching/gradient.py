@@ -10,6 +10,7 @@ and the synthetic batch of a class.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -79,6 +80,8 @@ class DistillContext(Protocol):
     num_groups: int
     iteration: int  # the outer iteration being run, from 0
     syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
+    make_net: Callable[[], nn.Module]  # a fresh network on the CPU (unseeded: new_net seeds)
+    device: torch.device
 
     def new_net(self) -> nn.Module: ...
     def regroup(self, net: nn.Module) -> dict[str, float]: ...
