@@ -17,7 +17,16 @@ import torch
 
 from rdd.config import build
 from rdd.errors import UserError
-from rdd.run import Checkpoints, checked_net_factory, distill, load_checkpoint, run_identity
+from rdd.run import (
+    Checkpoints,
+    checked_net_factory,
+    distill,
+    eval_settings,
+    load_checkpoint,
+    partition_of,
+    run_identity,
+    tensor_digest,
+)
 from rdd.synset import SyntheticSet
 from tests.conftest import REPO, TINY, compose_config
 from tests.test_determinism import EXTRA
@@ -35,8 +44,9 @@ def distil(overrides: list[str], out: Path, kill_after: int | None = None, resum
     data = build(cfg.data, "data")
     data.setup()
     matcher = build(cfg.matching, "matching")
-    meta = {"config": run_identity(cfg), "test_partition": ""}
-    state = load_checkpoint(str(out), cfg, None) if resume else None
+    groups = partition_of(data, eval_settings(cfg, data))  # as rdd.run records it
+    meta = {"config": run_identity(cfg), "test_partition": tensor_digest(groups)}
+    state = load_checkpoint(str(out), cfg, groups) if resume else None
     if kill_after is not None:
         step = matcher.step
 
@@ -139,3 +149,15 @@ def test_sigkill_mid_distillation_then_resume_equals_an_uninterrupted_run(tmp_pa
     whole = SyntheticSet.load(tmp_path / "whole" / "synset.pt").images
     resumed = SyntheticSet.load(tmp_path / "resumed" / "synset.pt").images
     assert torch.equal(whole, resumed)
+
+
+def test_resume_under_ddp_is_refused_before_any_work(tmp_path) -> None:
+    """Resuming on 2 gloo ranks did not reproduce the uninterrupted set (measured 0.02 off,
+    against 1e-5 for a fresh DDP run): refused with a way out until that is fixed."""
+    from tests.test_ddp import DDP
+
+    with pytest.raises(Killed):
+        distil(["matching=dc", "matching.iterations=3"], tmp_path / "killed", kill_after=0)
+    cfg = compose_config(*TINY, "matching=dc", "matching.iterations=3", *DDP, output_dir=tmp_path)
+    with pytest.raises(UserError, match="resume on one device"):
+        load_checkpoint(str(tmp_path / "killed"), cfg, None)
