@@ -25,6 +25,15 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> 
     assert os.listdir(tmp_path) == ["metrics.json"]
 
 
+def test_an_atomic_write_gets_the_usual_file_mode(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "report.md", "table")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0o600
+
+
 def test_every_file_of_a_run_arrives_by_rename(tmp_path, monkeypatch) -> None:
     renamed = []
     real_replace = os.replace
