@@ -25,14 +25,18 @@ EXTRA = {
 }
 
 
-def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
-    """Distil as rdd.run does (seeding included), without the evaluation."""
-    cfg = compose_config(*TINY, *overrides, output_dir=tmp_path)
+def prepared(overrides: list[str], out: Path) -> tuple:
+    """(cfg, data, matcher, make_net) as rdd.run makes them before distilling, seeding included."""
+    cfg = compose_config(*TINY, *overrides, output_dir=out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build(cfg.data, "data")
     data.setup()
-    matcher = build(cfg.matching, "matching")
-    make_net = checked_net_factory(cfg.net, data)
+    return cfg, data, build(cfg.matching, "matching"), checked_net_factory(cfg.net, data)
+
+
+def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
+    """Distil as rdd.run does, without the evaluation."""
+    cfg, data, matcher, make_net = prepared(overrides, tmp_path)
     images, _, _ = distill(cfg, data, matcher, make_net, [], cfg.ipc)
     return images
 

@@ -11,15 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
-from rdd.config import build
 from rdd.errors import UserError
 from rdd.run import (
     Checkpoints,
-    checked_net_factory,
     distill,
     eval_settings,
     load_checkpoint,
@@ -29,7 +26,7 @@ from rdd.run import (
 )
 from rdd.synset import SyntheticSet
 from tests.conftest import REPO, TINY, compose_config
-from tests.test_determinism import EXTRA
+from tests.test_determinism import EXTRA, prepared
 
 
 class Killed(Exception):
@@ -39,11 +36,7 @@ class Killed(Exception):
 def distil(overrides: list[str], out: Path, kill_after: int | None = None, resume: bool = False):
     """Distil like rdd.run (checkpointing every iteration into ``out``); optionally die after
     iteration ``kill_after`` or continue from ``out``'s checkpoint."""
-    cfg = compose_config(*TINY, *overrides, "checkpoint_every=1", output_dir=out)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = build(cfg.data, "data")
-    data.setup()
-    matcher = build(cfg.matching, "matching")
+    cfg, data, matcher, make_net = prepared([*overrides, "checkpoint_every=1"], out)
     groups = partition_of(data, eval_settings(cfg, data))  # as rdd.run records it
     meta = {"config": run_identity(cfg), "test_partition": tensor_digest(groups)}
     state = load_checkpoint(str(out), cfg, groups) if resume else None
@@ -57,7 +50,6 @@ def distil(overrides: list[str], out: Path, kill_after: int | None = None, resum
 
         matcher.step = dying_step
     checkpoints = Checkpoints(out / "checkpoint.pt", 1, meta, state)
-    make_net = checked_net_factory(cfg.net, data)
     return distill(cfg, data, matcher, make_net, [], cfg.ipc, None, checkpoints)[0]
 
 

@@ -11,8 +11,6 @@ setting, so a changed test set or changed settings build a new partition.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,17 +20,14 @@ from torch import nn
 from rdd.clustering.features import embed_in_batches
 from rdd.clustering.kmeans import faiss_kmeans
 from rdd.errors import UserError
-from rdd.io import atomic_write
+from rdd.io import load_or_build_tensor, tensor_digest
 
-log = logging.getLogger(__name__)
 FEATURES = ("pixels", "net")
 
 
 def partition_key(test_x: torch.Tensor, k: int, seed: int, features: str, net_id: str = "") -> str:
     """A digest of the test images (N, C, H, W) and every setting."""
-    digest = hashlib.sha1(f"{k}/{seed}/{features}/{net_id}/{tuple(test_x.shape)}".encode())
-    digest.update(test_x.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return tensor_digest(test_x, f"{k}/{seed}/{features}/{net_id}/{tuple(test_x.shape)}")
 
 
 def partition_test_set(
@@ -68,17 +63,11 @@ def partition_test_set(
         raise ValueError("features='net' needs make_net, the feature network's factory")
     key = partition_key(test_x, k, seed, features, net_id if features == "net" else "")
     path = Path(cache_dir).expanduser() / f"test-partition-{key}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            groups = torch.load(path, weights_only=True)
-            if isinstance(groups, torch.Tensor) and groups.shape == (len(test_x),):
-                return groups
-        except Exception as err:  # a damaged cache file is rebuilt, never fatal
-            log.warning("rebuilding the test partition cache %s (%s)", path, err)
-    _, groups = faiss_kmeans(partition_features(test_x, features, seed, make_net), k, seed)
-    if path is not None:
-        atomic_write(path, lambda tmp: torch.save(groups, tmp))
-    return groups
+
+    def cluster() -> torch.Tensor:
+        return faiss_kmeans(partition_features(test_x, features, seed, make_net), k, seed)[1]
+
+    return load_or_build_tensor(path, cluster, lambda groups: groups.shape == (len(test_x),))
 
 
 def partition_features(

@@ -7,7 +7,6 @@ scripts call ``run`` directly with a composed config.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import shlex
 import time
@@ -28,7 +27,7 @@ from rdd.errors import NonFiniteError, UserError
 from rdd.evaluator import derived_seed, evaluate_synset
 from rdd.expansion import check_factor, pack
 from rdd.experts import ExpertStore, Trajectories, buffer_key
-from rdd.io import write_json, write_text
+from rdd.io import tensor_digest, write_json, write_text
 from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
@@ -36,7 +35,7 @@ from rdd.schemas import register_schemas
 from rdd.shifted import check_shift_settings, shifted_test_sets
 from rdd.strategy import DDP_NAMES, distill_strategy
 from rdd.summary import format_summary
-from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet
+from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if getattr(matcher, "whole_dataset", False):
         # The reference trains on the dataset itself: store only a preview, not a copy of it.
         preview = real_draw(data, ipc, torch.Generator().manual_seed(cfg.seed))
-        synset = SyntheticSet(preview, data.train_y.new_tensor(preview_labels(data, ipc)), meta)
+        synset = SyntheticSet(preview, class_grouped_labels(data.num_classes, ipc), meta)
         train_set = (images, labels)
     else:
         synset = keep(images, labels, learned_lr)
@@ -102,10 +101,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     report_to_loggers(loggers, metrics, grid)
     print(format_summary(cfg, data, metrics, out_dir))
     return metrics
-
-
-def preview_labels(data: Any, ipc: int) -> list[int]:
-    return [c for c in range(data.num_classes) for _ in range(ipc)]
 
 
 def write_eval_outputs(
@@ -251,12 +246,6 @@ def run_identity(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(resolved), sort_keys=True)
 
 
-def tensor_digest(t: torch.Tensor | None) -> str:
-    if t is None:
-        return ""
-    return hashlib.sha1(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | None) -> dict:
     """The checkpoint of the killed run at ``where`` (its directory or the file), checked
     against this run's config and test partition.
@@ -287,9 +276,9 @@ def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | Non
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"'{path}' is not an rdd checkpoint: give a run directory of rdd.run")
-    meta = state.get("meta", {})
-    if meta.get("config") != run_identity(cfg):
-        changed = config_differences(meta.get("config", ""), run_identity(cfg))
+    meta, identity = state.get("meta", {}), run_identity(cfg)
+    if meta.get("config") != identity:
+        changed = config_differences(meta.get("config", ""), identity)
         raise UserError(
             f"the checkpoint '{path}' was made with another config (differs in "
             f"{', '.join(changed[:5]) or 'its layout'}): resume with the killed run's overrides"

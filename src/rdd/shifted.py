@@ -12,8 +12,6 @@ loaded one at a time, when scored: held together as floats they would take 5 GiB
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -23,10 +21,8 @@ import torch
 
 from rdd.errors import UserError
 from rdd.evaluator import derived_seed
-from rdd.io import atomic_write
+from rdd.io import load_or_build_tensor, tensor_digest
 from rdd.shifts import CORRUPTIONS, SEVERITIES, SHIFTS, apply_corruption, apply_shift
-
-log = logging.getLogger(__name__)
 
 ShiftedSets = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
@@ -60,13 +56,14 @@ def shifted_test_sets(data: Any, settings: Any) -> ShiftedSets:
     seed = int(settings.get("shift_seed", 0))
 
     def sets() -> Iterator[tuple[str, torch.Tensor]]:
-        digest = test_digest(data.test_uint8)
+        digest = tensor_digest(data.test_uint8, str(tuple(data.test_uint8.shape)))
         cache = Path(data.cache_dir).expanduser() / "shifted" if data.cache_dir else None
         for name, severity in shift_jobs(settings):
             label = name if severity is None else corruption_name(name, severity)
             path = cache / f"{digest}-{label}-seed{seed}.pt" if cache else None
             build = partial(make_shifted, data, name, severity, seed)
-            yield label, data.from_pixels(load_or_build(path, build))
+            images = load_or_build_tensor(path, build, lambda x: x.dtype == torch.uint8)
+            yield label, data.from_pixels(images)
 
     return sets
 
@@ -95,25 +92,3 @@ def make_shifted(data: Any, name: str, severity: int | None, seed: int) -> torch
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] -> uint8, rounded (shifted sets are stored like CIFAR-10-C)."""
     return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def test_digest(test_uint8: torch.Tensor) -> str:
-    """Names the test images in cache file names: another test set never meets this cache."""
-    digest = hashlib.sha1(str(tuple(test_uint8.shape)).encode())
-    digest.update(test_uint8.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def load_or_build(path: Path | None, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The cached uint8 set at ``path``, or ``build()`` (cached there when a path is given)."""
-    if path is not None and path.is_file():
-        try:
-            images = torch.load(path, weights_only=True)
-            if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-                return images
-        except Exception as err:  # a damaged cache file is rebuilt, never fatal
-            log.warning("rebuilding the shifted test set %s (%s)", path, err)
-    images = build()
-    if path is not None:
-        atomic_write(path, lambda tmp: torch.save(images, tmp))
-    return images
