@@ -116,6 +116,21 @@ CASES = [
     Case("seed", "rdd.run", ["seed=-1"], "seed must be a non-negative integer"),
     Case("net option", "rdd.run", ["net.width=0"], "invalid net setting"),
     Case("severity", "rdd.run", ["eval.severities=[7]"], "eval.severities must lie in 1-5"),
+    Case(
+        "subgroup name", "rdd.run", ["data.subgroup=fog"], "unknown data.subgroup transform 'fog'"
+    ),
+    Case(
+        "subgroup fraction",
+        "rdd.run",
+        ["data.subgroup={{transform:invert,fraction:1.5}}"],  # {{ }}: argv goes through format
+        "data.subgroup.fraction=1.5 must lie in (0, 1)",
+    ),
+    Case(
+        "grayscale subgroup of grey images",
+        "rdd.run",
+        ["data.subgroup=grayscale"],
+        "has 1 channel(s): choose data.subgroup=invert or data.subgroup=blur",
+    ),
     # -- data ----------------------------------------------------------------------------------
     Case("missing root", "rdd.run", ["data=cifar10", "data.root={tmp}/nowhere"], "does not exist"),
     Case(

@@ -43,16 +43,20 @@ def test_risk_instantiates(option: str, tmp_path) -> None:
 
     import torch
 
-    risk = instantiate(compose_config(f"risk={option}", output_dir=tmp_path).risk)
+    from rdd.robust import build_risk
+
+    risk = build_risk(compose_config(f"risk={option}", output_dir=tmp_path).risk)
     # Two groups: means 2 (1 sample) and 4/3 (3 samples: 1, 1, 2); values by hand.
     sums, counts = torch.tensor([2.0, 4.0]), torch.tensor([1.0, 3.0])
     losses, groups = torch.tensor([2.0, 1.0, 1.0, 2.0]), torch.tensor([0, 1, 1, 1])
     expected = {
         "none": 1.5,  # the mean over samples
-        "cvar": 2.0,  # worst 20% of the mass lies in the group of mean 2
+        # The worst half of the mass: all of group 0 (mass 1/4) and 1/4 of group 1.
+        "cvar": (0.25 * 2 + 0.25 * 4 / 3) / 0.5,
         "max_group": 2.0,
-        "two_level": 4.0,  # inner CVaRs 2 and 2: mean 2 + 1.0 * max 2
-        "entropic": math.log(0.25 * math.e**2 + 0.75 * math.e ** (4 / 3)),
+        "two_level": 2.0,  # inner CVaRs 2 and 2: (mean 2 + 1.0 * max 2) / (1 + 1.0)
+        # relative to the mean loss s = 1.5: s log E exp(Z / s)
+        "entropic": 1.5 * math.log(0.25 * math.e ** (2 / 1.5) + 0.75 * math.e ** (4 / 3 / 1.5)),
     }
     assert float(risk(sums, counts, losses, groups)) == pytest.approx(expected[option], rel=1e-5)
 

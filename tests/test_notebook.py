@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 from nbclient import NotebookClient
 
 from tests.conftest import REPO
 from tests.test_report import build_sweep
+from tests.test_subgroup import write_subgroup_run
 
 NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
 
@@ -21,15 +24,19 @@ def outputs_of(notebook: nbformat.NotebookNode, mime: str) -> list[str]:
 
 def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch) -> None:
     sweep = build_sweep(tmp_path / "sweep")
+    write_subgroup_run(sweep / "c" / "0", 0, 60.0, 20.0)  # the known rare subgroup benchmark
     monkeypatch.setenv("RDD_RUNS", str(sweep))  # the kernel inherits this environment
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(REPO)}}
     )
     client.execute()  # raises CellExecutionError with the failing cell's traceback
-    markdown = "\n".join(outputs_of(notebook, "text/markdown"))
+    # Cells padded to the widest one: compare with single spaces.
+    markdown = re.sub(" +", " ", "\n".join(outputs_of(notebook, "text/markdown")))
     assert "| dataset | method | ipc | risk | n | clean" in markdown
     assert "52.00 ± 1.63" in markdown
+    assert "| worst cluster | invert group | worst group |" in markdown
+    assert "| digits+invert | dm | 10 | none | 1 | 60.00 ± 1.00 |" in markdown
     # grids at two IPCs, one base-vs-robust cluster plot, the IPC plot
     assert sum(bool(png) for png in outputs_of(notebook, "image/png")) == 4
     assert not (sweep / "report").exists()  # the notebook only reads

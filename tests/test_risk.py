@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from rdd.risk import CVaR, Entropic, MaxGroup, MeanRisk, TwoLevel, cvar_weights
 from rdd.risk.schema import RISK_SCHEMAS
+from rdd.robust import build_risk
 from tests.conftest import compose_config
 
 D = torch.float64
@@ -58,8 +58,11 @@ def cvar_rockafellar_uryasev(means: np.ndarray, counts: np.ndarray, alpha: float
 
 
 def entropic_oracle(means: np.ndarray, counts: np.ndarray, beta: float) -> float:
+    """(s / beta) log E exp(beta Z / s) with s = |E[Z]|: the entropic risk relative to the
+    mean (its magnitude: a scale, so the tilt still leans towards the larger losses)."""
     p = counts / counts.sum()
-    return float(np.log((p * np.exp(beta * means)).sum()) / beta)
+    s = abs((p * means).sum())
+    return float(s * np.log((p * np.exp(beta * means / s)).sum()) / beta)
 
 
 def finite_difference(fn, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
@@ -118,8 +121,9 @@ def test_entropic_between_mean_and_max() -> None:
     counts32 = torch.tensor(counts, dtype=torch.float32)
     mean = (means * counts).sum() / counts.sum()
     assert float(Entropic(1e-6)(sums, counts32)) == pytest.approx(mean, rel=1e-5)
-    # log E exp(beta Z) >= log(p_max) + beta max: within log(1 / p_max) / beta of the max.
-    slack = math.log(counts.sum() / counts[1]) / 1e3
+    # log E exp(beta Z / s) >= log(p_max) + beta max / s: within s log(1 / p_max) / beta of
+    # the max (s: the mean, the unit the relative beta is measured in).
+    slack = mean * math.log(counts.sum() / counts[1]) / 1e3
     assert float(Entropic(1e3)(sums, counts32)) == pytest.approx(2.5, abs=slack + 1e-5)
 
 
@@ -148,16 +152,17 @@ def test_max_group_is_the_largest_non_empty_mean(seed: int) -> None:
 
 
 def test_smooth_max_group_updates_q_by_hand() -> None:
-    risk = MaxGroup(smooth=True, eta=math.log(2))  # exp(eta * m) = 2 ** m
-    # Step 1: q = (1/3)(1, 1, 1) * 2 ** (1, 0, 0) = (2, 1, 1) / 3, renormalised (1/2, 1/4, 1/4).
-    value = risk(t64([1.0, 0.0, 0.0]), t64([1.0, 1.0, 1.0]))
-    torch.testing.assert_close(risk.q, t64([0.5, 0.25, 0.25]))
-    assert float(value) == pytest.approx(0.5)
-    # Step 2, group 2 empty (not updated): (1/2, 1/4 * 2 ** 2, 1/4) = (2, 4, 1) / 7.
-    # Returned weights over the non-empty groups: (2, 4) / 6, value 2 * 4 / 6 = 4 / 3.
+    # exp(eta * m / s) = 2 ** m, both steps having a mean loss s of 1.
+    risk = MaxGroup(smooth=True, eta=math.log(2))
+    # Step 1: q = (1/3)(1, 1, 1) * 2 ** (3, 0, 0) = (8, 1, 1) / 3, renormalised (0.8, 0.1, 0.1).
+    value = risk(t64([3.0, 0.0, 0.0]), t64([1.0, 1.0, 1.0]))
+    torch.testing.assert_close(risk.q, t64([0.8, 0.1, 0.1]))
+    assert float(value) == pytest.approx(2.4)
+    # Step 2, group 2 empty (not updated; mean over the others (0 + 2) / 2 = 1):
+    # (0.8, 0.1 * 2 ** 2, 0.1) = (8, 4, 1) / 13. Weights over the non-empty groups: (8, 4) / 12.
     value = risk(t64([0.0, 2.0, 5.0]), t64([1.0, 1.0, 0.0]))
-    torch.testing.assert_close(risk.q, t64([2.0, 4.0, 1.0]) / 7)
-    assert float(value) == pytest.approx(4 / 3)
+    torch.testing.assert_close(risk.q, t64([8.0, 4.0, 1.0]) / 13)
+    assert float(value) == pytest.approx(2 / 3)
 
 
 def test_smooth_max_group_is_frozen_in_eval_and_checkpoints_q() -> None:
@@ -180,16 +185,16 @@ def test_smooth_max_group_is_frozen_in_eval_and_checkpoints_q() -> None:
 def test_two_level_by_hand() -> None:
     # Group 0: losses (1, 3, 2, 6); alpha 0.5 keeps the worst 2: c0 = (6 + 3) / 2 = 4.5.
     # Group 1: losses (2, 4, 0); the worst 1.5 samples: c1 = (4 + 0.5 * 2) / 1.5 = 10 / 3.
-    # Group 2 is empty. Risk = (4.5 + 10/3) / 2 + 2 * 4.5 = 47/12 + 9 = 155/12.
+    # Group 2 is empty. Risk = ((4.5 + 10/3) / 2 + 2 * 4.5) / (1 + 2) = (155/12) / 3.
     groups = torch.tensor([0, 1, 0, 0, 1, 0, 1])
     losses = t64([1.0, 2.0, 3.0, 2.0, 4.0, 6.0, 0.0]).requires_grad_()
     sums = torch.zeros(3, dtype=D).index_add(0, groups, losses)
     counts = torch.bincount(groups, minlength=3).to(D)
     value = TwoLevel(alpha=0.5, lam=2.0)(sums, counts, losses, groups)
-    assert float(value.detach()) == pytest.approx(155 / 12)
+    assert float(value.detach()) == pytest.approx(155 / 36)
     value.backward()
     # Group 0 (the worst): 1/2 inside, 1/2 + 2 outside; group 1: (2/3, 1/3) inside, 1/2 outside.
-    expected = t64([0.0, 1 / 6, 1.25, 0.0, 1 / 3, 1.25, 0.0])
+    expected = t64([0.0, 1 / 6, 1.25, 0.0, 1 / 3, 1.25, 0.0]) / 3  # the weights sum to 1
     torch.testing.assert_close(losses.grad, expected)
 
 
@@ -262,9 +267,54 @@ def test_gradient_is_weights_over_counts(kind: str, seed: int) -> None:
     risk(sums, counts_t).backward()
     present = counts_t > 0
     torch.testing.assert_close(sums.grad[present], (weights / counts_t)[present])
-    if not getattr(risk, "smooth", False):  # smooth q is state, not a function of the sums
-        fd = finite_difference(lambda s: risk(s, counts_t), sums.detach())
-        torch.testing.assert_close(sums.grad, fd)
+    if getattr(risk, "smooth", False):  # smooth q is state, not a function of the sums
+        return
+    fn = lambda s: risk(s, counts_t)  # noqa: E731
+    if kind == "entropic":
+        # The temperature is set from this step's (detached) mean loss s0: the gradient is that
+        # of the plain entropic risk at beta / s0, an independent formula, s0 held fixed.
+        p = counts_t / counts_t.sum()
+        present_means = torch.where(present, sums.detach() / counts_t.clamp_min(1e-300), 0.0)
+        s0 = float((p * present_means).sum().abs())
+        tilt = risk.beta / s0
+
+        def fn(s: torch.Tensor) -> torch.Tensor:
+            m = torch.where(present, s / counts_t.clamp_min(1e-300), 0.0)
+            return torch.log((p * torch.exp(tilt * m)).sum()) / tilt
+
+    torch.testing.assert_close(sums.grad, finite_difference(fn, sums.detach()))
+
+
+def test_risk_parameters_do_not_depend_on_the_loss_scale() -> None:
+    """Scaling every loss by c scales each risk by c and leaves its weights unchanged."""
+    means, counts, _ = random_case(777, integer=False)
+    means = np.abs(means) + 0.1  # losses are non-negative
+    sums, counts_t = t64(means * counts), t64(counts)
+    for kind, make in EVERY.items():
+        if kind == "two_level":
+            continue  # per-sample; checked below
+        for c in (1e-3, 150.0):
+            plain, scaled = make(), make()
+            torch.testing.assert_close(
+                scaled(sums * c, counts_t), c * plain(sums, counts_t), msg=kind
+            )
+            if hasattr(plain, "group_weights"):
+                torch.testing.assert_close(
+                    scaled.group_weights(sums * c, counts_t),
+                    plain.group_weights(sums, counts_t),
+                    msg=kind,
+                )
+    groups = torch.tensor([0, 0, 1, 1, 1, 2])
+    losses = t64([0.5, 2.0, 1.0, 3.0, 0.2, 4.0])
+    sums3 = torch.zeros(3, dtype=D).index_add(0, groups, losses)
+    counts3 = torch.bincount(groups, minlength=3).to(D)
+    risk = TwoLevel(alpha=0.5, lam=1.0)
+    w = risk.sample_weights(losses, groups, 3)
+    assert float(w.sum()) == pytest.approx(1.0)  # like every other risk's weights
+    torch.testing.assert_close(risk.sample_weights(losses * 150.0, groups, 3), w)
+    torch.testing.assert_close(
+        risk(sums3 * 150, counts3, losses * 150, groups), 150 * risk(sums3, counts3, losses, groups)
+    )
 
 
 def test_the_mean_accepts_sample_losses_and_ignores_them() -> None:
@@ -281,7 +331,6 @@ def test_the_mean_accepts_sample_losses_and_ignores_them() -> None:
         lambda: MaxGroup(eta=-1.0),
         lambda: TwoLevel(alpha=1.0),
         lambda: TwoLevel(lam=-0.5),
-        lambda: CVaR(on=["matchin"]),
     ],
 )
 def test_invalid_parameters_raise_at_construction(build) -> None:
@@ -296,16 +345,16 @@ def test_invalid_parameters_raise_at_construction(build) -> None:
     ("option", "cls", "params"),
     [
         ("none", MeanRisk, {}),
-        ("cvar", CVaR, {"alpha": 0.8}),
+        ("cvar", CVaR, {"alpha": 0.5}),
         ("entropic", Entropic, {"beta": 1.0}),
-        ("max_group", MaxGroup, {"smooth": False, "eta": 0.01}),
+        ("max_group", MaxGroup, {"smooth": False, "eta": 0.1}),
         ("two_level", TwoLevel, {"alpha": 0.8, "lam": 1.0}),
     ],
 )
 def test_every_risk_config_composes_and_instantiates(option, cls, params, tmp_path) -> None:
     cfg = compose_config(f"risk={option}", output_dir=tmp_path)
-    risk = instantiate(cfg.risk)
+    risk = build_risk(cfg.risk)
     assert type(risk) is cls and risk.name == option
-    assert risk.on == ("networks", "matching")
+    assert cfg.risk.on is None  # where it acts: decided by rdd.robust
     assert {k: getattr(risk, k) for k in params} == params
     assert f"{option}_schema" in RISK_SCHEMAS or option == "none"

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from rdd.errors import UserError
 from rdd.matching.gradient import GradientMatching
 from rdd.matching.robust import group_sums, risk_cross_entropy
 from rdd.nets import build_net
@@ -37,6 +38,12 @@ class FixedGroupsContext:
 
     def sample_real_grouped(self, c: int, n: int):
         return self.real, self.groups
+
+    def class_groups(self, c: int) -> torch.Tensor:
+        return torch.arange(3)  # every class draws the same three subgroups here
+
+    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
+        return self.risk
 
 
 def class_loss(ctx: FixedGroupsContext) -> torch.Tensor:
@@ -165,8 +172,10 @@ def test_wandb_offline_gets_the_group_loss_histogram(tmp_path, monkeypatch) -> N
     assert b"risk/group_losses" in log and b"histogram" in log
 
 
-def test_a_risk_on_networks_trained_on_the_synthetic_set_is_flagged(tmp_path, caplog) -> None:
-    cfg = compose_config(*TINY, "matching=dc", "risk=cvar", "clustering.k=2", output_dir=tmp_path)
-    with caplog.at_level("WARNING", logger="rdd.run"):
+def test_a_risk_on_networks_trained_on_the_synthetic_set_is_refused(tmp_path) -> None:
+    cfg = compose_config(
+        *TINY, "matching=dc", "risk=cvar", "risk.on=[networks,matching]", output_dir=tmp_path
+    )
+    with pytest.raises(UserError, match="matching.net_train_data=real"):
         run(cfg)
-    assert "matching.net_train_data=real" in caplog.text
+    assert not (tmp_path / "synset.pt").exists()

@@ -57,6 +57,9 @@ class MTTContext:
     def regroup(self, net: nn.Module) -> dict[str, float]:
         return {}
 
+    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
+        return self.risk
+
     def sample_real_mixed(self, n: int):
         return self.real, self.real_labels, self.real_groups
 

@@ -27,6 +27,7 @@ from rdd.errors import UserError
 from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
 from rdd.matching.robust import real_data_loss
+from rdd.robust import RiskSlots, build_risk
 from rdd.run import net_factory, net_name
 from rdd.schemas import register_schemas
 
@@ -79,13 +80,13 @@ class ExpertTrainer:
         self.train_x, self.train_y = data.train_x.to(device), data.train_y.to(device)
         strategy = self.settings.dsa_strategy or data.dsa_strategy
         self.augment = DSA(strategy, mode="single") if self.settings.dsa else None
-        self.risk = self.clusterer = None
+        self.risks = self.clusterer = None
         if experts_train_on_risk(cfg):
             if not cfg.clustering.get("_target_") or cfg.clustering.name != "faiss_kmeans":
                 raise UserError(
                     "robust experts need k-means subgroups of the real data: add clustering=faiss_kmeans"
                 )
-            self.risk = build(cfg.risk, "risk")
+            self.risks = RiskSlots(build_risk(cfg.risk))
             self.clusterer = build(cfg.clustering, "clustering")
         self.groups = torch.zeros_like(self.train_y)
         self.num_groups = self.num_classes
@@ -108,6 +109,7 @@ class ExpertTrainer:
         if state is not None:
             net.load_state_dict(state["net"])
             opt.load_state_dict(state["optimizer"])
+            self.load_groups(state)
             generator.set_state(state["generator"])
             snapshots, first = list(state["params"]), int(state["epoch"])
             bar.update(first)
@@ -122,6 +124,7 @@ class ExpertTrainer:
                     "optimizer": opt.state_dict(),
                     "generator": generator.get_state(),
                     "epoch": epoch + 1,
+                    **self.groups_state(),
                 },
             )
             bar.update(1)
@@ -142,7 +145,8 @@ class ExpertTrainer:
             x, y = self.train_x[batch], self.train_y[batch]
             if self.augment is not None:
                 x = self.augment(x, generator)
-            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], self.num_groups, self.risk)
+            risk = None if self.risks is None else self.risks.get("networks", None, self.num_groups)
+            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], self.num_groups, risk)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,6 +164,23 @@ class ExpertTrainer:
             )
             self.groups = self.clusterer.assign(self.train_x, self.train_y, net).to(self.device)
         self.num_groups = self.clusterer.num_groups(self.num_classes)
+        self.risks.reset()  # the new clusters are unrelated to the old ids
+
+    def groups_state(self) -> dict:
+        """Robust experts: the subgroups and the risk's running state, so that a resumed
+        expert continues exactly (they change only at a re-clustering)."""
+        if self.risks is None:
+            return {}
+        return {
+            "groups": self.groups.cpu(),
+            "num_groups": self.num_groups,
+            "risks": self.risks.state(),
+        }
+
+    def load_groups(self, state: dict) -> None:
+        if self.risks is not None and "groups" in state:
+            self.groups, self.num_groups = state["groups"].to(self.device), int(state["num_groups"])
+            self.risks.load_state(state["risks"])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="buffer")

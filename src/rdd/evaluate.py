@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.seed,
         test_groups=partition_of(data, settings),
         shifted=shifted_test_sets(data, settings),
+        known_group=data.subgroup_test_set,
     )
     metrics = dict(evaluation)
     write_eval_outputs(out_dir, metrics, evaluation, data, settings)

@@ -214,6 +214,7 @@ def evaluate_synset(
     seed: int,
     test_groups: torch.Tensor | None = None,
     shifted: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None = None,
+    known_group: Callable[[], tuple[str, torch.Tensor] | None] | None = None,
 ) -> Evaluation:
     """Train ``eval_cfg.num_nets`` networks of every architecture in ``nets`` on the set.
 
@@ -228,6 +229,9 @@ def evaluate_synset(
             adds ``mean_cluster_acc`` and ``worst_cluster_acc``.
         shifted: yields ``(name, test images)`` for shifted copies of the test set (same labels,
             same order); each adds ``<name>_acc``, and corruptions their mean ``corruption_acc``.
+        known_group: returns ``(transform, fully altered test images)`` of the known rare
+            subgroup (same labels, same order), or None; adds ``group_<transform>_acc``,
+            ``group_clean_acc`` (= ``test_acc``) and ``worst_group_acc``, the lower of the two.
 
     Returns:
         Per architecture ``<arch>/test_acc``, ``_std``, ``<arch>/val_acc``,
@@ -252,6 +256,9 @@ def evaluate_synset(
             results[arch].setdefault(key, []).append(value)
     if shifted is not None:
         score_shifted(trained, shifted(), data.test_y, results)
+    group = known_group() if known_group is not None else None
+    if group is not None:
+        score_known_group(trained, *group, data.test_y, results)
     return summarise(results)
 
 
@@ -294,6 +301,25 @@ def score_shifted(
     for n, (arch, _) in enumerate(trained):
         if n in corrupted:
             results[arch].setdefault("corruption_acc", []).append(mean(corrupted[n]))
+
+
+def score_known_group(
+    trained: list[tuple[str, EvalNetModule]],
+    name: str,
+    x: torch.Tensor,
+    test_y: torch.Tensor,
+    results: dict[str, dict[str, list]],
+) -> None:
+    """Score every trained network on the fully altered test set x (N, C, H, W); the clean
+    test set is the other known group, and each network's worst group is the lower of the two
+    (so worst_group_acc is a mean of per-network minima, like worst_cluster_acc)."""
+    for arch, module in trained:
+        figures = results[arch]
+        altered = figures.setdefault(f"group_{name}_acc", [])
+        clean = figures["test_acc"][len(altered)]  # trained is in training order, per arch too
+        altered.append(accuracy_on(module, x, test_y))
+        figures.setdefault("group_clean_acc", []).append(clean)
+        figures.setdefault("worst_group_acc", []).append(min(clean, altered[-1]))
 
 
 @torch.no_grad()

@@ -55,6 +55,8 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
         "experts": experts,
         "risk": None,
     }
+    if data.subgroup is not None:  # experts train on the altered split; others keep their key
+        key["data"]["subgroup"] = data.subgroup.key()
     if experts_train_on_risk(cfg):
         key["risk"] = {
             "risk": OmegaConf.to_container(cfg.risk, resolve=True),
@@ -64,8 +66,11 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
 
 
 def experts_train_on_risk(cfg: Any) -> bool:
-    """Robust experts: a real risk (not the mean) that acts on networks."""
-    return cfg.risk.name != "none" and "networks" in (cfg.risk.get("on") or [])
+    """Robust experts: a real risk (not the mean) that acts on networks (experts train on
+    real data, so ``risk.on: null`` includes them)."""
+    from rdd.robust import resolve_targets  # rdd.robust imports the config layer
+
+    return resolve_targets(cfg.risk, trains_on_real=True).networks
 
 
 def key_digest(key: dict[str, Any]) -> str:

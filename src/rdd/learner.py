@@ -19,22 +19,13 @@ from torch.utils.data import DataLoader
 from rdd.distributed import average_grads, broadcast_from_rank0_, rank, sum_grads
 from rdd.errors import NonFiniteError
 from rdd.io import atomic_write
+from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
+from rdd.robust import RiskSlots, RobustPlan
 from rdd.synset import class_grouped_labels
 
-CHECKPOINT_FORMAT = "rdd-checkpoint/1"
-
-
-class ClassIndex:
-    """Indices of each class's samples, for drawing per-class real batches."""
-
-    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
-        self.members = [(labels == c).nonzero().flatten() for c in range(num_classes)]
-
-    def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Up to n distinct random indices of class c (all of them if the class is smaller)."""
-        members = self.members[c]
-        return members[torch.randperm(len(members), generator=generator)[:n]]
+# 2: the real pool is a group table over all images (robust runs draw fresh real batches).
+CHECKPOINT_FORMAT = "rdd-checkpoint/2"
 
 
 class SyntheticSetLearner(L.LightningModule):
@@ -50,6 +41,7 @@ class SyntheticSetLearner(L.LightningModule):
         seed: seeds the learner's generator (real batches, networks, augmentation).
         risk: the group risk (default: the mean, i.e. the base method exactly).
         clusterer: finds the subgroups of the real data (default: one group per class).
+        plan: where the risk acts (:func:`rdd.robust.resolve_targets`); default: nowhere.
     """
 
     def __init__(
@@ -64,6 +56,7 @@ class SyntheticSetLearner(L.LightningModule):
         seed: int,
         risk: nn.Module | None = None,
         clusterer: nn.Module | None = None,
+        plan: RobustPlan | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -80,20 +73,19 @@ class SyntheticSetLearner(L.LightningModule):
         self.register_buffer("labels", class_grouped_labels(num_classes, ipc), persistent=False)
         self.register_buffer("real_x", real_x, persistent=False)
         self.real_y = real_y.cpu()  # labels and group bookkeeping stay on the CPU; images move
-        self.real_index = ClassIndex(real_y, num_classes)
+        # Draws real batches (as the base method does) and knows every image's subgroup.
+        self.pool = RealPool(self.real_y, num_classes)
         # One CPU generator for every draw, so results do not depend on the device.
         self.generator = torch.Generator().manual_seed(seed)
         self.risk = risk if risk is not None else MeanRisk()
-        # The mean ignores groups: skip clustering then, so that risk=none draws exactly the
-        # random numbers of the base method and reproduces it bit for bit.
-        self.robust = not isinstance(self.risk, MeanRisk)
-        self.robust_matching = self.robust and "matching" in self.risk.on
-        self.robust_networks = self.robust and "networks" in self.risk.on
-        self.clusterer = clusterer if self.robust else None
+        plan = plan if plan is not None else RobustPlan()
+        self.robust_matching, self.robust_networks = plan.matching, plan.networks
+        # One risk per (target, class), so that stateful risks never mix unrelated groups.
+        self.risks = RiskSlots(self.risk)
+        # Without a plan the mean ignores groups: skip clustering, so that risk=none draws
+        # exactly the random numbers of the base method and reproduces it bit for bit.
+        self.clusterer = clusterer if plan.active else None
         self.iteration = 0
-        # The clustered pool: indices into real_x and their group ids (class * k + cluster).
-        self.pool_idx, self.pool_groups = torch.arange(len(real_y)), self.real_y.clone()
-        self.num_groups = num_classes
         # Checkpoints: every `checkpoint_every` iterations (0: never) rank 0 writes everything
         # the run needs to continue to `checkpoint_path`; `checkpoint_meta` is stored with it.
         self.checkpoint_every, self.checkpoint_path, self.checkpoint_meta = 0, None, {}
@@ -125,43 +117,45 @@ class SyntheticSetLearner(L.LightningModule):
             net = self.make_net()
         return net.to(self.device)
 
+    @property
+    def num_groups(self) -> int:
+        """Subgroups of the real data: C before the first fit (or for the base method)."""
+        return self.pool.num_groups
+
+    def class_groups(self, c: int) -> torch.Tensor:
+        """The group ids of class c, (groups_per_class,), on our device."""
+        return self.pool.class_groups(c).to(self.device)
+
+    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
+        """The risk that weighs ``target``'s groups ("matching": class c's; "networks": all)."""
+        return self.risks.get(target, c, self.num_groups)
+
     def sample_real(self, c: int, n: int) -> torch.Tensor:
         """A random batch of up to n real images of class c: (n, C, H, W)."""
-        return self.real_images(self.real_index.sample(c, n, self.generator))
+        return self.real_images(self.pool.draw(c, n, self.generator))
 
     def regroup(self, net: nn.Module) -> dict[str, float]:
-        """Re-cluster the real pool with ``net``'s features when the clusterer is due."""
+        """Refit the subgroups with ``net``'s features when the clusterer is due."""
         if self.clusterer is None or not self.clusterer.due(self.iteration):
             return {}
-        # The pool depends on the clusterer's seed and the iteration only (same on every rank).
-        pool = self.clusterer.pool(self.real_y, self.num_classes, self.iteration)
-        images, labels = self.real_images(pool), self.real_y[pool]
-        if hasattr(self.clusterer, "nearest"):  # each synthetic image owns a subgroup
-            groups = self.clusterer.fit(
-                images, labels, self.num_classes, net, self.images.detach(), self.labels
-            )
-            self.num_groups = len(self.labels)
-        else:
-            groups = self.clusterer.fit(images, labels, self.num_classes, net)
-            self.num_groups = self.num_classes * self.clusterer.k
-        self.pool_idx, self.pool_groups = pool, groups.cpu()  # bookkeeping stays on the CPU
-        sizes = torch.bincount(self.pool_groups, minlength=self.num_groups).float()
-        return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
+        synthetic = (self.images.detach(), self.labels)
+        stats = self.pool.refit(self.clusterer, self.real_x, net, self.iteration, synthetic)
+        self.risks.reset()  # the group ids of the new fit are unrelated to the old ones
+        return stats
 
     def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to n random pool images of class c and their group ids: (n, C, H, W), (n,)."""
-        members = (self.real_y[self.pool_idx] == c).nonzero().flatten()
-        pick = members[torch.randperm(len(members), generator=self.generator)[:n]]
-        return self.real_images(self.pool_idx[pick]), self.pool_groups[pick].to(self.device)
+        """Up to n real images of class c, drawn as :meth:`sample_real` draws them, and their
+        group ids: (n, C, H, W), (n,)."""
+        idx = self.pool.draw(c, n, self.generator)
+        return self.real_images(idx), self.pool.groups[idx].to(self.device)
 
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n random pool images of any class: images, labels and group ids."""
-        idx = torch.randint(len(self.pool_idx), (n,), generator=self.generator)
-        real = self.pool_idx[idx]
+        """n random real images of any class: images, labels and group ids."""
+        idx = self.pool.draw_mixed(n, self.generator)
         return (
-            self.real_images(real),
-            self.real_y[real].to(self.device),
-            self.pool_groups[idx].to(self.device),
+            self.real_images(idx),
+            self.real_y[idx].to(self.device),
+            self.pool.groups[idx].to(self.device),
         )
 
     def real_images(self, idx: torch.Tensor) -> torch.Tensor:
@@ -289,10 +283,8 @@ class SyntheticSetLearner(L.LightningModule):
             "optimizers": [opt.state_dict() for opt in self.optimizer_list()],
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "risk": self.risk.state_dict(),
-            "pool_idx": self.pool_idx.clone(),
-            "pool_groups": self.pool_groups.clone(),
-            "num_groups": self.num_groups,
+            "risks": self.risks.state(),
+            "pool": self.pool.state(),
             "matcher": self.matcher.state_dict() if hasattr(self.matcher, "state_dict") else {},
         }
 
@@ -304,9 +296,8 @@ class SyntheticSetLearner(L.LightningModule):
                 self.syn_lr.copy_(state["syn_lr"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.risk.load_state_dict(state["risk"])
-        self.pool_idx, self.pool_groups = state["pool_idx"], state["pool_groups"]
-        self.num_groups = int(state["num_groups"])
+        self.pool.load_state(state["pool"])
+        self.risks.load_state(state["risks"])
         self.start_iteration = int(state["next_iteration"])
         self.iteration = self.start_iteration
         # Applied in on_train_start: the optimizers and the device exist only then.

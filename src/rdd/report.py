@@ -30,6 +30,8 @@ COLUMNS = {
     "test_acc": "clean",
     "mean_cluster_acc": "mean cluster",
     "worst_cluster_acc": "worst cluster",
+    "group_*": "{} group",  # each altered known group (data.subgroup): group_<transform>_acc
+    "worst_group_acc": "worst group",
     "worst_class_acc": "worst class",
     "noise_acc": "noise",
     "blur_acc": "blur",
@@ -39,9 +41,10 @@ COLUMNS = {
 LABELS = ["dataset", "method", "ipc", "risk", "n"]
 MISSING = "–"
 SEVERITY_KEY = re.compile(r"^corruption_(.+)_s(\d+)_acc$")
+GROUP_KEY = re.compile(r"^group_(.+)_acc$")
 # Config entries that may differ between the seeds of one group: seeds, where outputs go, how
 # progress is shown. Any other difference means the group mixes settings (see mixed_settings).
-VARYING_KEYS = {"seed", "clustering.seed", "experts.seed", "experts.root"}
+VARYING_KEYS = {"seed", "clustering.seed", "experts.seed", "experts.root", "data.subgroup.seed"}
 VARYING_GROUPS = {"paths", "logger", "trainer", "hydra", "task_name", "optimized_metric"}
 OPTIONS = {"out": None, "logger": "none", "wandb.project": "rdd", "wandb.offline": "false"}
 # line style per risk measure in the IPC plot, the base (risk none) first
@@ -74,10 +77,19 @@ class Run:
         return str(self.get("matching.name", "?"))
 
     @property
+    def dataset(self) -> str:
+        """The dataset's name, with the transform of its known rare subgroup when the run has
+        one (``digits+invert``): such runs are another benchmark, not seeds of the clean one."""
+        name, subgroup = str(self.get("data.name", "?")), self.get("data.subgroup")
+        if subgroup is None:
+            return name
+        return f"{name}+{subgroup if isinstance(subgroup, str) else subgroup.get('transform')}"
+
+    @property
     def key(self) -> tuple[str, str, int | None, str]:
         """(dataset, method, ipc, risk); the whole-dataset reference has no ipc."""
         ipc = None if self.method == "full" else int(self.get("ipc", 0))
-        return str(self.get("data.name", "?")), self.method, ipc, str(self.get("risk.name", "none"))
+        return self.dataset, self.method, ipc, str(self.get("risk.name", "none"))
 
     @property
     def seed(self) -> int:
@@ -263,7 +275,15 @@ def format_table(header: list[str], body: list[list[str]]) -> str:
 
 def table_columns(rows: Sequence[Row]) -> dict[str, str]:
     """The main table's figure columns that at least one row has."""
-    return {key: title for key, title in COLUMNS.items() if any(key in r.figures for r in rows)}
+    present = {key for row in rows for key in row.figures}
+    columns = {}
+    for key, title in COLUMNS.items():
+        if key == "group_*":  # the clean known group is the clean column already
+            names = sorted(m.group(1) for k in present if (m := GROUP_KEY.match(k)))
+            columns |= {f"group_{n}_acc": title.format(n) for n in names if n != "clean"}
+        elif key in present:
+            columns[key] = title
+    return columns
 
 
 def markdown_table(rows: Sequence[Row]) -> str:

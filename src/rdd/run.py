@@ -31,6 +31,7 @@ from rdd.io import tensor_digest, write_json, write_text
 from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
+from rdd.robust import build_risk, plan_for
 from rdd.schemas import register_schemas
 from rdd.shifted import check_shift_settings, shifted_test_sets
 from rdd.strategy import DDP_NAMES, distill_strategy
@@ -93,7 +94,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     start = time.perf_counter()
     evaluation = evaluate_synset(
-        *train_set, data, nets, settings, eval_trainer, cfg.seed, test_groups, shifted
+        *train_set,
+        data,
+        nets,
+        settings,
+        eval_trainer,
+        cfg.seed,
+        test_groups,
+        shifted,
+        known_group=data.subgroup_test_set,
     )
     metrics = dict(evaluation)
     metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
@@ -115,6 +124,7 @@ def write_eval_outputs(
             name: list(settings.get("severities") or [])
             for name in settings.get("corruptions") or []
         },
+        "subgroup": None if data.subgroup is None else data.subgroup.key(),
     }
     write_json(out_dir / "eval_details.json", details)
     write_json(out_dir / "metrics.json", metrics)
@@ -175,8 +185,7 @@ def distill(
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone(), None
-    warn_if_risk_cannot_reach_networks(cfg)
-    check_risk_supports_ddp(cfg)
+    plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
     if getattr(matcher, "needs_experts", False):
         attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
@@ -188,8 +197,9 @@ def distill(
         data.num_classes,
         ipc,
         cfg.seed,
-        risk=build(cfg.risk, "risk"),
-        clusterer=build(cfg.clustering, "clustering") if cfg.clustering.get("_target_") else None,
+        risk=build_risk(cfg.risk),
+        clusterer=build(cfg.clustering, "clustering") if plan.active else None,
+        plan=plan,
     )
     learner.on_nonfinite = keep
     if checkpoints is not None:
@@ -346,30 +356,6 @@ def with_learned_lr(settings: DictConfig, lr: float | None) -> DictConfig:
     if lr is None or not settings.get("lr_from_synset", True):
         return settings
     return OmegaConf.merge(settings, {"lr": float(lr)})
-
-
-def warn_if_risk_cannot_reach_networks(cfg: DictConfig) -> None:
-    """The risk acts on networks only when they train on real data (the synthetic set has no
-    subgroups): say so instead of silently training them on the mean."""
-    on_networks = "networks" in (cfg.risk.get("on") or []) and cfg.risk.name != "none"
-    if on_networks and cfg.matching.get("net_train_data") == "synthetic":
-        log.warning(
-            "risk.on includes networks, but matching.net_train_data=synthetic trains them on the "
-            "synthetic set, which has no subgroups; set matching.net_train_data=real for the risk to act there"
-        )
-
-
-def check_risk_supports_ddp(cfg: DictConfig) -> None:
-    """two_level's inner CVaR weighs single samples, which one rank sees only in part."""
-    distributed = cfg.trainer.get("strategy") in DDP_NAMES
-    trains_nets = (
-        "networks" in (cfg.risk.get("on") or []) and cfg.matching.get("net_train_data") == "real"
-    )
-    if distributed and cfg.risk.name == "two_level" and trains_nets:
-        raise UserError(
-            "risk=two_level on networks needs every sample's loss in one process: use "
-            "risk.on=[matching] under trainer=ddp, or run on one device"
-        )
 
 
 def check_class_sizes(data: Any, ipc: int) -> None:

@@ -22,7 +22,14 @@ import torch
 from rdd.errors import UserError
 from rdd.evaluator import derived_seed
 from rdd.io import load_or_build_tensor, tensor_digest
-from rdd.shifts import CORRUPTIONS, SEVERITIES, SHIFTS, apply_corruption, apply_shift
+from rdd.shifts import (
+    CORRUPTIONS,
+    SEVERITIES,
+    SHIFTS,
+    apply_corruption,
+    apply_shift,
+    quantise,
+)
 
 ShiftedSets = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
@@ -87,8 +94,3 @@ def make_shifted(data: Any, name: str, severity: int | None, seed: int) -> torch
         return quantise(apply_shift(name, pixels, generator))
     generator = torch.Generator().manual_seed(derived_seed(seed, name, severity))
     return quantise(apply_corruption(name, severity, pixels, generator))
-
-
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] -> uint8, rounded (shifted sets are stored like CIFAR-10-C)."""
-    return (x * 255).round_().clamp_(0, 255).to(torch.uint8)

@@ -51,6 +51,11 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return (x.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def quantise(x: Tensor) -> Tensor:
+    """Float images in [0, 1] -> uint8, rounded (shifted sets are stored like CIFAR-10-C)."""
+    return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def from_uint8(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 array (N, H, W, C) -> float images (N, C, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).to(dtype) / 255

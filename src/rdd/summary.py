@@ -12,6 +12,8 @@ COLUMNS = {
     "worst_class_acc": "worst class %",
     "mean_cluster_acc": "mean cluster %",
     "worst_cluster_acc": "worst cluster %",
+    "group_*": "{} group %",  # the known rare subgroup's accuracy (data.subgroup), e.g. blur
+    "worst_group_acc": "worst group %",
     "noise_acc": "noise %",
     "blur_acc": "blur %",
     "invert_acc": "invert %",
@@ -30,13 +32,32 @@ def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path
         f"distill {metrics['distill_seconds']:.1f} s | evaluation {metrics['eval_seconds']:.1f} s "
         f"({cfg.eval.num_nets} nets x {cfg.eval.epochs} epochs, DSA {'on' if cfg.eval.dsa else 'off'})",
     ]
-    columns = [key for key in COLUMNS if f"{archs[0]}/{key}" in metrics] if archs else []
-    rows.append(f"{'net':<12}" + "".join(f"{COLUMNS[key]:>17}" for key in columns))
+    columns = summary_columns(metrics, archs[0]) if archs else {}
+    widths = [max(17, len(title) + 2) for title in columns.values()]
+    titles = zip(columns.values(), widths, strict=True)
+    rows.append(f"{'net':<12}" + "".join(f"{title:>{w}}" for title, w in titles))
     for arch in archs:
         cells = [
             f"{metrics[f'{arch}/{key}']:6.2f} ± {metrics[f'{arch}/{key}_std']:5.2f}"
             for key in columns
         ]
-        rows.append(f"{arch:<12}" + "".join(f"{c:>17}" for c in cells))
+        rows.append(
+            f"{arch:<12}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
     rows.append(f"outputs: {out_dir}")
     return "\n".join(rows)
+
+
+def summary_columns(metrics: dict[str, float], arch: str) -> dict[str, str]:
+    """metrics.json key -> title of the COLUMNS that ``arch`` has; ``group_*`` stands for the
+    altered known groups (``group_<transform>_acc``; the clean group is the test accuracy)."""
+    columns = {}
+    for key, title in COLUMNS.items():
+        if key == "group_*":
+            prefix = f"{arch}/group_"
+            found = [k for k in metrics if k.startswith(prefix) and k.endswith("_acc")]
+            names = sorted(k[len(prefix) : -len("_acc")] for k in found)
+            columns |= {f"group_{n}_acc": title.format(n) for n in names if n != "clean"}
+        elif f"{arch}/{key}" in metrics:
+            columns[key] = title
+    return columns

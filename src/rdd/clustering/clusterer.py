@@ -81,7 +81,7 @@ class Clusterer(_Grouping):
     def __init__(
         self,
         name: str = "faiss_kmeans",
-        k: int = 3,
+        k: int = 5,
         every: int = 50,
         pool_per_class: int | None = 256,
         features: str = "embedding",
@@ -117,7 +117,13 @@ class Clusterer(_Grouping):
         return num_classes * self.k
 
     def fit(
-        self, images: Tensor, labels: Tensor, num_classes: int, net: nn.Module | None = None
+        self,
+        images: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        net: nn.Module | None = None,
+        syn_images: Tensor | None = None,
+        syn_labels: Tensor | None = None,
     ) -> Tensor:
         """Cluster every class of ``images`` and store ``centroids`` and ``assignments``.
 
@@ -126,6 +132,8 @@ class Clusterer(_Grouping):
             labels: Their classes, (N,) in [0, num_classes).
             num_classes: Number of classes C; every class needs at least ``k`` images.
             net: The current matching network, for ``features=embedding``.
+            syn_images, syn_labels: The synthetic set; unused (k-means needs no centres; the
+                arguments make both clusterers' ``fit`` alike).
 
         Returns:
             Group of every image, (N,) int64 in [0, C * k), on ``labels``' device.

@@ -25,7 +25,7 @@ class ClusteringSchema:
 
 @dataclass
 class FaissKMeansSchema(ClusteringSchema):
-    k: int = 3  # clusters per class
+    k: int = 5  # clusters per class
     niter: int = 20
     nredo: int = 1
     spherical: bool = False

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from rdd.data.cache import cache_file_name, load_dataset
+from rdd.data.subgroup import Subgroup
 from rdd.errors import UserError
 from rdd.zca import ZCA, load_or_fit
 
@@ -20,12 +22,16 @@ class RealDataModule(L.LightningDataModule):
     The constructor arguments are the keys of ``conf/data/*.yaml``. ``setup()`` decodes (or
     loads from the cache) the dataset, carves a stratified validation split out of the
     training data and normalises everything; with ``zca=True`` it then whitens everything
-    with a ZCA transform fitted on the train split (cached in ``cache_dir``).
+    with a ZCA transform fitted on the train split (cached in ``cache_dir``). With ``subgroup``
+    (see :mod:`rdd.data.subgroup`) a seeded fraction of every class's train and val images is
+    altered first, in pixel space, so the normalisation and the ZCA fit see the altered split.
 
     Attributes (after ``setup()``):
         train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``
             (and whitened with ``zca`` when it is set).
         zca: the :class:`rdd.zca.ZCA` applied to the data, or None.
+        subgroup: the parsed ``data.subgroup`` (:class:`rdd.data.subgroup.Subgroup`), or None.
+        train_subgroup, val_subgroup: bool (N,), which train/val images were altered, or None.
         train_y, val_y, test_y: int64 (N,).
         channel: C. im_size: (H, W). num_classes: int. class_names: list[str].
     """
@@ -48,6 +54,7 @@ class RealDataModule(L.LightningDataModule):
         dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
         zca: bool = False,
         zca_eps: float = 0.1,
+        subgroup: str | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.name, self.root, self.download, self.layout = name, root, bool(download), layout
@@ -72,6 +79,9 @@ class RealDataModule(L.LightningDataModule):
             raise UserError(f"data.zca_eps={zca_eps} must be > 0: set e.g. data.zca_eps=0.1")
         self.use_zca, self.zca_eps = bool(zca), float(zca_eps)
         self.zca: ZCA | None = None
+        self.subgroup = Subgroup.from_config(subgroup)
+        self.train_subgroup: torch.Tensor | None = None
+        self.val_subgroup: torch.Tensor | None = None
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.cache_dir, self.dsa_strategy = cache_dir, dsa_strategy
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
@@ -105,11 +115,14 @@ class RealDataModule(L.LightningDataModule):
         train_idx, val_idx = stratified_split(
             data.train_y, self.num_classes, self.val_fraction, self.split_seed
         )
-        self.train_x, self.train_y = (
-            self.normalize(data.train_x[train_idx]),
-            data.train_y[train_idx],
-        )
-        self.val_x, self.val_y = self.normalize(data.train_x[val_idx]), data.train_y[val_idx]
+        train_uint8, self.train_y = data.train_x[train_idx], data.train_y[train_idx]
+        val_uint8, self.val_y = data.train_x[val_idx], data.train_y[val_idx]
+        if self.subgroup is not None:
+            self.subgroup.check_channels(self.channel, self.name)
+            train_uint8, self.train_subgroup = self.subgroup.alter(train_uint8, self.train_y)
+            # Val gets the same mix (its own seed), so model selection sees the subgroup too.
+            val_uint8, self.val_subgroup = self.subgroup.alter(val_uint8, self.val_y, "val")
+        self.train_x, self.val_x = self.normalize(train_uint8), self.normalize(val_uint8)
         self.test_x, self.test_y = self.normalize(data.test_x), data.test_y
         # The raw test images: subgroups and shifted test sets are made from them, so they are
         # the same whatever the normalisation or whitening of a run.
@@ -125,6 +138,8 @@ class RealDataModule(L.LightningDataModule):
                 "mean": self.mean,
                 "std": self.std,
             }
+            if self.subgroup is not None:  # fitted on the altered split; old keys unchanged
+                key["subgroup"] = self.subgroup.key()
             zca = load_or_fit(
                 self.train_x, self.zca_eps, self.cache_dir, json.dumps(key, sort_keys=True)
             )
@@ -168,6 +183,15 @@ class RealDataModule(L.LightningDataModule):
         """The test images as float32 (N, C, H, W) in [0, 1], before normalisation/whitening."""
         self.setup()
         return self.test_uint8.float() / 255.0
+
+    def subgroup_test_set(self) -> tuple[str, torch.Tensor] | None:
+        """The known subgroup's name and the fully altered test set, float32 (N, C, H, W) in
+        the model's input space like ``test_x`` (same labels and order); None without one."""
+        self.setup()
+        if self.subgroup is None:
+            return None
+        altered = self.subgroup.apply(self.test_uint8)
+        return self.subgroup.transform, self.from_pixels(altered.float() / 255.0)
 
     def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Float images in [0, 1] -> the model's input space (normalised, whitened with ``zca``)."""

@@ -30,7 +30,13 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.expansion import check_factor, expand
-from rdd.matching.gradient import DistillContext, check_init, check_positive, sgd_step
+from rdd.matching.gradient import (
+    DistillContext,
+    check_init,
+    check_positive,
+    class_risk,
+    sgd_step,
+)
 from rdd.matching.robust import (
     global_correct,
     real_data_loss,
@@ -141,7 +147,7 @@ class NetQueue:
     def train(self, ctx: DistillContext) -> None:
         """Train ``fetch`` random networks ``train_steps`` steps each on mixed real batches
         (no augmentation, as published); with the risk on networks, on the group risk."""
-        risk = ctx.risk if ctx.robust_networks else None
+        risk = ctx.risk_for("networks") if ctx.robust_networks else None
         for entry in self.pick(ctx, self.fetch):
             entry.net.train()
             for _ in range(self.train_steps):
@@ -231,6 +237,13 @@ class DistributionMatching:
         )
         self.group_losses: list[torch.Tensor] = []  # per-subgroup losses of the last step
 
+    real_training_hint = "DM trains no network; IDM's queue does (matching=idm, fetch_nets > 0)"
+
+    def trains_on_real(self, ipc: int) -> bool:
+        """Whether IDM's queue trains networks on real data (DM matches with fresh ones)."""
+        q = self.queue
+        return q is not None and q.fetch > 0 and q.train_steps > 0
+
     # -- one outer iteration -------------------------------------------------------------------
     def state_dict(self) -> dict:
         """IDM's queue (DM keeps nothing between iterations)."""
@@ -301,10 +314,10 @@ class DistributionMatching:
         if groups is None:
             loss = ((real_mean_embedding(net, real) - mean_syn) ** 2).sum()
         else:
-            sums, counts = subgroup_embedding_distances(net, real, groups, mean_syn)
-            per_group = sums / counts
-            self.group_losses.append(per_group.detach())
-            loss = ctx.risk(sums, counts, per_group, torch.arange(len(counts), device=sums.device))
+            sums, counts = subgroup_embedding_distances(
+                net, real, groups, ctx.class_groups(c), mean_syn
+            )
+            loss = class_risk(ctx, c, sums, counts, self.group_losses)
         if self.ce_weight > 0 and accuracy > 0:
             ce = F.cross_entropy(net.classifier(syn_embed), syn_labels)
             loss = loss + self.ce_weight * accuracy * ce

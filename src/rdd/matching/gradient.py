@@ -74,10 +74,9 @@ class DistillContext(Protocol):
     ipc: int
     generator: torch.Generator  # CPU generator: every random draw of the run
 
-    risk: nn.Module  # the group risk (the mean for the base method)
     robust_matching: bool  # aggregate per-subgroup matching losses with the risk
     robust_networks: bool  # train networks on real data with the risk
-    num_groups: int
+    num_groups: int  # subgroups of the real data (classes x groups per class)
     iteration: int  # the outer iteration being run, from 0
     syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
     make_net: Callable[[], nn.Module]  # a fresh network on the CPU (unseeded: new_net seeds)
@@ -85,6 +84,8 @@ class DistillContext(Protocol):
 
     def new_net(self) -> nn.Module: ...
     def regroup(self, net: nn.Module) -> dict[str, float]: ...
+    def class_groups(self, c: int) -> torch.Tensor: ...
+    def risk_for(self, target: str, c: int | None = None) -> nn.Module: ...
     def sample_real(self, c: int, n: int) -> torch.Tensor: ...
     def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
@@ -144,6 +145,17 @@ class GradientMatching:
         outer, inner = loops_for_ipc(ipc)
         return self.outer_loop or outer, inner if self.inner_loop is None else self.inner_loop
 
+    # How a run makes this method train a network on real data (for rdd.robust's errors).
+    real_training_hint = (
+        "DC/DSA train the network on real data with matching.net_train_data=real, between "
+        "matching steps (so with ipc > 1 or matching.outer_loop > 1, and inner_loop > 0)"
+    )
+
+    def trains_on_real(self, ipc: int) -> bool:
+        """Whether the sampled network ever takes a step on real data at this IPC."""
+        outer, inner = self.loops(ipc)
+        return self.net_train_data == "real" and outer > 1 and inner > 0
+
     def step(self, ctx: DistillContext) -> dict[str, float]:
         """One outer iteration; returns the mean matching loss per class."""
         net = ctx.new_net()
@@ -193,12 +205,10 @@ class GradientMatching:
                 losses.append(self.match(net, params, real, syn, c))
                 continue
             g_syn = torch.autograd.grad(cross_entropy_to(net(syn), c), params, create_graph=True)
-            sums, counts = subgroup_distances(net, params, real, groups, g_syn, c, self.distance)
-            per_group = sums / counts
-            self.group_losses.append(per_group.detach())
-            losses.append(
-                ctx.risk(sums, counts, per_group, torch.arange(len(counts), device=counts.device))
+            sums, counts = subgroup_distances(
+                net, params, real, groups, ctx.class_groups(c), g_syn, c, self.distance
             )
+            losses.append(class_risk(ctx, c, sums, counts, self.group_losses))
         return torch.stack(losses)
 
     def match(
@@ -260,9 +270,28 @@ class GradientMatching:
             if self.augment is not None:
                 x = self.augment(x, ctx.generator)
             # every rank trains the same net on its shard; sums and counts are global
-            risk = ctx.risk if ctx.robust_networks else None
+            risk = ctx.risk_for("networks") if ctx.robust_networks else None
             loss, _, _ = real_data_loss(net, x, y, groups, ctx.num_groups, risk)
             sgd_step(opt, loss, net)
+
+
+def class_risk(
+    ctx: DistillContext,
+    c: int,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    log: list[torch.Tensor],
+) -> torch.Tensor:
+    """Class c's matching loss: the risk over its subgroups (``sums``/``counts``: (S,)).
+
+    Each present subgroup's loss is appended to ``log``. Per-sample risks (two_level) get
+    one "sample" per subgroup: its mean loss.
+    """
+    present = counts > 0
+    per_group = sums[present] / counts[present]
+    log.append(per_group.detach())
+    slots = torch.arange(len(counts), device=counts.device)[present]
+    return ctx.risk_for("matching", c)(sums, counts, per_group, slots)
 
 
 def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor, net: nn.Module | None = None) -> None:

@@ -62,6 +62,7 @@ def subgroup_distances(
     params: list[torch.Tensor],
     real: torch.Tensor,
     real_groups: torch.Tensor,
+    class_groups: torch.Tensor,
     g_syn: list[torch.Tensor],
     c: int,
     distance: Callable,
@@ -71,18 +72,22 @@ def subgroup_distances(
     Args:
         real: (n, C, H, W) real images of class c (the same on every rank);
             real_groups: (n,) their subgroup ids.
+        class_groups: (S,) the ids of class c's subgroups, in a fixed order, so that a
+            stateful risk (group DRO) sees group s in slot s at every step.
         g_syn: the synthetic batch's loss gradient (with its graph, so distances are
             differentiable w.r.t. the synthetic images).
 
     Returns:
-        distances (S,) and counts (S,) over the S subgroups present in the batch, as group
-        "sums" (distance x count) and counts for a risk measure.
+        distance x count (S,) and counts (S,), as group "sums" and counts for a risk
+        measure; a subgroup absent from the batch has count 0 (and weight 0).
     """
-    present = real_groups.unique()
     distances, counts = [], []
-    for group in present:
+    for group in class_groups:
         members = real[real_groups == group]
-        distances.append(distance(g_syn, real_gradient(net, params, members, c)))
+        if len(members):
+            distances.append(distance(g_syn, real_gradient(net, params, members, c)))
+        else:
+            distances.append(g_syn[0].new_zeros(()))
         counts.append(float(len(members)))
     counts_t = torch.tensor(counts, dtype=real.dtype, device=real.device)
     return torch.stack(distances) * counts_t, counts_t
@@ -130,25 +135,33 @@ def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
 
 
 def subgroup_embedding_distances(
-    net: nn.Module, real: torch.Tensor, real_groups: torch.Tensor, mean_syn: torch.Tensor
+    net: nn.Module,
+    real: torch.Tensor,
+    real_groups: torch.Tensor,
+    class_groups: torch.Tensor,
+    mean_syn: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distance between ``mean_syn`` and each subgroup's mean real embedding.
 
     Args:
         real: (n, C, H, W) real images of one class (the same on every rank);
             real_groups: (n,) their subgroup ids.
+        class_groups: (S,) the sorted ids of the class's subgroups (fixed slots, see
+            :func:`subgroup_distances`).
         mean_syn: (D,) mean synthetic embedding (with its graph).
 
     Returns:
-        distance x count (S,) and counts (S,) over the S subgroups present in the batch.
+        distance x count (S,) and counts (S,); absent subgroups have count 0.
     """
-    present = real_groups.unique()
     emb = embed_shard(net, real)
-    slot = torch.searchsorted(present, shard(real_groups))
-    sums = emb.new_zeros(len(present), emb.shape[1]).index_add(0, slot, emb)
-    counts = emb.new_zeros(len(present)).index_add(0, slot, torch.ones_like(slot, dtype=emb.dtype))
+    slot = torch.searchsorted(class_groups, shard(real_groups))
+    sums = emb.new_zeros(len(class_groups), emb.shape[1]).index_add(0, slot, emb)
+    counts = emb.new_zeros(len(class_groups)).index_add(
+        0, slot, torch.ones_like(slot, dtype=emb.dtype)
+    )
     sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
-    distances = ((sums / counts[:, None] - mean_syn) ** 2).sum(1)
+    means = sums / counts.clamp_min(1)[:, None]
+    distances = ((means - mean_syn) ** 2).sum(1)
     return distances * counts, counts
 
 

@@ -98,6 +98,12 @@ class TrajectoryMatching:
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.trajectories: Trajectories | None = None
 
+    real_training_hint = ""
+
+    def trains_on_real(self, ipc: int) -> bool:
+        """MTT's networks on real data are its experts (robust experts: ``rdd.buffer``)."""
+        return True
+
     def attach(self, trajectories: Trajectories) -> None:
         """Use these expert trajectories; they must be long enough for the start epochs."""
         needed = self.max_start_epoch - 1 + self.expert_epochs
@@ -193,5 +199,6 @@ class TrajectoryMatching:
         x, y, groups = ctx.sample_real_mixed(self.batch_real)
         inputs = {name: replicated_input(p) for name, p in student.items()}
         logits = functional_call(net, inputs, (shard(x),))
-        value, _, _ = risk_cross_entropy(logits, shard(y), shard(groups), ctx.num_groups, ctx.risk)
+        risk = ctx.risk_for("matching")
+        value, _, _ = risk_cross_entropy(logits, shard(y), shard(groups), ctx.num_groups, risk)
         return value

@@ -7,12 +7,8 @@ counts[g] / sum(counts) and value mean_g = sums[g] / counts[g]. Working from sum
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
-
-from rdd.risk.mean import VALID_TARGETS, check_targets
 
 
 def group_means(group_sums: torch.Tensor, group_counts: torch.Tensor) -> torch.Tensor:
@@ -31,6 +27,16 @@ def group_means(group_sums: torch.Tensor, group_counts: torch.Tensor) -> torch.T
     safe = torch.where(present, group_counts, torch.ones_like(group_counts))
     means = group_sums / safe.to(group_sums.dtype)
     return torch.where(present, means, torch.zeros_like(means))
+
+
+def mean_scale(means: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """The magnitude of the mass-weighted mean of the group means (detached), floored at the
+    smallest normal float (a scale: positive, so the risks still lean to the larger losses): risks whose parameter would otherwise depend on the loss scale (entropic beta,
+    group-DRO eta) act on ``means / mean_scale``, so that cross-entropies (~2) and DC gradient
+    distances (~100s) are treated alike.
+    """
+    scale = (means.detach() * masses.detach()).sum().abs()
+    return scale.clamp_min(torch.finfo(means.dtype).tiny)
 
 
 def group_masses(group_counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -53,15 +59,15 @@ class GroupRisk(nn.Module):
     Subclasses implement `weights`, computed without gradient from the detached means; by
     Danskin's theorem the gradient of the returned value is then the gradient of the risk.
 
+    A risk is a pure measure: where it acts (``risk.on``) is decided in :mod:`rdd.robust`.
+
     Args:
         name: config name, kept for logging.
-        on: where the risk acts, a subset of ("networks", "matching").
     """
 
-    def __init__(self, name: str, on: Sequence[str] = VALID_TARGETS) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-        self.on = check_targets(on)
 
     def weights(self, means: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
         """Best-response weights over groups.

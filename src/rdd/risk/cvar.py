@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from rdd.risk.base import GroupRisk
-from rdd.risk.mean import VALID_TARGETS
 
 
 def check_alpha(alpha: float) -> float:
@@ -57,13 +54,10 @@ class CVaR(GroupRisk):
     Args:
         alpha: level in [0, 1).
         name: config name, kept for logging.
-        on: where the risk acts, a subset of ("networks", "matching").
     """
 
-    def __init__(
-        self, alpha: float = 0.8, name: str = "cvar", on: Sequence[str] = VALID_TARGETS
-    ) -> None:
-        super().__init__(name, on)
+    def __init__(self, alpha: float = 0.5, name: str = "cvar") -> None:
+        super().__init__(name)
         self.alpha = check_alpha(alpha)
 
     def weights(self, means: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:

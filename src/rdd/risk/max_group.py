@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from rdd.risk.base import GroupRisk
-from rdd.risk.mean import VALID_TARGETS
+from rdd.risk.base import GroupRisk, mean_scale
 
 
 def _restrict(q: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -22,16 +20,19 @@ class MaxGroup(GroupRisk):
 
     With `smooth=True` a buffer q (G,) starts uniform on the first call and each training
     call (module in train mode, the default) updates it by exponentiated gradient ascent,
-    q_g <- q_g exp(eta * mean_g) for the non-empty groups, then renormalises. The returned
+    q_g <- q_g exp(eta * mean_g / s) for the non-empty groups, then renormalises; s is the
+    mass-weighted mean of the group means, so eta does not depend on the scale of the losses
+    (Sagawa et al. step on cross-entropies, whose mean is ~1). The returned
     value is sum_g q_g mean_g with q restricted to the non-empty groups and renormalised there,
     so that empty groups get zero weight and a constant loss c has risk c (when no group is
-    empty this is exactly Sagawa et al.'s update). In eval mode q is read, not updated.
+    empty this is Sagawa et al.'s update on losses in units of their mean). In eval mode q is
+    read, not updated. One module holds the q of one grouping: :class:`rdd.robust.RiskSlots`
+    keeps one per (target, class) and starts them afresh when the clustering is refitted.
 
     Args:
         smooth: use the online weights q instead of the hard max.
-        eta: step size of the q update, > 0 (only used when smooth).
+        eta: step size of the q update relative to the mean loss, > 0 (only used when smooth).
         name: config name, kept for logging.
-        on: where the risk acts, a subset of ("networks", "matching").
     """
 
     q: torch.Tensor
@@ -39,11 +40,10 @@ class MaxGroup(GroupRisk):
     def __init__(
         self,
         smooth: bool = False,
-        eta: float = 0.01,
+        eta: float = 0.1,
         name: str = "max_group",
-        on: Sequence[str] = VALID_TARGETS,
     ) -> None:
-        super().__init__(name, on)
+        super().__init__(name)
         if not eta > 0:
             raise ValueError(
                 f"MaxGroup eta must be > 0, got {eta}: it is the step size of the online "
@@ -64,12 +64,13 @@ class MaxGroup(GroupRisk):
         if not bool(present.any()):
             return torch.zeros_like(means)
         if self.smooth:
-            return _restrict(self._stepped_q(means, present), present)
+            return _restrict(self._stepped_q(means, masses), present)
         worst = torch.where(present, means, torch.full_like(means, -torch.inf)).argmax()
         return torch.nn.functional.one_hot(worst, means.numel()).to(means.dtype)
 
-    def _stepped_q(self, means: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def _stepped_q(self, means: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
         """(G,) q after one exponentiated-gradient step on the non-empty groups."""
+        present = masses > 0
         groups = means.numel()
         if self.q.numel() == 0:
             q = torch.full_like(means, 1.0 / groups)
@@ -80,14 +81,15 @@ class MaxGroup(GroupRisk):
             )
         else:
             q = self.q.to(means)
+        relative = means / mean_scale(means, masses)
         # In log space: the same update as q * exp(eta * mean), renormalised, without overflow.
-        return torch.softmax(q.log() + self.eta * means * present, 0)
+        return torch.softmax(q.log() + self.eta * relative * present, 0)
 
     def _respond(self, means: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
         present = masses > 0
         if not (self.smooth and self.training and bool(present.any())):
             return self.weights(means, masses)
-        self.q = self._stepped_q(means, present)
+        self.q = self._stepped_q(means, masses)
         return _restrict(self.q, present)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
-
-VALID_TARGETS = ("networks", "matching")
-
-
-def check_targets(on: Sequence[str]) -> tuple[str, ...]:
-    """Validate `risk.on`: where the risk acts."""
-    unknown = [t for t in on if t not in VALID_TARGETS]
-    if unknown:
-        raise ValueError(
-            f"risk.on has unknown entries {unknown}: use a subset of {list(VALID_TARGETS)}"
-        )
-    return tuple(on)
 
 
 class MeanRisk(nn.Module):
@@ -25,13 +11,11 @@ class MeanRisk(nn.Module):
 
     Args:
         name: config name, kept for logging.
-        on: where a robust risk would act; the mean is the same everywhere.
     """
 
-    def __init__(self, name: str = "none", on: Sequence[str] = VALID_TARGETS) -> None:
+    def __init__(self, name: str = "none") -> None:
         super().__init__()
         self.name = name
-        self.on = check_targets(on)
 
     def forward(
         self,

@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
 class RiskSchema:
     _target_: str = "???"
     name: str = "???"
-    # Where the risk acts: "networks" (networks trained on real data) and/or "matching".
-    on: list[str] = field(default_factory=lambda: ["networks", "matching"])
+    # Where the risk acts: a subset of [networks, matching]; null: matching, plus networks
+    # wherever the method trains networks on real data (decided in rdd.robust).
+    on: list[str] | None = None
 
 
 @dataclass
 class CVaRSchema(RiskSchema):
-    alpha: float = 0.8  # mean of the worst (1 - alpha) of the mass
+    alpha: float = 0.5  # mean of the worst (1 - alpha) of the mass
 
 
 @dataclass
 class EntropicSchema(RiskSchema):
-    beta: float = 1.0  # > 0: small approaches the mean, large the max
+    beta: float = 1.0  # > 0, relative to the mean loss: small approaches the mean, large the max
 
 
 @dataclass
 class MaxGroupSchema(RiskSchema):
     smooth: bool = False  # online group-DRO weights instead of the hard max
-    eta: float = 0.01  # step size of those weights
+    eta: float = 0.1  # step size of those weights, relative to the mean loss
 
 
 @dataclass

@@ -1,18 +1,17 @@
-"""The paper's objective: CVaR inside each group, then mean plus lam times max over groups."""
+"""The paper's objective: CVaR inside each group, then mean plus lam times max over groups,
+normalised by 1 + lam so that its weights sum to 1 like every other risk's (otherwise lam = 1
+doubles the effective image learning rate against the other risks)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from rdd.risk.cvar import check_alpha, cvar_weights
-from rdd.risk.mean import VALID_TARGETS, check_targets
 
 
 class TwoLevel(nn.Module):
-    """mean_g c_g + lam * max_g c_g, with c_g = CVaR_alpha of group g's per-sample losses.
+    """(mean_g c_g + lam * max_g c_g) / (1 + lam), c_g = CVaR_alpha of group g's sample losses.
 
     Both the mean and the max run over the non-empty groups, unweighted by group size. The
     inner CVaR needs the per-sample losses, so this risk works on the losses the caller holds
@@ -22,7 +21,6 @@ class TwoLevel(nn.Module):
         alpha: inner CVaR level in [0, 1) (0.8: the worst 20% of each group).
         lam: weight of the worst group, >= 0.
         name: config name, kept for logging.
-        on: where the risk acts, a subset of ("networks", "matching").
     """
 
     def __init__(
@@ -30,11 +28,9 @@ class TwoLevel(nn.Module):
         alpha: float = 0.8,
         lam: float = 1.0,
         name: str = "two_level",
-        on: Sequence[str] = VALID_TARGETS,
     ) -> None:
         super().__init__()
         self.name = name
-        self.on = check_targets(on)
         self.alpha = check_alpha(alpha)
         if not lam >= 0:
             raise ValueError(f"TwoLevel lam must be >= 0, got {lam}: 0 drops the max-group term")
@@ -52,7 +48,7 @@ class TwoLevel(nn.Module):
 
         Returns:
             (N,) non-negative weights w with sum_i w_i loss_i equal to the risk; they sum to
-            1 + lam (0 when N = 0).
+            1 (0 when N = 0).
         """
         with torch.no_grad():
             losses = sample_losses.detach()
@@ -70,7 +66,7 @@ class TwoLevel(nn.Module):
             outer = present.to(losses.dtype) / present.sum()
             worst = torch.where(present, inner, torch.full_like(inner, -torch.inf)).argmax()
             outer[worst] += self.lam
-            return w * outer[sample_groups]
+            return w * outer[sample_groups] / (1.0 + self.lam)
 
     def forward(
         self,

@@ -1,0 +1,107 @@
+"""The real training data a learner draws from, and the subgroups its images belong to.
+
+*Fitting is not sampling.* Every real batch is drawn exactly as the base method draws it:
+fresh, from every image of its class, with the run's generator. The subgroups come from a
+clustering fitted now and then (``clustering.every``) on a pool of at most
+``clustering.pool_per_class`` images per class; right after a fit *every* training image is
+assigned to its nearest centroid in the clustering's feature space (or to its nearest
+synthetic image for ``nearest_synthetic``), so a batch's groups are a table look-up. A robust
+run thus sees as much real data as the base run, and a risk is compared with the mean on the
+same batches (``risk=none`` draws the same random numbers, so it stays bit for bit the base
+method). The assignment costs one feature pass over the training set per fit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rdd.clustering.base import _broadcast_from_rank0
+
+
+class ClassIndex:
+    """Indices of each class's samples, for drawing per-class real batches."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        self.members = [(labels == c).nonzero().flatten() for c in range(num_classes)]
+
+    def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Up to n distinct random indices of class c (all of them if the class is smaller)."""
+        members = self.members[c]
+        return members[torch.randperm(len(members), generator=generator)[:n]]
+
+
+class RealPool:
+    """Per-class draws of real images and the current group of every image.
+
+    Args:
+        labels: (N,) classes of the real training images.
+        num_classes: C.
+
+    Attributes:
+        groups: (N,) int64 group of every image on the CPU; before a fit, its class.
+        num_groups: G (C before a fit; C * k for k-means, C * ipc for nearest_synthetic).
+        groups_per_class: G / C.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        self.labels = labels.cpu()
+        self.num_classes = num_classes
+        self.index = ClassIndex(self.labels, num_classes)
+        self.groups = self.labels.clone()
+        self.num_groups = self.groups_per_class = 0
+        self.set_groups(self.groups, 1)
+
+    def draw(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Up to n distinct random indices of class c: (n,)."""
+        return self.index.sample(c, n, generator)
+
+    def draw_mixed(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n random indices of any class (with replacement across draws): (n,)."""
+        return torch.randint(len(self.labels), (n,), generator=generator)
+
+    def class_groups(self, c: int) -> torch.Tensor:
+        """The ids of class c's groups: (groups_per_class,)."""
+        k = self.groups_per_class
+        return torch.arange(c * k, (c + 1) * k)
+
+    def set_groups(self, groups: torch.Tensor, groups_per_class: int) -> None:
+        self.groups = groups.cpu()
+        self.groups_per_class = int(groups_per_class)
+        self.num_groups = self.num_classes * self.groups_per_class
+
+    def refit(
+        self,
+        clusterer: nn.Module,
+        images: torch.Tensor,
+        net: nn.Module,
+        iteration: int,
+        synthetic: tuple[torch.Tensor, torch.Tensor],
+    ) -> dict[str, float]:
+        """Fit the clustering on its pool, then assign every image; returns size statistics.
+
+        Args:
+            clusterer: a clusterer of :mod:`rdd.clustering`.
+            images: (N, C, H, W) all real training images (on the learner's device).
+            net: the network whose features the clustering uses (``features=embedding``).
+            iteration: the outer iteration (seeds the pool draw).
+            synthetic: the synthetic images and labels (``nearest_synthetic`` centres).
+        """
+        # The pool depends on the clusterer's seed and the iteration only (same on every rank).
+        pool = clusterer.pool(self.labels, self.num_classes, iteration)
+        labels = self.labels.to(images.device)
+        pool_dev = pool.to(images.device)
+        clusterer.fit(images[pool_dev], labels[pool_dev], self.num_classes, net, *synthetic)
+        groups = clusterer.assign(images, labels, net, self.num_classes).cpu()
+        # Rank 0's table for everyone: the ranks' features may differ in the last bits.
+        (groups,) = _broadcast_from_rank0(groups)
+        ipc = len(synthetic[1]) // self.num_classes
+        self.set_groups(groups, clusterer.num_groups(self.num_classes, ipc) // self.num_classes)
+        sizes = torch.bincount(self.groups, minlength=self.num_groups).float()
+        return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
+
+    def state(self) -> dict:
+        return {"groups": self.groups.clone(), "groups_per_class": self.groups_per_class}
+
+    def load_state(self, state: dict) -> None:
+        self.set_groups(state["groups"], int(state["groups_per_class"]))

@@ -1,0 +1,233 @@
+"""Where the robust layer acts, decided once for a run, and the risks' per-target state.
+
+A risk measure (``rdd.risk``) is a pure function of group sums and counts. This module says
+where it is applied (``risk.on``):
+
+* ``matching``: each class's matching loss is the risk over that class's subgroups;
+* ``networks``: a network that trains on real data (DC/DSA with
+  ``matching.net_train_data=real`` and an inner loop, IDM's queue, MTT's experts) minimises the
+  group risk of its cross-entropy instead of the mean.
+
+``risk.on: null`` (the default) means matching, plus networks wherever the method trains a
+network on real data at this setting, so the default never asks for something that cannot
+happen. An explicit target that cannot act is a one-line error.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from rdd.config import build
+from rdd.errors import UserError
+from rdd.risk.base import GroupRisk, group_masses, group_means
+from rdd.strategy import DDP_NAMES
+
+TARGETS = ("networks", "matching")
+# A window of about 1 / RUNNING_MOMENTUM network steps feeds the network-side group estimates.
+RUNNING_MOMENTUM = 0.1
+# Below this many samples per group in that window the network-side weights are noise.
+MIN_GROUP_SAMPLES = 16
+
+
+def is_robust(risk_cfg: Any) -> bool:
+    """Whether the run uses a group risk at all (``risk=none`` is the base method exactly)."""
+    return risk_cfg.name != "none"
+
+
+@dataclass(frozen=True)
+class RobustPlan:
+    """Where a run's risk acts."""
+
+    matching: bool = False
+    networks: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.matching or self.networks
+
+
+def resolve_targets(risk_cfg: Any, trains_on_real: bool, why_not: str = "") -> RobustPlan:
+    """The plan of a run whose method does (or does not) train networks on real data.
+
+    Args:
+        risk_cfg: the `risk` config node (``name``, ``on``).
+        trains_on_real: whether some network trains on real data at this setting.
+        why_not: how to make networks train on real data, for the error message.
+
+    Raises:
+        UserError: unknown or empty targets, or ``networks`` where no network trains on
+            real data (the risk would silently do nothing there).
+    """
+    if not is_robust(risk_cfg):
+        return RobustPlan()
+    on = risk_cfg.get("on")
+    if on is None:
+        return RobustPlan(matching=True, networks=trains_on_real)
+    on = list(on)
+    unknown = [t for t in on if t not in TARGETS]
+    if unknown or not on:
+        raise UserError(
+            f"risk.on={on} must be a non-empty subset of {list(TARGETS)} (or null for the "
+            "default): e.g. risk.on=[matching]"
+        )
+    if "networks" in on and not trains_on_real:
+        raise UserError(
+            "risk.on includes networks, but no network trains on real data in this run, so "
+            f"the risk would do nothing there{': ' + why_not if why_not else ''}; or set "
+            "risk.on=[matching]"
+        )
+    return RobustPlan(matching="matching" in on, networks="networks" in on)
+
+
+def build_risk(risk_cfg: Any) -> nn.Module:
+    """The risk measure of a `risk` node; ``on`` is not the measure's business."""
+    node = {k: v for k, v in OmegaConf.to_container(risk_cfg, resolve=True).items() if k != "on"}
+    return build(OmegaConf.create(node), "risk")
+
+
+def check_groups_per_class(groups_per_class: int, what: str) -> None:
+    """A risk over a single group per class is the mean: refuse it instead of doing nothing."""
+    if groups_per_class < 2:
+        raise UserError(
+            f"{what} gives one subgroup per class, where a group risk equals the mean: "
+            "raise clustering.k (faiss_kmeans) or ipc (nearest_synthetic), or use risk=none"
+        )
+
+
+class RunningGroupRisk(nn.Module):
+    """A group risk whose weights come from running estimates of every group's mean loss.
+
+    A network step on a mixed batch of B real images over G = classes x k groups sees ~B / G
+    samples per group (CIFAR-10, k=5: ~5), so weights from that batch alone would follow
+    noise. Here the group sums and counts of the last ~1 / momentum steps (an exponential
+    moving average) give the weights, computed without gradient; the gradient flows through
+    this batch's group means, renormalised over the groups present in it. With the mean's
+    weights (the masses) this is the batch mean, as it should be.
+
+    Args:
+        risk: a :class:`rdd.risk.GroupRisk` (its weights are used, on the running means).
+        num_groups: G.
+        momentum: weight of the newest batch in the running sums and counts.
+    """
+
+    def __init__(self, risk: GroupRisk, num_groups: int, momentum: float = RUNNING_MOMENTUM):
+        super().__init__()
+        self.risk, self.momentum = risk, float(momentum)
+        self.register_buffer("sums", torch.zeros(num_groups, dtype=torch.float64))
+        self.register_buffer("counts", torch.zeros(num_groups, dtype=torch.float64))
+
+    def forward(
+        self,
+        group_sums: torch.Tensor,
+        group_counts: torch.Tensor,
+        sample_losses: torch.Tensor | None = None,
+        sample_groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args: group_sums (G,) differentiable, group_counts (G,). Returns: scalar risk."""
+        means = group_means(group_sums, group_counts)
+        with torch.no_grad():
+            keep = 1.0 - self.momentum if bool((self.counts > 0).any()) else 0.0
+            self.sums.mul_(keep).add_(group_sums.detach().to(self.sums), alpha=1.0 - keep)
+            self.counts.mul_(keep).add_(group_counts.detach().to(self.counts), alpha=1.0 - keep)
+            running = group_means(self.sums, self.counts)
+            w = self.risk._respond(running, group_masses(self.counts, running.dtype))
+            w = w.to(means) * (group_counts > 0)
+            w = w / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        return (w * means).sum()
+
+
+class RiskSlots(nn.Module):
+    """One copy of the run's risk per (target, class): a stateful risk (group DRO's q) keeps
+    a state per grouping it weighs, never one shared by unrelated groups.
+
+    Matching keeps one slot per class (its k subgroups); networks one slot over all groups,
+    with running group estimates (:class:`RunningGroupRisk`). :meth:`reset` drops every slot
+    when the clustering is refitted: k-means ids are arbitrary from one fit to the next and,
+    with ``features=embedding``, the new clusters live in another network's feature space,
+    so no state can be carried over (group DRO restarts from uniform weights).
+    """
+
+    def __init__(self, risk: nn.Module) -> None:
+        super().__init__()
+        self.template = risk
+        self.slots = nn.ModuleDict()
+
+    def get(self, target: str, c: int | None = None, num_groups: int = 0) -> nn.Module:
+        """The risk for ``target`` ("matching" or "networks") and class ``c`` (None: all)."""
+        key = target if c is None else f"{target}_{c}"
+        if key not in self.slots:
+            self.slots[key] = self._new(target, num_groups)
+        return self.slots[key]
+
+    def _new(self, target: str, num_groups: int) -> nn.Module:
+        risk = copy.deepcopy(self.template)
+        if target == "networks" and isinstance(risk, GroupRisk):
+            return RunningGroupRisk(risk, num_groups)
+        return risk
+
+    def reset(self) -> None:
+        self.slots = nn.ModuleDict()
+
+    def state(self) -> dict[str, dict]:
+        """Every slot's state (for checkpoints); keys name the slot."""
+        return {key: module.state_dict() for key, module in self.slots.items()}
+
+    def load_state(self, state: dict[str, dict]) -> None:
+        self.reset()
+        for key, saved in state.items():
+            target, _, c = key.partition("_")
+            groups = len(saved["sums"]) if "sums" in saved else 0
+            self.get(target, int(c) if c else None, groups).load_state_dict(saved)
+
+
+def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> RobustPlan:
+    """The run's plan, after every check that would otherwise let the risk do nothing.
+
+    Args:
+        cfg: the run config (risk, clustering, trainer).
+        matcher: the matching method (``trains_on_real``, ``real_training_hint``).
+        ipc: images per class.
+        class_sizes: (C,) training images per class.
+
+    Raises:
+        UserError: a target that cannot act, no subgroups, one subgroup per class, k larger
+            than a class's pool, or two_level on networks under DDP.
+    """
+    plan = resolve_targets(cfg.risk, matcher.trains_on_real(ipc), matcher.real_training_hint)
+    if not plan.active:
+        return plan
+    clustering = cfg.clustering
+    if not clustering.get("_target_"):
+        raise UserError(
+            f"risk={cfg.risk.name} needs subgroups of the real data, but clustering=none: use "
+            "clustering=faiss_kmeans (the default of a robust risk) or nearest_synthetic"
+        )
+    if clustering.name == "nearest_synthetic":
+        check_groups_per_class(ipc, f"clustering=nearest_synthetic at ipc={ipc}")
+    else:
+        check_groups_per_class(int(clustering.k), f"clustering.k={clustering.k}")
+        check_k_fits_pool(int(clustering.k), clustering.get("pool_per_class"), class_sizes)
+    distributed = cfg.trainer.get("strategy") in DDP_NAMES
+    if distributed and cfg.risk.name == "two_level" and plan.networks:
+        raise UserError(
+            "risk=two_level on networks needs every sample's loss in one process: use "
+            "risk.on=[matching] under trainer=ddp, or run on one device"
+        )
+    return plan
+
+
+def check_k_fits_pool(k: int, pool_per_class: int | None, class_sizes: torch.Tensor) -> None:
+    """Every class's clustered pool must hold at least k images."""
+    smallest = int(class_sizes.min())
+    pool = smallest if pool_per_class is None else min(smallest, int(pool_per_class))
+    if pool < k:
+        raise UserError(
+            f"clustering.k={k} is larger than the smallest class's pool of {pool} images: "
+            f"lower clustering.k to at most {pool}"
+        )

@@ -1,0 +1,235 @@
+"""The robust layer end to end: fresh real batches, where the risk acts, per-slot risk state."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from rdd.clustering import Clusterer, NearestSyntheticClusterer
+from rdd.errors import UserError
+from rdd.learner import SyntheticSetLearner
+from rdd.matching.distribution import DistributionMatching
+from rdd.matching.gradient import GradientMatching
+from rdd.nets import build_net
+from rdd.risk import CVaR, MaxGroup, MeanRisk, cvar_weights
+from rdd.robust import RiskSlots, RobustPlan, RunningGroupRisk, build_risk, plan_for
+from tests.conftest import compose_config
+
+K, PER_CLASS, SIZE = 3, 40, 8
+NET = {"_target_": "rdd.nets.convnet.ConvNet", "width": 4, "depth": 2}
+
+
+def real_data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(K * PER_CLASS, 1, SIZE, SIZE, generator=gen)
+    x[::7] *= 3  # a few far-off images per class: a subgroup k-means can find
+    return x, torch.arange(K).repeat_interleave(PER_CLASS)
+
+
+def learner_for(risk, clusterer, plan, matcher=None, batch_real=30) -> SyntheticSetLearner:
+    x, y = real_data()
+    matcher = matcher or DistributionMatching(iterations=4, batch_real=batch_real, dsa=False)
+    init = torch.cat([x[y == c][:2] for c in range(K)])
+    make_net = partial(build_net, NET, 1, K, (SIZE, SIZE))
+    return SyntheticSetLearner(
+        matcher, make_net, init, x, y, K, 2, seed=0, risk=risk, clusterer=clusterer, plan=plan
+    )
+
+
+def fit(learner: SyntheticSetLearner) -> list[torch.Tensor]:
+    """Run the learner; returns every per-class real draw (indices) it made."""
+    draws: list[torch.Tensor] = []
+    draw = learner.pool.draw
+
+    def recording(c, n, generator):
+        idx = draw(c, n, generator)
+        draws.append(idx)
+        return idx
+
+    learner.pool.draw = recording
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(learner)
+    return draws
+
+
+def kmeans(pool_per_class: int = 8, every: int = 2) -> Clusterer:
+    return Clusterer(k=2, every=every, pool_per_class=pool_per_class, features="pixels", seed=0)
+
+
+def test_a_robust_run_draws_as_many_distinct_real_images_as_the_base_run() -> None:
+    base = fit(learner_for(MeanRisk(), None, RobustPlan()))
+    robust = fit(learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True)))
+    x, y = real_data()
+
+    def distinct_per_class(draws):
+        seen = torch.unique(torch.cat(draws))
+        return torch.bincount(y[seen], minlength=K)
+
+    # The clustering is fitted on 8 images per class, but batches come from all 40.
+    assert torch.equal(distinct_per_class(robust), distinct_per_class(base))
+    assert int(distinct_per_class(robust).min()) > 8
+    # Drawn exactly as the base method draws them: the same indices, batch by batch.
+    assert all(torch.equal(a, b) for a, b in zip(base, robust, strict=True))
+
+
+def test_batch_real_above_the_pool_size_is_honoured() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(pool_per_class=4), RobustPlan(matching=True))
+    draws = fit(learner)
+    assert {len(d) for d in draws} == {30}
+
+
+def test_every_image_gets_a_group_of_its_own_class_after_a_fit() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    fit(learner)
+    _, y = real_data()
+    groups = learner.pool.groups
+    assert learner.num_groups == 2 * K and len(groups) == len(y)
+    assert torch.equal(groups // 2, y)  # group id = class * k + cluster
+
+
+def test_nearest_synthetic_groups_every_image_around_its_class_images() -> None:
+    clusterer = NearestSyntheticClusterer(every=2, pool_per_class=8, features="pixels")
+    learner = learner_for(CVaR(0.5), clusterer, RobustPlan(matching=True))
+    fit(learner)
+    _, y = real_data()
+    assert learner.num_groups == 2 * K  # one group per synthetic image (ipc 2)
+    assert torch.equal(learner.pool.groups // 2, y)
+
+
+def test_group_dro_keeps_one_state_per_class_and_restarts_at_a_refit() -> None:
+    risk = MaxGroup(smooth=True, eta=1.0)
+    learner = learner_for(risk, kmeans(every=3), RobustPlan(matching=True))
+    learner.matcher.iterations = 3  # iterations 0-2: one fit, then steps
+    fit(learner)
+    slots = learner.risks.slots
+    assert set(slots) == {f"matching_{c}" for c in range(K)}
+    qs = [slots[f"matching_{c}"].q for c in range(K)]
+    assert all(q.numel() == 2 for q in qs)  # the class's own k groups, not all 2K
+    assert not torch.equal(qs[0], torch.full((2,), 0.5))  # it moved
+    learner.iteration = 3  # due again: a new clustering, unrelated group ids
+    learner.regroup(learner.new_net())
+    assert len(learner.risks.slots) == 0
+    fresh = learner.risk_for("matching", 0)
+    assert fresh is not qs[0] and fresh.q.numel() == 0  # starts uniform on its first call
+
+
+def test_group_dro_on_matching_and_networks_at_once_runs() -> None:
+    """Was: "first called with 3 groups, now with 30" (one q for both targets)."""
+    matcher = GradientMatching(
+        iterations=1, batch_real=10, batch_train=12, outer_loop=2, inner_loop=2
+    )
+    matcher.net_train_data = "real"
+    plan = RobustPlan(matching=True, networks=True)
+    learner = learner_for(MaxGroup(smooth=True), kmeans(), plan, matcher=matcher)
+    fit(learner)
+    slots = learner.risks.slots
+    assert "networks" in slots and "matching_0" in slots
+    assert slots["networks"].risk.q.numel() == 2 * K
+
+
+def test_running_group_risk_weighs_by_the_running_estimate() -> None:
+    sums_a, counts_a = torch.tensor([4.0, 1.0, 0.0]), torch.tensor([2.0, 1.0, 0.0])
+    sums_b, counts_b = torch.tensor([0.0, 6.0, 9.0]), torch.tensor([0.0, 2.0, 3.0])
+    running = RunningGroupRisk(CVaR(0.5), 3, momentum=0.25)
+    # The first batch alone: the plain risk of it.
+    assert float(running(sums_a, counts_a)) == pytest.approx(float(CVaR(0.5)(sums_a, counts_a)))
+    value = running(sums_b, counts_b)
+    ema_sums = 0.75 * sums_a.double() + 0.25 * sums_b.double()
+    ema_counts = 0.75 * counts_a.double() + 0.25 * counts_b.double()
+    w = cvar_weights(ema_sums / ema_counts.clamp_min(1e-12), ema_counts / ema_counts.sum(), 0.5)
+    w = w.float() * (counts_b > 0)
+    means_b = torch.tensor([0.0, 3.0, 3.0])
+    assert float(value) == pytest.approx(float((w / w.sum() * means_b).sum()))
+
+
+def test_risk_slots_checkpoint_round_trip() -> None:
+    slots = RiskSlots(MaxGroup(smooth=True))
+    slots.get("matching", 1)(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]))
+    slots.get("networks", None, 4)(torch.tensor([1.0, 2.0, 0.0, 5.0]), torch.ones(4))
+    again = RiskSlots(MaxGroup(smooth=True))
+    again.load_state(slots.state())
+    for key, module in slots.slots.items():
+        for name, value in module.state_dict().items():
+            torch.testing.assert_close(again.slots[key].state_dict()[name], value)
+
+
+# -- the defaults mean what they say --------------------------------------------------------------
+def test_cvar_at_the_defaults_differs_from_the_mean_and_from_max_group(tmp_path) -> None:
+    """Default k-means subgroups of every digits class, default alpha: the CVaR tail is wider
+    than the largest group (so it is not max_group) and alpha > 0 (so it is not the mean)."""
+    from rdd.config import build
+
+    cfg = compose_config("risk=cvar", "clustering.features=pixels", output_dir=tmp_path)
+    data = build(cfg.data, "data")
+    data.setup()
+    clusterer = build(cfg.clustering, "clustering")
+    risk = build_risk(cfg.risk)
+    pool = clusterer.pool(data.train_y, data.num_classes)
+    groups = clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes)
+    k = clusterer.k
+    gen = torch.Generator().manual_seed(0)
+    for c in range(data.num_classes):
+        counts = torch.bincount(groups[groups // k == c] - c * k, minlength=k).double()
+        masses = counts / counts.sum()
+        assert float(masses.max()) < 1 - risk.alpha  # the tail holds more than the worst group
+        means = torch.rand(k, generator=gen, dtype=torch.float64)
+        w = risk.group_weights(means * counts, counts)
+        assert float(w.max()) < 1.0  # not max_group
+        assert not torch.allclose(w, masses)  # not the mean
+
+
+# -- where the risk acts: one decision, checked up front --------------------------------------------
+def plan_of(*overrides: str, tmp_path, ipc: int = 10) -> RobustPlan:
+    from rdd.config import build
+
+    cfg = compose_config(*overrides, f"ipc={ipc}", output_dir=tmp_path)
+    matcher = build(cfg.matching, "matching")
+    return plan_for(cfg, matcher, ipc, torch.full((10,), 100))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ipc", "expected"),
+    [
+        (("matching=dm", "risk=cvar"), 10, RobustPlan(matching=True)),
+        (("matching=idm", "risk=cvar"), 10, RobustPlan(matching=True, networks=True)),
+        (("matching=dsa", "risk=cvar"), 10, RobustPlan(matching=True)),
+        (("matching=dsa", "risk=cvar", "matching.net_train_data=real"), 10, RobustPlan(True, True)),
+        # IPC 1: one outer step, the network never trains: the default leaves networks out.
+        (("matching=dsa", "risk=cvar", "matching.net_train_data=real"), 1, RobustPlan(True)),
+        (("matching=dm", "risk=none"), 10, RobustPlan()),
+    ],
+)
+def test_the_default_targets_agree_with_what_the_method_trains(
+    overrides, ipc, expected, tmp_path
+) -> None:
+    assert plan_of(*overrides, tmp_path=tmp_path, ipc=ipc) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ipc", "message"),
+    [
+        (("matching=dm", "risk=cvar", "risk.on=[networks]"), 10, "DM trains no network"),
+        (("matching=dsa", "risk=cvar", "risk.on=[networks,matching]"), 10, "net_train_data=real"),
+        (("matching=dm", "risk=cvar", "risk.on=[]"), 10, "non-empty subset"),
+        (("matching=dm", "risk=cvar", "clustering.k=1"), 10, "one subgroup per class"),
+        (("matching=dm", "risk=cvar", "clustering=nearest_synthetic"), 1, "one subgroup per class"),
+        (("matching=dm", "risk=cvar", "clustering=none"), 10, "needs subgroups"),
+        (("matching=dm", "risk=cvar", "clustering.k=200"), 10, "larger than the smallest"),
+    ],
+)
+def test_a_robust_setting_that_would_do_nothing_is_refused(
+    overrides, ipc, message, tmp_path
+) -> None:
+    with pytest.raises(UserError, match=message):
+        plan_of(*overrides, tmp_path=tmp_path, ipc=ipc)
