@@ -98,7 +98,25 @@ CASES = [
         "k-means k",
         "rdd.run",
         ["risk=cvar", "clustering.k=0"],
-        "clustering.k must be an integer >= 1",
+        "clustering.k=0 gives fewer than 2 subgroups per class",
+    ),
+    Case(
+        "k above a class's pool",
+        "rdd.run",
+        ["risk=cvar", "clustering.k=300"],
+        "clustering.k=300 is larger than the smallest class's pool",
+    ),
+    Case(
+        "risk on networks that never train on real data",
+        "rdd.run",
+        ["matching=dm", "risk=cvar", "risk.on=[networks]"],
+        "no network trains on real data",
+    ),
+    Case(
+        "one subgroup per class",
+        "rdd.run",
+        ["risk=cvar", "clustering=nearest_synthetic", "ipc=1"],
+        "fewer than 2 subgroups per class",
     ),
     Case("image lr", "rdd.run", ["matching.lr_img=-1"], "matching.lr_img must be positive"),
     Case(

@@ -16,6 +16,7 @@ happen. An explicit target that cannot act is a one-line error.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from rdd.config import build
 from rdd.errors import UserError
 from rdd.risk.base import GroupRisk, group_masses, group_means
 from rdd.strategy import DDP_NAMES
+
+log = logging.getLogger(__name__)
 
 TARGETS = ("networks", "matching")
 # A window of about 1 / RUNNING_MOMENTUM network steps feeds the network-side group estimates.
@@ -95,8 +98,9 @@ def check_groups_per_class(groups_per_class: int, what: str) -> None:
     """A risk over a single group per class is the mean: refuse it instead of doing nothing."""
     if groups_per_class < 2:
         raise UserError(
-            f"{what} gives one subgroup per class, where a group risk equals the mean: "
-            "raise clustering.k (faiss_kmeans) or ipc (nearest_synthetic), or use risk=none"
+            f"{what} gives fewer than 2 subgroups per class, where a group risk equals the "
+            "mean: set clustering.k >= 2 (faiss_kmeans) or ipc >= 2 (nearest_synthetic), or "
+            "use risk=none"
         )
 
 
@@ -132,7 +136,10 @@ class RunningGroupRisk(nn.Module):
         """Args: group_sums (G,) differentiable, group_counts (G,). Returns: scalar risk."""
         means = group_means(group_sums, group_counts)
         with torch.no_grad():
-            keep = 1.0 - self.momentum if bool((self.counts > 0).any()) else 0.0
+            first = not bool((self.counts > 0).any())
+            if first:
+                self.warn_if_few_samples(float(group_counts.sum()))
+            keep = 0.0 if first else 1.0 - self.momentum
             self.sums.mul_(keep).add_(group_sums.detach().to(self.sums), alpha=1.0 - keep)
             self.counts.mul_(keep).add_(group_counts.detach().to(self.counts), alpha=1.0 - keep)
             running = group_means(self.sums, self.counts)
@@ -140,6 +147,22 @@ class RunningGroupRisk(nn.Module):
             w = w.to(means) * (group_counts > 0)
             w = w / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
         return (w * means).sum()
+
+    def warn_if_few_samples(self, batch: float) -> None:
+        """Say so when the window holds fewer than MIN_GROUP_SAMPLES samples per group."""
+        groups = len(self.counts)
+        per_group = batch / (self.momentum * groups)
+        if per_group < MIN_GROUP_SAMPLES:
+            log.warning(
+                "the risk on networks sees ~%.0f samples per subgroup over its running window "
+                "(%d real images per step, %d subgroups; at least %d are needed for stable "
+                "group weights): raise the network batch (matching.batch_train) or lower "
+                "clustering.k",
+                per_group,
+                int(batch),
+                groups,
+                MIN_GROUP_SAMPLES,
+            )
 
 
 class RiskSlots(nn.Module):
