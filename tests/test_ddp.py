@@ -106,6 +106,8 @@ def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
     embeddings (IDM, whose queue networks also train on sharded real batches) and the
     clustering done on rank 0 and broadcast. Float sums taken in another order differ in the
     last bits, hence a tolerance; dropping any reduction changes images by orders more.
+    Measured for DC: 2.6e-5 at the default cvar alpha 0.5 (both subgroups weighted; the same
+    figure before real batches were drawn fresh), 1.2e-6 at alpha 0.8 (one group weighted).
     """
     from rdd.synset import SyntheticSet
 
@@ -117,7 +119,7 @@ def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
     ddp_set = SyntheticSet.load(ddp_dir / "synset.pt")
     single_set = SyntheticSet.load(single_dir / "synset.pt")
     assert torch.equal(ddp_set.labels, single_set.labels)
-    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-5)
+    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-4)
 
 
 def test_lightning_ddp_keeps_the_distillation_log_and_adds_the_evaluation(tmp_path) -> None:

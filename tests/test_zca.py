@@ -64,12 +64,15 @@ def test_tiny_eps_gives_identity_covariance() -> None:
 def test_unwhiten_inverts_whiten_on_any_shape_and_dtype() -> None:
     x = images(50)
     zca = ZCA.fit(x[:30], eps=0.1)  # also for data it was not fitted on
-    assert torch.allclose(zca.unwhiten(zca.whiten(x)), x, atol=1e-4)
+    # A float32 round trip through a transform of condition number ~200 (eigenvalues up to
+    # ~4e3 against eps 0.1) loses ~1e-5 of the data's scale (measured: 2.2e-4 on values up to
+    # 69; an absolute 1e-4 failed on this machine's BLAS).
+    assert torch.allclose(zca.unwhiten(zca.whiten(x)), x, atol=1e-5 * float(x.abs().max()))
     one = zca.whiten(x[0].double())  # (C, H, W), float64 in and out
     assert one.dtype == torch.float64 and one.shape == (3, 4, 4)
     assert torch.allclose(one.float(), zca.whiten(x)[0], atol=1e-5)
     big = images(9000)  # more than one chunk of rows
-    assert torch.allclose(zca.unwhiten(zca.whiten(big)), big, atol=1e-3)
+    assert torch.allclose(zca.unwhiten(zca.whiten(big)), big, atol=1e-5 * float(big.abs().max()))
     with pytest.raises(ValueError, match="48 values"):
         zca.whiten(torch.zeros(2, 3, 5, 5))
 

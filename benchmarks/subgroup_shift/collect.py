@@ -48,7 +48,9 @@ def mean_std(values: list[float]) -> str:
 
 def table(found: list[dict]) -> str:
     lines = [
-        "| subgroup | method | risk | seeds | " + " | ".join(HEADERS) + " | Δ clean | Δ worst group |",
+        "| subgroup | method | risk | seeds | "
+        + " | ".join(HEADERS)
+        + " | Δ clean | Δ worst group |",
         "| --- " * (len(HEADERS) + 6) + "|",
     ]
     for subgroup, method in sorted({(r["subgroup"], r["method"]) for r in found}):
