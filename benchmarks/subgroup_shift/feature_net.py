@@ -54,20 +54,37 @@ def main() -> None:
 
 
 def report_purity(path: Path, data) -> None:
+    """For each feature space: how the inverted images fall into every class's k-means
+    clusters, fitted and assigned as a run does (pool of 256 per class, seed 0)."""
+    from rdd.nets import build_net
+
+    torch.manual_seed(1)  # the untrained net: seeded
+    saved = torch.load(path, weights_only=True)
+    untrained = build_net(saved["config"], data.channel, data.num_classes, data.im_size).eval()
+    spaces = {
+        "pixels": ("pixels", None, None),
+        "embedding of an untrained net": ("embedding", None, untrained),
+        "embedding of the trained net": ("fixed_net", str(path), None),
+    }
     for k in (5, 10):
-        clusterer = Clusterer(k=k, features="fixed_net", feature_net=str(path), seed=0)
-        pool = clusterer.pool(data.train_y, data.num_classes)
-        clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes)
-        groups = clusterer.assign(data.train_x, data.train_y, None, data.num_classes)
-        shares = []
-        for c in range(data.num_classes):
-            mine = data.train_y == c
-            local = groups[mine] - c * k
-            sizes = torch.bincount(local, minlength=k)
-            altered = torch.bincount(local[data.train_subgroup[mine]], minlength=k)
-            best = int(altered.argmax())
-            shares.append(f"{float(altered[best] / sizes[best]):.2f}")
-        print(f"k={k}: share of inverted images in each class's most inverted cluster:", shares)
+        for name, (features, feature_net, net) in spaces.items():
+            clusterer = Clusterer(k=k, features=features, feature_net=feature_net, seed=0)
+            pool = clusterer.pool(data.train_y, data.num_classes)
+            clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes, net)
+            groups = clusterer.assign(data.train_x, data.train_y, net, data.num_classes)
+            shares, caught = [], []
+            for c in range(data.num_classes):
+                mine = data.train_y == c
+                local = groups[mine] - c * k
+                sizes = torch.bincount(local, minlength=k)
+                altered = torch.bincount(local[data.train_subgroup[mine]], minlength=k)
+                best = int(altered.argmax())
+                shares.append(f"{float(altered[best] / sizes[best]):.2f}")
+                caught.append(f"{float(altered[best] / altered.sum()):.2f}")
+            print(
+                f"k={k}, {name}: per class, the cluster holding most inverted images is "
+                f"{' '.join(shares)} inverted and holds {' '.join(caught)} of them"
+            )
 
 
 if __name__ == "__main__":
