@@ -48,9 +48,11 @@ class RealPool:
         self.labels = labels.cpu()
         self.num_classes = num_classes
         self.index = ClassIndex(self.labels, num_classes)
-        self.groups = self.labels.clone()
-        self.num_groups = self.groups_per_class = 0
-        self.set_groups(self.groups, 1)
+        self.set_groups(self.labels.clone(), 1)
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_classes * self.groups_per_class
 
     def draw(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """Up to n distinct random indices of class c: (n,)."""
@@ -68,7 +70,6 @@ class RealPool:
     def set_groups(self, groups: torch.Tensor, groups_per_class: int) -> None:
         self.groups = groups.cpu()
         self.groups_per_class = int(groups_per_class)
-        self.num_groups = self.num_classes * self.groups_per_class
 
     def refit(
         self,
