@@ -118,6 +118,12 @@ CASES = [
         ["risk=cvar", "clustering=nearest_synthetic", "ipc=1"],
         "fewer than 2 subgroups per class",
     ),
+    Case(
+        "known subgroups without a subgroup",
+        "rdd.run",
+        ["risk=cvar", "clustering=known"],
+        "clustering=known groups the images by their known subgroup, but there is none",
+    ),
     Case("image lr", "rdd.run", ["matching.lr_img=-1"], "matching.lr_img must be positive"),
     Case(
         "mtt step size",

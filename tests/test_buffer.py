@@ -109,6 +109,22 @@ def test_robust_experts_train_on_the_group_risk(tmp_path) -> None:
         )
 
 
+def test_robust_experts_on_the_known_subgroup_weigh_its_groups(tmp_path) -> None:
+    one = ["experts.num_experts=1", "data.subgroup={transform:invert,fraction:0.2}"]
+    config = buffer_config(tmp_path, "risk=max_group", "clustering=known", *one)
+    data = instantiate(config.data)
+    data.setup()
+    trainer = ExpertTrainer(config, data, torch.device("cpu"))
+    trainer.regroup(trainer.make_net(), 0)
+    # The expert's groups are the mask: common (2c) and altered (2c + 1) images of class c.
+    assert torch.equal(trainer.groups, 2 * data.train_y + data.train_subgroup.long())
+    robust = trajectories(make_buffer(config))[0]
+    plain = trajectories(make_buffer(buffer_config(tmp_path, *one)))[0]
+    assert torch.equal(robust[0], plain[0]) and not torch.allclose(robust[-1], plain[-1])
+    with pytest.raises(UserError, match="data.subgroup"):
+        make_buffer(buffer_config(tmp_path, "risk=cvar", "clustering=known", one[0]))
+
+
 def test_a_corrupt_expert_file_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / "expert_00000.pt"
     path.write_bytes(b"not a torch file")

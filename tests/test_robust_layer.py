@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from rdd.clustering import Clusterer, NearestSyntheticClusterer
+from rdd.clustering import Clusterer, KnownSubgroups, NearestSyntheticClusterer
 from rdd.errors import UserError
 from rdd.learner import SyntheticSetLearner
 from rdd.matching.distribution import DistributionMatching
@@ -105,6 +105,27 @@ def test_nearest_synthetic_groups_every_image_around_its_class_images() -> None:
     _, y = real_data()
     assert learner.num_groups == 2 * K  # one group per synthetic image (ipc 2)
     assert torch.equal(learner.pool.groups // 2, y)
+
+
+def test_known_subgroups_make_the_mask_the_groups_once() -> None:
+    x, y = real_data()
+    altered = torch.zeros(len(y), dtype=torch.bool)
+    altered[::7] = True  # the far-off images of real_data()
+    learner = learner_for(CVaR(0.5), KnownSubgroups(altered), RobustPlan(matching=True))
+    fit(learner)
+    assert learner.num_groups == 2 * K
+    # Group 2c: class c's common images, 2c + 1: its altered ones; nothing else.
+    assert torch.equal(learner.pool.groups, 2 * y + altered.long())
+    # Fixed groups: built at iteration 0 only, so a refit never resets group DRO's state.
+    assert [KnownSubgroups(altered).due(i) for i in range(3)] == [True, False, False]
+
+
+def test_known_subgroups_need_the_mask_and_assign_only_its_images() -> None:
+    with pytest.raises(UserError, match="data.subgroup"):
+        KnownSubgroups(None)
+    x, y = real_data()
+    with pytest.raises(ValueError, match="training images its mask describes"):
+        KnownSubgroups(torch.zeros(len(y) + 1, dtype=torch.bool)).assign(x, y)
 
 
 def test_group_dro_keeps_one_state_per_class_and_restarts_at_a_refit() -> None:

@@ -27,7 +27,8 @@ from rdd.errors import UserError
 from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
 from rdd.matching.robust import real_data_loss
-from rdd.robust import RiskSlots, build_risk
+from rdd.realpool import RealPool
+from rdd.robust import RiskSlots, build_clusterer, build_risk
 from rdd.run import net_factory, net_name
 from rdd.schemas import register_schemas
 
@@ -82,14 +83,15 @@ class ExpertTrainer:
         self.augment = DSA(strategy, mode="single") if self.settings.dsa else None
         self.risks = self.clusterer = None
         if experts_train_on_risk(cfg):
-            if not cfg.clustering.get("_target_") or cfg.clustering.name != "faiss_kmeans":
+            if not cfg.clustering.get("_target_") or cfg.clustering.name == "nearest_synthetic":
                 raise UserError(
-                    "robust experts need k-means subgroups of the real data: add clustering=faiss_kmeans"
+                    "robust experts need subgroups of the real data without a synthetic set: "
+                    "add clustering=faiss_kmeans (or clustering=known with data.subgroup)"
                 )
             self.risks = RiskSlots(build_risk(cfg.risk))
-            self.clusterer = build(cfg.clustering, "clustering")
-        self.groups = torch.zeros_like(self.train_y)
-        self.num_groups = self.num_classes
+            self.clusterer = build_clusterer(cfg.clustering, data)
+        self.pool = RealPool(self.train_y, self.num_classes)
+        self.groups = self.pool.groups.to(device)
 
     def train(self, index: int, store: ExpertStore, bar: tqdm) -> None:
         """Train expert ``index`` (resuming its checkpoint if there is one) and save it."""
@@ -145,25 +147,19 @@ class ExpertTrainer:
             x, y = self.train_x[batch], self.train_y[batch]
             if self.augment is not None:
                 x = self.augment(x, generator)
-            risk = None if self.risks is None else self.risks.get("networks", None, self.num_groups)
-            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], self.num_groups, risk)
+            groups = self.pool.num_groups
+            risk = None if self.risks is None else self.risks.get("networks", None, groups)
+            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], groups, risk)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
     def regroup(self, net: nn.Module, epoch: int) -> None:
-        """k-means subgroups of every class in the expert's current feature space."""
+        """Refit the subgroups in the expert's current feature space (as a learner does)."""
         net.eval()
-        pool = self.clusterer.pool(self.train_y, self.num_classes, epoch)
         with torch.no_grad():
-            self.clusterer.fit(
-                self.train_x[pool.to(self.device)],
-                self.train_y[pool.to(self.device)],
-                self.num_classes,
-                net,
-            )
-            self.groups = self.clusterer.assign(self.train_x, self.train_y, net).to(self.device)
-        self.num_groups = self.clusterer.num_groups(self.num_classes)
+            self.pool.refit(self.clusterer, self.train_x, net, epoch)
+        self.groups = self.pool.groups.to(self.device)
         self.risks.reset()  # the new clusters are unrelated to the old ids
 
     def groups_state(self) -> dict:
@@ -171,15 +167,12 @@ class ExpertTrainer:
         expert continues exactly (they change only at a re-clustering)."""
         if self.risks is None:
             return {}
-        return {
-            "groups": self.groups.cpu(),
-            "num_groups": self.num_groups,
-            "risks": self.risks.state(),
-        }
+        return {"pool": self.pool.state(), "risks": self.risks.state()}
 
     def load_groups(self, state: dict) -> None:
-        if self.risks is not None and "groups" in state:
-            self.groups, self.num_groups = state["groups"].to(self.device), int(state["num_groups"])
+        if self.risks is not None and "pool" in state:
+            self.pool.load_state(state["pool"])
+            self.groups = self.pool.groups.to(self.device)
             self.risks.load_state(state["risks"])
 
 

@@ -19,11 +19,11 @@ from rdd.errors import UserError
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def build(node: Any, group: str) -> Any:
-    """``hydra.utils.instantiate(node)``, with a constructor's ValueError (an invalid option
-    value) turned into a one-line UserError that names the config group."""
+def build(node: Any, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``, with a constructor's ValueError (an invalid
+    option value) turned into a one-line UserError that names the config group."""
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, UserError):

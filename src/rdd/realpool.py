@@ -77,7 +77,7 @@ class RealPool:
         images: torch.Tensor,
         net: nn.Module,
         iteration: int,
-        synthetic: tuple[torch.Tensor, torch.Tensor],
+        synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """Fit the clustering on its pool, then assign every image; returns size statistics.
 
@@ -86,17 +86,19 @@ class RealPool:
             images: (N, C, H, W) all real training images (on the learner's device).
             net: the network whose features the clustering uses (``features=embedding``).
             iteration: the outer iteration (seeds the pool draw).
-            synthetic: the synthetic images and labels (``nearest_synthetic`` centres).
+            synthetic: the synthetic images and labels (``nearest_synthetic`` centres);
+                None where there is no synthetic set (experts).
         """
         # The pool depends on the clusterer's seed and the iteration only (same on every rank).
         pool = clusterer.pool(self.labels, self.num_classes, iteration)
         labels = self.labels.to(images.device)
         pool_dev = pool.to(images.device)
-        clusterer.fit(images[pool_dev], labels[pool_dev], self.num_classes, net, *synthetic)
+        syn_args = () if synthetic is None else synthetic
+        clusterer.fit(images[pool_dev], labels[pool_dev], self.num_classes, net, *syn_args)
         groups = clusterer.assign(images, labels, net, self.num_classes).cpu()
         # Rank 0's table for everyone: the ranks' features may differ in the last bits.
         (groups,) = _broadcast_from_rank0(groups)
-        ipc = len(synthetic[1]) // self.num_classes
+        ipc = None if synthetic is None else len(synthetic[1]) // self.num_classes
         self.set_groups(groups, clusterer.num_groups(self.num_classes, ipc) // self.num_classes)
         sizes = torch.bincount(self.groups, minlength=self.num_groups).float()
         return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}

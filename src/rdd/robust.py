@@ -233,6 +233,12 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
         )
     if clustering.name == "nearest_synthetic":
         check_groups_per_class(ipc, f"clustering=nearest_synthetic at ipc={ipc}")
+    elif clustering.name == "known":
+        if cfg.data.get("subgroup") is None:
+            raise UserError(
+                "clustering=known groups the images by their known subgroup, but there is "
+                "none: add data.subgroup=<transform> (grayscale, invert or blur)"
+            )
     else:
         check_groups_per_class(int(clustering.k), f"clustering.k={clustering.k}")
         check_k_fits_pool(int(clustering.k), clustering.get("pool_per_class"), class_sizes)
@@ -243,6 +249,13 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
             "risk.on=[matching] under trainer=ddp, or run on one device"
         )
     return plan
+
+
+def build_clusterer(clustering_cfg: Any, data: Any) -> nn.Module:
+    """The clusterer of a `clustering` node; ``known`` gets the data's subgroup mask."""
+    if clustering_cfg.name == "known":
+        return build(clustering_cfg, "clustering", membership=data.train_subgroup)
+    return build(clustering_cfg, "clustering")
 
 
 def check_k_fits_pool(k: int, pool_per_class: int | None, class_sizes: torch.Tensor) -> None:

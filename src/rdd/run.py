@@ -31,7 +31,7 @@ from rdd.io import tensor_digest, write_json, write_text
 from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
-from rdd.robust import build_risk, plan_for
+from rdd.robust import build_clusterer, build_risk, plan_for
 from rdd.schemas import register_schemas
 from rdd.shifted import check_shift_settings, shifted_test_sets
 from rdd.strategy import DDP_NAMES, distill_strategy
@@ -198,7 +198,7 @@ def distill(
         ipc,
         cfg.seed,
         risk=build_risk(cfg.risk),
-        clusterer=build(cfg.clustering, "clustering") if plan.active else None,
+        clusterer=build_clusterer(cfg.clustering, data) if plan.active else None,
         plan=plan,
     )
     learner.on_nonfinite = keep

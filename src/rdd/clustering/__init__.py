@@ -8,11 +8,13 @@ from rdd.clustering.clusterer import (
     load_feature_net,
 )
 from rdd.clustering.kmeans import class_seed, faiss_kmeans, per_class_kmeans
+from rdd.clustering.known import KnownSubgroups
 from rdd.clustering.nearest import nearest_synthetic
 
 __all__ = [
     "FEATURE_SPACES",
     "Clusterer",
+    "KnownSubgroups",
     "NearestSyntheticClusterer",
     "class_seed",
     "embed_in_batches",

@@ -38,9 +38,19 @@ class NearestSyntheticSchema(ClusteringSchema):
     pass
 
 
+@dataclass
+class KnownSubgroupsSchema:
+    """clustering=known: the data.subgroup mask as the groups (nothing to fit or tune)."""
+
+    _target_: str = "rdd.clustering.KnownSubgroups"
+    name: str = "known"
+    seed: int = 0
+
+
 # conf/clustering/<option>.yaml names one of these in its defaults list.
 CLUSTERING_SCHEMAS: dict[str, type] = {
     "none_schema": ClusteringNoneSchema,
     "faiss_kmeans_schema": FaissKMeansSchema,
     "nearest_synthetic_schema": NearestSyntheticSchema,
+    "known_schema": KnownSubgroupsSchema,
 }
