@@ -109,8 +109,26 @@ CASES = [
     Case(
         "risk on networks that never train on real data",
         "rdd.run",
-        ["matching=dm", "risk=cvar", "risk.on=[networks]"],
+        ["matching=dm", "risk=cvar", "robust.targets=[networks]"],
         "no network trains on real data",
+    ),
+    Case(
+        "networks setting outside the robust node",
+        "rdd.run",
+        ["matching=dsa", "matching.net_train_data=real"],
+        "use robust.net_train_data=real instead of matching.net_train_data",
+    ),
+    Case(
+        "real-data networks for a method without them",
+        "rdd.run",
+        ["matching=dm", "robust.net_train_data=real"],
+        "robust.net_train_data=real applies to DC/DSA",
+    ),
+    Case(
+        "unknown networks setting",
+        "rdd.run",
+        ["robust.net_train_data=both"],
+        "unknown robust.net_train_data 'both'",
     ),
     Case(
         "one subgroup per class",

@@ -76,7 +76,7 @@ def key_of(cfg):
 def test_the_buffer_key_follows_what_changes_trajectories(tmp_path) -> None:
     base = key_of(buffer_config(tmp_path))
     assert key_of(buffer_config(tmp_path, "experts.num_experts=7")) == base  # how many: same buffer
-    robust_matching_only = key_of(buffer_config(tmp_path, "risk=cvar", "risk.on=[matching]"))
+    robust_matching_only = key_of(buffer_config(tmp_path, "risk=cvar", "robust.targets=[matching]"))
     assert robust_matching_only == base  # plain experts serve a risk on matching
     for change in (
         ["data.zca=true"],

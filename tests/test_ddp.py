@@ -142,7 +142,7 @@ def test_two_level_on_networks_is_refused_under_ddp(tmp_path) -> None:
     from rdd.run import run
 
     cfg = compose_config(
-        *DDP, *SMALL, "risk=two_level", "matching.net_train_data=real", output_dir=tmp_path
+        *DDP, *SMALL, "risk=two_level", "robust.net_train_data=real", output_dir=tmp_path
     )
     with pytest.raises(UserError, match="two_level on networks"):
         run(cfg)
@@ -299,7 +299,12 @@ def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
     from rdd.synset import SyntheticSet
 
     mtt = ["matching=mtt", "matching.syn_steps=3", "matching.max_start_epoch=1", "risk=cvar"]
-    mtt += ["risk.on=[matching]", "clustering.k=2", "experts.num_experts=1", "experts.epochs=2"]
+    mtt += [
+        "robust.targets=[matching]",
+        "clustering.k=2",
+        "experts.num_experts=1",
+        "experts.epochs=2",
+    ]
     mtt += [f"experts.root={tmp_path / 'buffers'}", *SMALL]
     made = run_module("rdd.buffer", *mtt, cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]

@@ -48,7 +48,7 @@ def test_the_same_seed_gives_the_identical_set(method, risk, mtt_buffer, tmp_pat
     if method == "mtt":
         overrides += [f"experts.root={mtt_buffer}"]
         if risk != "none":  # robust experts are another buffer; the risk acts on matching here
-            overrides += ["risk.on=[matching]"]
+            overrides += ["robust.targets=[matching]"]
     first = synthetic_set(overrides, tmp_path)
     again = synthetic_set(overrides, tmp_path)
     assert torch.equal(first, again)

@@ -355,6 +355,6 @@ def test_every_risk_config_composes_and_instantiates(option, cls, params, tmp_pa
     cfg = compose_config(f"risk={option}", output_dir=tmp_path)
     risk = build_risk(cfg.risk)
     assert type(risk) is cls and risk.name == option
-    assert cfg.risk.on is None  # where it acts: decided by rdd.robust
+    assert "on" not in cfg.risk and cfg.robust.targets is None  # where it acts: the robust node
     assert {k: getattr(risk, k) for k in params} == params
     assert f"{option}_schema" in RISK_SCHEMAS or option == "none"

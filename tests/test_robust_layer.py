@@ -225,9 +225,9 @@ def plan_of(*overrides: str, tmp_path, ipc: int = 10) -> RobustPlan:
         (("matching=dm", "risk=cvar"), 10, RobustPlan(matching=True)),
         (("matching=idm", "risk=cvar"), 10, RobustPlan(matching=True, networks=True)),
         (("matching=dsa", "risk=cvar"), 10, RobustPlan(matching=True)),
-        (("matching=dsa", "risk=cvar", "matching.net_train_data=real"), 10, RobustPlan(True, True)),
+        (("matching=dsa", "risk=cvar", "robust.net_train_data=real"), 10, RobustPlan(True, True)),
         # IPC 1: one outer step, the network never trains: the default leaves networks out.
-        (("matching=dsa", "risk=cvar", "matching.net_train_data=real"), 1, RobustPlan(True)),
+        (("matching=dsa", "risk=cvar", "robust.net_train_data=real"), 1, RobustPlan(True)),
         (("matching=dm", "risk=none"), 10, RobustPlan()),
     ],
 )
@@ -240,9 +240,13 @@ def test_the_default_targets_agree_with_what_the_method_trains(
 @pytest.mark.parametrize(
     ("overrides", "ipc", "message"),
     [
-        (("matching=dm", "risk=cvar", "risk.on=[networks]"), 10, "DM trains no network"),
-        (("matching=dsa", "risk=cvar", "risk.on=[networks,matching]"), 10, "net_train_data=real"),
-        (("matching=dm", "risk=cvar", "risk.on=[]"), 10, "non-empty subset"),
+        (("matching=dm", "risk=cvar", "robust.targets=[networks]"), 10, "DM trains no network"),
+        (
+            ("matching=dsa", "risk=cvar", "robust.targets=[networks,matching]"),
+            10,
+            "net_train_data=real",
+        ),
+        (("matching=dm", "risk=cvar", "robust.targets=[]"), 10, "non-empty subset"),
         (("matching=dm", "risk=cvar", "clustering.k=1"), 10, "fewer than 2 subgroups"),
         (("matching=dm", "risk=cvar", "clustering=nearest_synthetic"), 1, "fewer than 2 subgroups"),
         (("matching=dm", "risk=cvar", "clustering=none"), 10, "needs subgroups"),

@@ -114,7 +114,7 @@ def test_robust_dsa_runs_end_to_end_on_digits(risk: str, tmp_path) -> None:
         f"risk={risk}",
         "clustering=faiss_kmeans",
         "clustering.k=2",
-        "matching.net_train_data=real",
+        "robust.net_train_data=real",
         output_dir=tmp_path,
     )
     metrics = run(cfg)
@@ -174,8 +174,8 @@ def test_wandb_offline_gets_the_group_loss_histogram(tmp_path, monkeypatch) -> N
 
 def test_a_risk_on_networks_trained_on_the_synthetic_set_is_refused(tmp_path) -> None:
     cfg = compose_config(
-        *TINY, "matching=dc", "risk=cvar", "risk.on=[networks,matching]", output_dir=tmp_path
+        *TINY, "matching=dc", "risk=cvar", "robust.targets=[networks,matching]", output_dir=tmp_path
     )
-    with pytest.raises(UserError, match="matching.net_train_data=real"):
+    with pytest.raises(UserError, match="robust.net_train_data=real"):
         run(cfg)
     assert not (tmp_path / "synset.pt").exists()

@@ -28,7 +28,7 @@ from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
 from rdd.matching.robust import real_data_loss
 from rdd.realpool import RealPool
-from rdd.robust import RiskSlots, build_clusterer, build_risk
+from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
 from rdd.run import net_factory, net_name
 from rdd.schemas import register_schemas
 
@@ -37,6 +37,7 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     """Train every missing expert of the buffer for ``cfg``; returns its store."""
     quiet_lightning()
     check_settings(cfg.experts)
+    check_robust_node(cfg)
     data = build(cfg.data, "data")
     data.setup()
     store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))

@@ -67,10 +67,10 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
 
 def experts_train_on_risk(cfg: Any) -> bool:
     """Robust experts: a real risk (not the mean) that acts on networks (experts train on
-    real data, so ``risk.on: null`` includes them)."""
+    real data, so ``robust.targets: null`` includes them)."""
     from rdd.robust import resolve_targets  # rdd.robust imports the config layer
 
-    return resolve_targets(cfg.risk, trains_on_real=True).networks
+    return resolve_targets(cfg.risk, cfg.robust.targets, trains_on_real=True).networks
 
 
 def key_digest(key: dict[str, Any]) -> str:

@@ -1,14 +1,15 @@
 """Where the robust layer acts, decided once for a run, and the risks' per-target state.
 
 A risk measure (``rdd.risk``) is a pure function of group sums and counts. This module says
-where it is applied (``risk.on``):
+where it is applied (``robust.targets``, conf/robust/default.yaml, beside ``robust.net_train_data``:
+what DC/DSA's networks train on):
 
 * ``matching``: each class's matching loss is the risk over that class's subgroups;
 * ``networks``: a network that trains on real data (DC/DSA with
-  ``matching.net_train_data=real`` and an inner loop, IDM's queue, MTT's experts) minimises the
+  ``robust.net_train_data=real`` and an inner loop, IDM's queue, MTT's experts) minimises the
   group risk of its cross-entropy instead of the mean.
 
-``risk.on: null`` (the default) means matching, plus networks wherever the method trains a
+``robust.targets: null`` (the default) means matching, plus networks wherever the method trains a
 network on real data at this setting, so the default never asks for something that cannot
 happen. An explicit target that cannot act is a one-line error.
 """
@@ -26,6 +27,7 @@ from torch import nn
 
 from rdd.config import build
 from rdd.errors import UserError
+from rdd.matching.gradient import NET_TRAIN_DATA
 from rdd.risk.base import GroupRisk, group_masses, group_means
 from rdd.strategy import DDP_NAMES
 
@@ -55,11 +57,14 @@ class RobustPlan:
         return self.matching or self.networks
 
 
-def resolve_targets(risk_cfg: Any, trains_on_real: bool, why_not: str = "") -> RobustPlan:
+def resolve_targets(
+    risk_cfg: Any, targets: Any, trains_on_real: bool, why_not: str = ""
+) -> RobustPlan:
     """The plan of a run whose method does (or does not) train networks on real data.
 
     Args:
-        risk_cfg: the `risk` config node (``name``, ``on``).
+        risk_cfg: the `risk` config node (``name``).
+        targets: ``robust.targets``, or None for the default.
         trains_on_real: whether some network trains on real data at this setting.
         why_not: how to make networks train on real data, for the error message.
 
@@ -69,29 +74,52 @@ def resolve_targets(risk_cfg: Any, trains_on_real: bool, why_not: str = "") -> R
     """
     if not is_robust(risk_cfg):
         return RobustPlan()
-    on = risk_cfg.get("on")
-    if on is None:
+    if targets is None:
         return RobustPlan(matching=True, networks=trains_on_real)
-    on = list(on)
+    on = list(targets)
     unknown = [t for t in on if t not in TARGETS]
     if unknown or not on:
         raise UserError(
-            f"risk.on={on} must be a non-empty subset of {list(TARGETS)} (or null for the "
-            "default): e.g. risk.on=[matching]"
+            f"robust.targets={on} must be a non-empty subset of {list(TARGETS)} (or null for the "
+            "default): e.g. robust.targets=[matching]"
         )
     if "networks" in on and not trains_on_real:
         raise UserError(
-            "risk.on includes networks, but no network trains on real data in this run, so "
+            "robust.targets includes networks, but no network trains on real data in this run, so "
             f"the risk would do nothing there{': ' + why_not if why_not else ''}; or set "
-            "risk.on=[matching]"
+            "robust.targets=[matching]"
         )
     return RobustPlan(matching="matching" in on, networks="networks" in on)
 
 
 def build_risk(risk_cfg: Any) -> nn.Module:
-    """The risk measure of a `risk` node; ``on`` is not the measure's business."""
-    node = {k: v for k, v in OmegaConf.to_container(risk_cfg, resolve=True).items() if k != "on"}
-    return build(OmegaConf.create(node), "risk")
+    """The risk measure of a `risk` node."""
+    return build(risk_cfg, "risk")
+
+
+def check_robust_node(cfg: Any) -> None:
+    """What the `robust` node can be checked for before any data is loaded (plan_for does
+    the rest): what networks train on is set there once, and only where a network trains
+    between matching steps (DC/DSA; the other methods fix it themselves)."""
+    setting = cfg.robust.net_train_data
+    if setting not in NET_TRAIN_DATA:
+        raise UserError(
+            f"unknown robust.net_train_data '{setting}': choose one of {', '.join(NET_TRAIN_DATA)}"
+        )
+    matching = cfg.matching
+    if "net_train_data" not in matching:
+        if setting == "real":
+            raise UserError(
+                f"robust.net_train_data=real applies to DC/DSA (networks trained between "
+                f"matching steps); matching={matching.name} fixes what its networks train on: "
+                "drop robust.net_train_data"
+            )
+        return
+    if not OmegaConf.is_interpolation(matching, "net_train_data"):
+        raise UserError(
+            f"what networks train on is set in one place: use "
+            f"robust.net_train_data={matching.net_train_data} instead of matching.net_train_data"
+        )
 
 
 def check_groups_per_class(groups_per_class: int, what: str) -> None:
@@ -222,7 +250,9 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
         UserError: a target that cannot act, no subgroups, one subgroup per class, k larger
             than a class's pool, or two_level on networks under DDP.
     """
-    plan = resolve_targets(cfg.risk, matcher.trains_on_real(ipc), matcher.real_training_hint)
+    plan = resolve_targets(
+        cfg.risk, cfg.robust.targets, matcher.trains_on_real(ipc), matcher.real_training_hint
+    )
     if not plan.active:
         return plan
     clustering = cfg.clustering
@@ -246,7 +276,7 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
     if distributed and cfg.risk.name == "two_level" and plan.networks:
         raise UserError(
             "risk=two_level on networks needs every sample's loss in one process: use "
-            "risk.on=[matching] under trainer=ddp, or run on one device"
+            "robust.targets=[matching] under trainer=ddp, or run on one device"
         )
     return plan
 

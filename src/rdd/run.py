@@ -31,7 +31,7 @@ from rdd.io import tensor_digest, write_json, write_text
 from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
 from rdd.nets import build_net, load_net_config
 from rdd.partition import partition_test_set
-from rdd.robust import build_clusterer, build_risk, plan_for
+from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
 from rdd.schemas import register_schemas
 from rdd.shifted import check_shift_settings, shifted_test_sets
 from rdd.strategy import DDP_NAMES, distill_strategy
@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Distil (or select a coreset), save the set, evaluate it; returns the metrics."""
     quiet_lightning()
     ipc = check_ipc(cfg.ipc)
+    check_robust_node(cfg)
     out_dir = prepare_output_dir(cfg.paths.output_dir)
     L.seed_everything(check_seed(cfg.seed), workers=True, verbose=False)
     data = build(cfg.data, "data")

@@ -17,6 +17,14 @@ from rdd.risk.schema import RISK_SCHEMAS
 
 
 @dataclass
+class RobustSchema:
+    """conf/robust: where the risk acts and what DC/DSA's networks train on (rdd.robust)."""
+
+    targets: list[str] | None = None
+    net_train_data: str = "synthetic"
+
+
+@dataclass
 class MatchingSchema:
     _target_: str = "???"
     name: str = "???"
@@ -136,6 +144,7 @@ def register_schemas() -> None:
         ("matching", "distribution_schema", DistributionSchema),
         ("matching", "trajectory_schema", TrajectorySchema),
         ("eval", "eval_schema", EvalSchema),
+        ("robust", "robust_schema", RobustSchema),
     ]
     entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
     entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]

@@ -127,7 +127,7 @@ class GradientMatching:
                 )
         if net_train_data not in NET_TRAIN_DATA:
             raise ValueError(
-                f"unknown matching.net_train_data '{net_train_data}': choose one of {', '.join(NET_TRAIN_DATA)}"
+                f"unknown robust.net_train_data '{net_train_data}': choose one of {', '.join(NET_TRAIN_DATA)}"
             )
         check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
@@ -147,7 +147,7 @@ class GradientMatching:
 
     # How a run makes this method train a network on real data (for rdd.robust's errors).
     real_training_hint = (
-        "DC/DSA train the network on real data with matching.net_train_data=real, between "
+        "DC/DSA train the network on real data with robust.net_train_data=real, between "
         "matching steps (so with ipc > 1 or matching.outer_loop > 1, and inner_loop > 0)"
     )
 

@@ -1,6 +1,6 @@
 """The robust layer inside gradient matching (DC/DSA).
 
-Two places where a group risk replaces the mean (``risk.on``):
+Two places where a group risk replaces the mean (``robust.targets``):
 
 * ``matching``: each class's real batch is split by subgroup; the distance between the
   synthetic gradient and each subgroup's real gradient is one group loss, and the risk turns the

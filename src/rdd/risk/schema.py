@@ -9,9 +9,6 @@ from dataclasses import dataclass
 class RiskSchema:
     _target_: str = "???"
     name: str = "???"
-    # Where the risk acts: a subset of [networks, matching]; null: matching, plus networks
-    # wherever the method trains networks on real data (decided in rdd.robust).
-    on: list[str] | None = None
 
 
 @dataclass
