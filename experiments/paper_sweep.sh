@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper-style sweep on a GPU: CIFAR-10, every matching method x IPC {1, 10, 50} x risk
-# {none, cvar} x seeds 0-2 with the published budgets (conf/experiment/ overlays, DESIGN.md),
+# {none, cvar} x seeds 0-2 with the published budgets (src/rdd/conf/experiment/ overlays, DESIGN.md),
 # evaluated on the cross-architecture pool, then one report over everything.
 #   experiments/paper_sweep.sh [OUT_DIR] [extra Hydra overrides, e.g. logger=wandb]
 # MTT needs its expert buffers first (made here, once per risk: robust experts for cvar).

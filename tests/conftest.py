@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from rdd.config import CONF_DIR
 from rdd.schemas import register_schemas
 
-REPO = CONF_DIR.parent
+REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
 # The smallest MTT buffer: one expert of two epochs (see the mtt_buffer fixture).

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from rdd.errors import UserError
 
 # conf/ sits at the repository root, next to src/ (editable installs and checkouts).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Inside the package, so that an installed rdd (a wheel, `pip install` from a clone) has them.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def build(node: Any, group: str, **kwargs: Any) -> Any:
