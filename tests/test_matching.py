@@ -7,11 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from rdd.config import CONF_DIR, build
+from rdd.matching import Matcher
 from rdd.matching.coreset import HerdingCoreset, KCenterCoreset, RandomCoreset
 from rdd.matching.distance import cosine_distance, layerwise_distance, mse_distance
 from rdd.matching.gradient import PUBLISHED_LOOPS, GradientMatching, loops_for_ipc
 from rdd.nets import build_net
 from rdd.risk.mean import MeanRisk
+from tests.conftest import compose_config
 
 
 def numpy_layerwise(g_syn, g_real) -> float:
@@ -204,3 +207,27 @@ def test_kcenter_on_a_hand_example() -> None:
     assert KCenterCoreset("kcenter", features="pixels").select(
         x3, y3, 2, 3, torch.Generator(), None
     )[:3].tolist() == [2, 3, 0]
+
+
+MATCHING_OPTIONS = sorted(p.stem for p in (CONF_DIR / "matching").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", MATCHING_OPTIONS)
+def test_every_matching_option_answers_the_pipelines_questions(option, tmp_path) -> None:
+    matcher = build(compose_config(f"matching={option}", output_dir=tmp_path).matching, "m")
+    assert isinstance(matcher, Matcher) and matcher.name == option
+    # What rdd.run and the learner ask, answered by every method (no attribute probing).
+    assert matcher.image_grad_reduction in ("mean", "sum")
+    assert matcher.factor >= 1 and isinstance(matcher.trains_on_real(10), bool)
+    assert matcher.is_coreset == (option in ("random", "herding", "kcenter", "full"))
+    assert matcher.whole_dataset == (option == "full")
+    assert matcher.needs_experts == (matcher.initial_step_size is not None) == (option == "mtt")
+    assert not matcher.group_losses  # nothing before a step
+
+
+def test_the_contract_defaults_are_the_common_case() -> None:
+    plain = Matcher()
+    assert plain.state_dict() == {} and plain.trains_on_real(1) is False
+    assert plain.initial_step_size is None and plain.factor == 1
+    with pytest.raises(NotImplementedError, match="does not optimise"):
+        plain.step(None)

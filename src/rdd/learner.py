@@ -65,7 +65,7 @@ class SyntheticSetLearner(L.LightningModule):
         self.num_classes, self.ipc = num_classes, ipc
         self.images = nn.Parameter(init_images.clone())
         # MTT learns the student's step size together with the images.
-        lr_init = getattr(matcher, "lr_teacher", None)
+        lr_init = matcher.initial_step_size
         self.syn_lr = None if lr_init is None else nn.Parameter(torch.tensor(float(lr_init)))
         # Called on rank 0 with (images, labels, learned lr, iteration) when the run must stop
         # on NaN/Inf, so the last good set is kept (rdd.run saves it).
@@ -199,7 +199,7 @@ class SyntheticSetLearner(L.LightningModule):
         Most matchers give every rank the full image gradient (averaged: exact, and it keeps
         replicas identical); MTT's ranks each hold their shards' part (summed).
         """
-        if getattr(self.matcher, "image_grad_reduction", "mean") == "sum":
+        if self.matcher.image_grad_reduction == "sum":
             sum_grads([self.images])
         else:
             average_grads([self.images])
@@ -239,7 +239,7 @@ class SyntheticSetLearner(L.LightningModule):
             ):
                 opt.load_state_dict(state)
             self.pending_optimizer_states = None
-        if self.pending_matcher_state is not None and hasattr(self.matcher, "load_state_dict"):
+        if self.pending_matcher_state is not None:
             self.matcher.load_state_dict(self.pending_matcher_state, self)
         self.pending_matcher_state = None
 
@@ -285,7 +285,7 @@ class SyntheticSetLearner(L.LightningModule):
             "torch_rng": torch.get_rng_state(),
             "risks": self.risks.state(),
             "pool": self.pool.state(),
-            "matcher": self.matcher.state_dict() if hasattr(self.matcher, "state_dict") else {},
+            "matcher": self.matcher.state_dict(),
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -306,7 +306,7 @@ class SyntheticSetLearner(L.LightningModule):
 
     def log_group_histogram(self) -> None:
         """With W&B, a histogram of this iteration's per-subgroup matching losses."""
-        group_losses = getattr(self.matcher, "group_losses", None)
+        group_losses = self.matcher.group_losses
         if not group_losses:
             return
         for logger in self.loggers:

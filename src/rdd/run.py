@@ -81,7 +81,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ) from None
     distill_seconds = time.perf_counter() - start
 
-    if getattr(matcher, "whole_dataset", False):
+    if matcher.whole_dataset:
         # The reference trains on the dataset itself: store only a preview, not a copy of it.
         preview = real_draw(data, ipc, torch.Generator().manual_seed(cfg.seed))
         synset = SyntheticSet(preview, class_grouped_labels(data.num_classes, ipc), meta)
@@ -181,13 +181,13 @@ def distill(
     """
     check_class_sizes(data, ipc)
     generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
-    if getattr(matcher, "whole_dataset", False):
+    if matcher.whole_dataset:
         return data.train_x, data.train_y, None
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone(), None
     plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
-    if getattr(matcher, "needs_experts", False):
+    if matcher.needs_experts:
         attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
         matcher,
@@ -395,7 +395,7 @@ def real_draw(data: Any, ipc: int, generator: torch.Generator) -> torch.Tensor:
 def expansion_factor(matcher: Any, data: Any) -> int:
     """The matcher's partition-and-expansion factor, checked against the image size."""
     try:
-        return check_factor(getattr(matcher, "factor", 1), tuple(data.im_size))
+        return check_factor(matcher.factor, tuple(data.im_size))
     except ValueError as err:
         raise UserError(str(err)) from None
 

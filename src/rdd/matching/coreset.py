@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.errors import UserError
+from rdd.matching.base import Matcher
 
 FEATURE_SPACES = ("pixels", "random_net", "trained_net")
 
 
-class Coreset:
+class Coreset(Matcher):
     """Base: picks ``ipc`` training images per class; constructor takes the `matching` config."""
 
     is_coreset = True
-    whole_dataset = False
 
     def __init__(
         self,

@@ -30,8 +30,8 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.expansion import check_factor, expand
+from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import (
-    DistillContext,
     check_init,
     check_positive,
     class_risk,
@@ -171,10 +171,8 @@ def frozen(net: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
-class DistributionMatching:
+class DistributionMatching(Matcher):
     """DM / IDM; constructor arguments are the `matching` config keys."""
-
-    is_coreset = False
 
     def __init__(
         self,

@@ -10,8 +10,6 @@ and the synthetic batch of a class.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +18,7 @@ from torch import nn
 from rdd.augment import DSA
 from rdd.distributed import all_reduce_grads
 from rdd.errors import UserError
+from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
 from rdd.matching.robust import real_data_loss, real_gradient, subgroup_distances
 from rdd.nets import has_batchnorm
@@ -65,37 +64,8 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
     return round(o_lo + t * (o_hi - o_lo)), round(i_lo + t * (i_hi - i_lo))
 
 
-class DistillContext(Protocol):
-    """What a matcher needs from the learner (implemented by SyntheticSetLearner)."""
-
-    images: nn.Parameter  # (num_classes * ipc, C, H, W)
-    labels: torch.Tensor  # (num_classes * ipc,)
-    num_classes: int
-    ipc: int
-    generator: torch.Generator  # CPU generator: every random draw of the run
-
-    robust_matching: bool  # aggregate per-subgroup matching losses with the risk
-    robust_networks: bool  # train networks on real data with the risk
-    num_groups: int  # subgroups of the real data (classes x groups per class)
-    iteration: int  # the outer iteration being run, from 0
-    syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
-    make_net: Callable[[], nn.Module]  # a fresh network on the CPU (unseeded: new_net seeds)
-    device: torch.device
-
-    def new_net(self) -> nn.Module: ...
-    def regroup(self, net: nn.Module) -> dict[str, float]: ...
-    def class_groups(self, c: int) -> torch.Tensor: ...
-    def risk_for(self, target: str, c: int | None = None) -> nn.Module: ...
-    def sample_real(self, c: int, n: int) -> torch.Tensor: ...
-    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
-    def image_step(self, loss: torch.Tensor) -> None: ...
-
-
-class GradientMatching:
+class GradientMatching(Matcher):
     """DC / DSA gradient matching; constructor arguments are the `matching` config keys."""
-
-    is_coreset = False
 
     def __init__(
         self,

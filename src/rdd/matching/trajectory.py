@@ -31,16 +31,16 @@ from rdd.augment import DSA
 from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
 from rdd.errors import UserError
 from rdd.experts import Trajectories, unflatten
-from rdd.matching.gradient import DistillContext, check_init, check_positive
+from rdd.matching.base import DistillContext, Matcher
+from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
 
 Params = dict[str, torch.Tensor]
 
 
-class TrajectoryMatching:
+class TrajectoryMatching(Matcher):
     """MTT; constructor arguments are the `matching` config keys (conf/matching/mtt.yaml)."""
 
-    is_coreset = False
     needs_experts = True
     # Each rank's image gradient covers only its shards of the synthetic batches: sum them.
     image_grad_reduction = "sum"
@@ -98,7 +98,10 @@ class TrajectoryMatching:
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.trajectories: Trajectories | None = None
 
-    real_training_hint = ""
+    @property
+    def initial_step_size(self) -> float:
+        """The learned student step size starts at the experts' (lr_teacher)."""
+        return self.lr_teacher
 
     def trains_on_real(self, ipc: int) -> bool:
         """MTT's networks on real data are its experts (robust experts: ``rdd.buffer``)."""

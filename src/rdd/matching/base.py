@@ -1,0 +1,95 @@
+"""The matcher contract: what the run pipeline and the learner may ask of a matching method.
+
+Every method subclasses :class:`Matcher` (coresets subclass :class:`rdd.matching.coreset.Coreset`,
+itself a Matcher). The defaults below are the common case, so a method states only where it
+differs, and nothing outside asks "does this matcher have X?". The learner gives a matcher a
+:class:`DistillContext` at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+
+class DistillContext(Protocol):
+    """What a matcher needs from the learner (implemented by SyntheticSetLearner)."""
+
+    images: nn.Parameter  # (num_classes * ipc, C, H, W)
+    labels: torch.Tensor  # (num_classes * ipc,)
+    num_classes: int
+    ipc: int
+    generator: torch.Generator  # CPU generator: every random draw of the run
+
+    robust_matching: bool  # aggregate per-subgroup matching losses with the risk
+    robust_networks: bool  # train networks on real data with the risk
+    num_groups: int  # subgroups of the real data (classes x groups per class)
+    iteration: int  # the outer iteration being run, from 0
+    syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
+    make_net: Callable[[], nn.Module]  # a fresh network on the CPU (unseeded: new_net seeds)
+    device: torch.device
+
+    def new_net(self) -> nn.Module: ...
+    def regroup(self, net: nn.Module) -> dict[str, float]: ...
+    def class_groups(self, c: int) -> torch.Tensor: ...
+    def risk_for(self, target: str, c: int | None = None) -> nn.Module: ...
+    def sample_real(self, c: int, n: int) -> torch.Tensor: ...
+    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def image_step(self, loss: torch.Tensor) -> None: ...
+
+
+class Matcher:
+    """A matching method. Constructor arguments are its `matching` config keys.
+
+    Attributes a subclass sets in its constructor: ``name``, ``iterations`` (outer
+    iterations), ``init`` (how the synthetic set starts: ``real`` or ``noise``), and for
+    optimising methods ``lr_img`` / ``momentum_img`` (the image optimiser).
+    """
+
+    name: str
+    iterations: int = 0
+    init: str = "real"
+    lr_img: float
+    momentum_img: float
+
+    # A coreset picks real images (select) instead of optimising (step).
+    is_coreset: ClassVar[bool] = False
+    # The whole-dataset reference: evaluation trains on every real image.
+    whole_dataset: ClassVar[bool] = False
+    # MTT: needs expert trajectories (attach) before the first step.
+    needs_experts: ClassVar[bool] = False
+    # How DDP combines the ranks' image gradients: "mean" (each rank has the full gradient)
+    # or "sum" (each rank holds its shard's part, MTT).
+    image_grad_reduction: ClassVar[str] = "mean"
+    # How a run makes this method train a network on real data (for rdd.robust's errors).
+    real_training_hint: ClassVar[str] = ""
+    # Synthetic images per stored image (IDM's multi-formation); 1 elsewhere.
+    factor: int = 1
+    # Per-subgroup matching losses of the last step (W&B histogram); empty when not robust
+    # (a method that has them sets a list of its own in every step).
+    group_losses: Sequence[torch.Tensor] = ()
+
+    def trains_on_real(self, ipc: int) -> bool:
+        """Whether some network trains on real data at this IPC (the networks target)."""
+        return False
+
+    @property
+    def initial_step_size(self) -> float | None:
+        """The learned student step size's start (MTT); None: the method learns none."""
+        return None
+
+    def step(self, ctx: DistillContext) -> dict[str, float]:
+        """One outer iteration: update ``ctx.images``; returns logged values
+        (``match_loss`` at least)."""
+        raise NotImplementedError(f"{type(self).__name__} does not optimise a synthetic set")
+
+    def state_dict(self) -> Any:
+        """What a checkpoint must hold to continue the method exactly (e.g. IDM's queue)."""
+        return {}
+
+    def load_state_dict(self, state: Any, ctx: DistillContext) -> None:
+        """Restore :meth:`state_dict` once the learner is on its device."""
