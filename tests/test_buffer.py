@@ -66,7 +66,7 @@ def test_an_interrupted_buffer_continues_where_it_stopped(tmp_path, monkeypatch)
 
 
 def key_of(cfg):
-    from rdd.run import net_name
+    from rdd.nets import net_name
 
     data = instantiate(cfg.data)
     data.setup()

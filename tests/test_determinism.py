@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
-from rdd.config import build
-from rdd.run import checked_net_factory, distill
+from rdd.run import Prepared, distill, prepare
 from tests.conftest import MTT_EXPERTS as EXPERTS
 from tests.conftest import TINY, compose_config
 
@@ -25,19 +23,14 @@ EXTRA = {
 }
 
 
-def prepared(overrides: list[str], out: Path) -> tuple:
-    """(cfg, data, matcher, make_net) as rdd.run makes them before distilling, seeding included."""
-    cfg = compose_config(*TINY, *overrides, output_dir=out)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = build(cfg.data, "data")
-    data.setup()
-    return cfg, data, build(cfg.matching, "matching"), checked_net_factory(cfg.net, data)
+def prepared(overrides: list[str], out: Path) -> Prepared:
+    """What rdd.run distils from, seeding included."""
+    return prepare(compose_config(*TINY, *overrides, output_dir=out))
 
 
 def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
     """Distil as rdd.run does, without the evaluation."""
-    cfg, data, matcher, make_net = prepared(overrides, tmp_path)
-    images, _, _ = distill(cfg, data, matcher, make_net, [], cfg.ipc)
+    images, _, _ = distill(prepared(overrides, tmp_path))
     return images
 
 

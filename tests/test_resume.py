@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rdd.checkpoint import Checkpoints, load_checkpoint, run_identity
 from rdd.errors import UserError
-from rdd.run import (
-    Checkpoints,
-    distill,
-    eval_settings,
-    load_checkpoint,
-    partition_of,
-    run_identity,
-    tensor_digest,
-)
+from rdd.io import tensor_digest
+from rdd.protocol import eval_settings, partition_of
+from rdd.run import distill
 from rdd.synset import SyntheticSet
 from tests.conftest import REPO, TINY, compose_config
 from tests.test_determinism import EXTRA, prepared
@@ -36,7 +31,8 @@ class Killed(Exception):
 def distil(overrides: list[str], out: Path, kill_after: int | None = None, resume: bool = False):
     """Distil like rdd.run (checkpointing every iteration into ``out``); optionally die after
     iteration ``kill_after`` or continue from ``out``'s checkpoint."""
-    cfg, data, matcher, make_net = prepared([*overrides, "checkpoint_every=1"], out)
+    ready = prepared([*overrides, "checkpoint_every=1"], out)
+    cfg, data, matcher = ready.cfg, ready.data, ready.matcher
     groups = partition_of(data, eval_settings(cfg, data))  # as rdd.run records it
     meta = {"config": run_identity(cfg), "test_partition": tensor_digest(groups)}
     state = load_checkpoint(str(out), cfg, groups) if resume else None
@@ -50,7 +46,7 @@ def distil(overrides: list[str], out: Path, kill_after: int | None = None, resum
 
         matcher.step = dying_step
     checkpoints = Checkpoints(out / "checkpoint.pt", 1, meta, state)
-    return distill(cfg, data, matcher, make_net, [], cfg.ipc, None, checkpoints)[0]
+    return distill(ready, checkpoints=checkpoints)[0]
 
 
 CASES = [

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from rdd.clustering import Clusterer
 from rdd.config import build
-from rdd.run import net_factory
+from rdd.nets import net_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import compose_config  # noqa: E402

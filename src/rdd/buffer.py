@@ -27,9 +27,9 @@ from rdd.errors import UserError
 from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
 from rdd.matching.robust import real_data_loss
+from rdd.nets import net_factory, net_name
 from rdd.realpool import RealPool
 from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
-from rdd.run import net_factory, net_name
 from rdd.schemas import register_schemas
 
 

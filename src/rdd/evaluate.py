@@ -17,14 +17,13 @@ from rdd.config import CONF_DIR, build
 from rdd.errors import UserError
 from rdd.evaluator import evaluate_synset
 from rdd.io import write_json
-from rdd.run import (
+from rdd.outputs import prepare_output_dir, write_eval_outputs
+from rdd.protocol import (
     eval_nets,
     eval_settings,
     eval_trainer_kwargs,
     partition_of,
-    prepare_output_dir,
     with_learned_lr,
-    write_eval_outputs,
 )
 from rdd.schemas import register_schemas
 from rdd.shifted import shifted_test_sets

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shlex
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 
 from rdd.errors import UserError
 from rdd.io import atomic_write, write_json
+from rdd.nets import net_name
 
 FORMAT = "rdd-expert/1"
 PARTIAL_FORMAT = "rdd-expert-partial/1"
@@ -218,3 +220,25 @@ def unflatten(flat: torch.Tensor, net: nn.Module) -> dict[str, torch.Tensor]:
         name: chunk.view(shape)
         for (name, shape), chunk in zip(shapes, flat.split(sizes), strict=True)
     }
+
+
+def attach_experts(cfg: Any, data: Any, matcher: Any) -> None:
+    """Give MTT the expert trajectories made for this config, or say how to make them."""
+    store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
+    paths = store.finished()
+    if not paths:
+        raise UserError(
+            f"no expert trajectories for this config in '{store.directory}': make them first "
+            f"with `{buffer_command()}`"
+        )
+    matcher.attach(Trajectories(paths))
+
+
+def buffer_command() -> str:
+    """The `rdd.buffer` command line with this run's overrides (they select the buffer)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "python -m rdd.buffer <the overrides of this run>"
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")]
+    return shlex.join(["python", "-m", "rdd.buffer", *overrides])

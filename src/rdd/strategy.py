@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import OmegaConf
 
 from rdd.errors import UserError
 
@@ -50,3 +51,9 @@ def distill_strategy(name: Any) -> Any:
             "(or trainer.strategy=auto for one device)"
         )
     return name
+
+
+def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
+    settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+    distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
+    return settings

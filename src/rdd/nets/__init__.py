@@ -7,7 +7,8 @@ Every network is built as ``Net(channel, num_classes, im_size, **options)``, map
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import hydra.utils
@@ -98,3 +99,29 @@ def build_net(
 def has_batchnorm(net: nn.Module) -> bool:
     """Return whether any submodule of ``net`` is a batch norm layer."""
     return any(isinstance(module, _BATCHNORMS) for module in net.modules())
+
+
+def net_name(cfg: DictConfig) -> str:
+    """The chosen `net` option (conf/net/<name>.yaml), e.g. 'convnet'."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("net", "net")
+    return cfg.net._target_.rsplit(".", 1)[-1].lower()
+
+
+def net_factory(net_cfg: Any, data: Any) -> Callable[[], nn.Module]:
+    """A function building a fresh network for this dataset's shape (picklable, for DDP's
+    spawned processes)."""
+    return partial(build_net, net_cfg, data.channel, data.num_classes, tuple(data.im_size))
+
+
+def checked_net_factory(net_cfg: Any, data: Any) -> Callable[[], nn.Module]:
+    """The run's net factory, after building one network: a bad net option fails now, not
+    after the data is clustered or an hour of distillation."""
+    make_net = net_factory(net_cfg, data)
+    try:
+        make_net()
+    except ValueError as err:  # the nets' option checks (UserError is one)
+        raise UserError(f"invalid net setting: {err}") from None
+    return make_net

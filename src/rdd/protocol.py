@@ -1,0 +1,71 @@
+"""The evaluation protocol a run resolves from its config: settings, networks, partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rdd.errors import UserError
+from rdd.nets import load_net_config, net_factory, net_name
+from rdd.partition import partition_test_set
+from rdd.shifted import check_shift_settings
+from rdd.strategy import trainer_kwargs
+
+
+def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluation networks train one at a time on one device, whatever the distillation used."""
+    # The evaluator shows one bar over networks instead of Lightning's bar per network.
+    settings = trainer_kwargs(cfg.trainer) | {"devices": 1, "strategy": "auto"}
+    settings.pop("enable_progress_bar")
+    return settings
+
+
+def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
+    """The `eval` config with its dataset-dependent defaults filled in."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings["dsa_strategy"] = settings["dsa_strategy"] or data.dsa_strategy
+    for key in ("num_nets", "epochs", "batch_size", "lr"):
+        if settings[key] <= 0:
+            raise UserError(f"eval.{key} must be positive, got {settings[key]}")
+    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, float("inf"))):
+        if not low <= settings[key] < high:
+            raise UserError(f"eval.{key} must lie in [{low}, {high}), got {settings[key]}")
+    if not 0 < settings["lr_decay_at"] <= 1:
+        raise UserError(
+            f"eval.lr_decay_at is a fraction of the epochs in (0, 1], got {settings['lr_decay_at']}"
+        )
+    check_shift_settings(settings)
+    return OmegaConf.create(settings)
+
+
+def partition_of(data: Any, settings: DictConfig) -> torch.Tensor:
+    """The cached test partition of this dataset (identical for every method and run)."""
+    part = settings.partition
+    net_name = part.get("net") or "convnet"
+    net_cfg = load_net_config(net_name)
+    return partition_test_set(
+        data.test_uint8,
+        part.k,
+        part.seed,
+        part.features,
+        data.cache_dir,
+        make_net=net_factory(net_cfg, data),
+        net_id=OmegaConf.to_yaml(net_cfg, sort_keys=True),
+    )
+
+
+def eval_nets(cfg: DictConfig, data: Any, default_name: str | None = None) -> dict[str, Any]:
+    """Architecture name -> factory; `eval.nets: null` evaluates with the run's own network."""
+    if not cfg.eval.nets:
+        return {default_name or net_name(cfg): net_factory(cfg.net, data)}
+    return {name: net_factory(load_net_config(name), data) for name in cfg.eval.nets}
+
+
+def with_learned_lr(settings: DictConfig, lr: float | None) -> DictConfig:
+    """Evaluation networks train with MTT's learned step size, as published, unless
+    ``eval.lr_from_synset=false``."""
+    if lr is None or not settings.get("lr_from_synset", True):
+        return settings
+    return OmegaConf.merge(settings, {"lr": float(lr)})
