@@ -8,9 +8,10 @@ import torch
 from omegaconf import OmegaConf
 
 from rdd.errors import UserError
-from rdd.evaluator import EpochBatchSampler, derived_seed, evaluate_synset, group_accuracy
+from rdd.evaluator import EpochBatchSampler, evaluate_synset, group_accuracy
 from rdd.nets import build_net
 from rdd.partition import partition_test_set
+from rdd.seeds import derived_seed
 
 
 class EasyData:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rdd.risk import CVaR, Entropic, MaxGroup, MeanRisk, TwoLevel, cvar_weights
-from rdd.risk.schema import RISK_SCHEMAS
 from rdd.robust import build_risk
+from rdd.schemas import RISK_SCHEMAS
 from tests.conftest import compose_config
 
 D = torch.float64

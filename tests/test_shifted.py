@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from rdd.evaluator import derived_seed
+from rdd.seeds import derived_seed
 from rdd.shifted import shifted_test_sets
 from rdd.shifts import apply_corruption, apply_shift
 

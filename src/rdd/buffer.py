@@ -24,13 +24,13 @@ from rdd.augment import DSA
 from rdd.cli import fail, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.errors import UserError
-from rdd.evaluator import derived_seed
 from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
 from rdd.matching.robust import real_data_loss
 from rdd.nets import net_factory, net_name
 from rdd.realpool import RealPool
 from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
 from rdd.schemas import register_schemas
+from rdd.seeds import derived_seed
 
 
 def make_buffer(cfg: DictConfig) -> ExpertStore:

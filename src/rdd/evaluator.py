@@ -9,7 +9,6 @@ test set: nothing is ever selected on the test set.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from statistics import mean
 from typing import Any
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from rdd.augment import DSA
+from rdd.seeds import derived_seed
 
 # Test images per batch when scoring shifted copies of the test set.
 SHIFTED_BATCH = 512
@@ -132,11 +132,6 @@ class EvalNetModule(L.LightningModule):
         )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[self.decay_step], gamma=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def derived_seed(*parts: object) -> int:
-    """A stable seed from parts (Python's hash() of strings changes between processes)."""
-    return zlib.crc32("/".join(map(str, parts)).encode())
 
 
 def train_eval_net(

@@ -26,7 +26,7 @@ from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_id
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.errors import NonFiniteError, UserError
-from rdd.evaluator import derived_seed, evaluate_synset
+from rdd.evaluator import evaluate_synset
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
@@ -44,6 +44,7 @@ from rdd.protocol import (
 )
 from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
 from rdd.schemas import register_schemas
+from rdd.seeds import derived_seed
 from rdd.shifted import shifted_test_sets
 from rdd.strategy import distill_strategy, trainer_kwargs
 from rdd.summary import format_summary

@@ -12,9 +12,6 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from rdd.clustering.schema import CLUSTERING_SCHEMAS
-from rdd.risk.schema import RISK_SCHEMAS
-
 
 @dataclass
 class RobustSchema:
@@ -133,6 +130,97 @@ class EvalSchema:
     corruptions: list[str] = field(default_factory=list)
     severities: list[int] = field(default_factory=list)
     shift_seed: int = 0
+
+
+# -- risk (conf/risk) ---------------------------------------------------------------------
+@dataclass
+class RiskSchema:
+    _target_: str = "???"
+    name: str = "???"
+
+
+@dataclass
+class CVaRSchema(RiskSchema):
+    alpha: float = 0.5  # mean of the worst (1 - alpha) of the mass
+
+
+@dataclass
+class EntropicSchema(RiskSchema):
+    beta: float = 1.0  # > 0, relative to the mean loss: small approaches the mean, large the max
+
+
+@dataclass
+class MaxGroupSchema(RiskSchema):
+    smooth: bool = False  # online group-DRO weights instead of the hard max
+    eta: float = 0.1  # step size of those weights, relative to the mean loss
+
+
+@dataclass
+class TwoLevelSchema(RiskSchema):
+    alpha: float = 0.8  # inner CVaR level within each group
+    lam: float = 1.0  # weight of the worst group on top of the mean over groups
+
+
+# conf/risk/<option>.yaml names one of these in its defaults list.
+RISK_SCHEMAS: dict[str, type] = {
+    "mean_schema": RiskSchema,
+    "cvar_schema": CVaRSchema,
+    "entropic_schema": EntropicSchema,
+    "max_group_schema": MaxGroupSchema,
+    "two_level_schema": TwoLevelSchema,
+}
+
+
+# -- clustering (conf/clustering) -------------------------------------------------------------
+@dataclass
+class ClusteringNoneSchema:
+    name: str = "none"
+
+
+@dataclass
+class ClusteringSchema:
+    """Keys shared by every clusterer (see rdd.clustering.clusterer)."""
+
+    _target_: str = "???"
+    name: str = "???"
+    every: int = 50  # re-cluster every `every` outer iterations, and at iteration 0
+    pool_per_class: int | None = 256  # real images per class that are clustered; null: all
+    features: str = "embedding"  # embedding | pixels | fixed_net
+    feature_net: str | None = None  # torch file {"config", "state_dict"} for fixed_net
+    seed: int = 0
+
+
+@dataclass
+class FaissKMeansSchema(ClusteringSchema):
+    k: int = 5  # clusters per class
+    niter: int = 20
+    nredo: int = 1
+    spherical: bool = False
+    min_points_per_centroid: int = 1
+    max_points_per_centroid: int | None = None  # null: FAISS never subsamples
+
+
+@dataclass
+class NearestSyntheticSchema(ClusteringSchema):
+    pass
+
+
+@dataclass
+class KnownSubgroupsSchema:
+    """clustering=known: the data.subgroup mask as the groups (nothing to fit or tune)."""
+
+    _target_: str = "rdd.clustering.KnownSubgroups"
+    name: str = "known"
+    seed: int = 0
+
+
+# conf/clustering/<option>.yaml names one of these in its defaults list.
+CLUSTERING_SCHEMAS: dict[str, type] = {
+    "none_schema": ClusteringNoneSchema,
+    "faiss_kmeans_schema": FaissKMeansSchema,
+    "nearest_synthetic_schema": NearestSyntheticSchema,
+    "known_schema": KnownSubgroupsSchema,
+}
 
 
 def register_schemas() -> None:

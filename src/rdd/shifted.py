@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from rdd.errors import UserError
-from rdd.evaluator import derived_seed
 from rdd.io import load_or_build_tensor, tensor_digest
+from rdd.seeds import derived_seed
 from rdd.shifts import (
     CORRUPTIONS,
     SEVERITIES,

@@ -1,4 +1,4 @@
-"""What every clusterer shares: argument checks, rank-0 broadcast, the ``_Grouping`` base.
+"""What every clusterer shares: argument checks, rank-0 broadcast, the ``Grouping`` base.
 
 See :mod:`rdd.clustering.clusterer` for how a distillation loop uses a clusterer.
 """
@@ -54,7 +54,7 @@ def _is_rank0() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-class _Grouping(nn.Module):
+class Grouping(nn.Module):
     """What every clusterer shares: schedule, pool, feature spaces, result buffers."""
 
     def __init__(

@@ -28,10 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from rdd.clustering.base import (
+    Grouping,
     _broadcast_from_rank0,
     _check_images,
     _check_int,
-    _Grouping,
     _is_rank0,
 )
 from rdd.clustering.features import (
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-class Clusterer(_Grouping):
+class Clusterer(Grouping):
     """Per-class FAISS k-means: ``k`` subgroups per class, group id ``class * k + cluster``.
 
     Args:

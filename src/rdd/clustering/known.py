@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rdd.clustering.base import _check_images, _Grouping
+from rdd.clustering.base import Grouping, _check_images
 from rdd.errors import UserError
 
 GROUPS_PER_CLASS = 2  # common, altered
 
 
-class KnownSubgroups(_Grouping):
+class KnownSubgroups(Grouping):
     """Groups from a known membership mask of the training images.
 
     Args:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdd.clustering.base import _broadcast_from_rank0, _check_images, _Grouping, _is_rank0
+from rdd.clustering.base import Grouping, _broadcast_from_rank0, _check_images, _is_rank0
 from rdd.clustering.kmeans import _as_faiss_array, _check_features
 
 
@@ -84,7 +84,7 @@ def nearest_synthetic(
     return groups
 
 
-class NearestSyntheticClusterer(_Grouping):
+class NearestSyntheticClusterer(Grouping):
     """Groups around the synthetic images: every real image joins its class's nearest one.
 
     There is one group per synthetic image, with id its index in the synthetic set.

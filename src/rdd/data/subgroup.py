@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from rdd.errors import UserError
-from rdd.evaluator import derived_seed
+from rdd.seeds import derived_seed
 from rdd.shifts import gaussian_blur, quantise
 
 # ITU-R BT.601 luma weights in thousandths, so that the rounding is exact in integers.
