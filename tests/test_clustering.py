@@ -342,10 +342,15 @@ def test_every_clustering_config_composes_and_instantiates(option: str, tmp_path
     assert cfg.clustering.name == option
     if "_target_" not in cfg.clustering:  # `none` builds nothing: one group per class
         return
+    images, labels = two_mode_images()
+    if option == "known":  # the data module's mask of the altered images
+        altered = torch.arange(len(labels)) % 6 == 0
+        clusterer = hydra.utils.instantiate(cfg.clustering, membership=altered)
+        assert torch.equal(clusterer.assign(images, labels), 2 * labels + altered.long())
+        return
     clusterer = hydra.utils.instantiate(cfg.clustering)
     assert isinstance(clusterer, nn.Module) and clusterer.name == option
     assert clusterer.seed == 3 and clusterer.due(0)
-    images, labels = two_mode_images()
     extra = {"syn_images": images[::6], "syn_labels": labels[::6]}
     clusterer.fit(
         images, labels, 2, net=StubNet(), **(extra if option == "nearest_synthetic" else {})

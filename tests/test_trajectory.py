@@ -9,6 +9,7 @@ from torch import nn
 
 from rdd.errors import NonFiniteError, UserError
 from rdd.experts import Trajectories, flat_parameters
+from rdd.matching import Matcher
 from rdd.matching.trajectory import TrajectoryMatching
 from rdd.risk import MaxGroup, MeanRisk
 
@@ -234,12 +235,12 @@ def tiny_learner(matcher_obj, images: torch.Tensor | None = None):
     return learner, trainer
 
 
-class ScriptedMatcher:
+class ScriptedMatcher(Matcher):
     """Returns a given loss per iteration: to drive the learner's guards."""
 
-    is_coreset = False
     lr_img, momentum_img = 1.0, 0.0
-    lr_teacher, lr_lr, momentum_lr, lr_min, lr_max = 0.01, 1.0, 0.0, 1e-4, 0.05
+    initial_step_size = 0.01  # learns a step size, as MTT does
+    lr_lr, momentum_lr, lr_min, lr_max = 1.0, 0.0, 1e-4, 0.05
 
     def __init__(self, losses) -> None:
         self.losses, self.iterations = losses, len(losses)
