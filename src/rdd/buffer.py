@@ -148,9 +148,9 @@ class ExpertTrainer:
             x, y = self.train_x[batch], self.train_y[batch]
             if self.augment is not None:
                 x = self.augment(x, generator)
-            groups = self.pool.num_groups
-            risk = None if self.risks is None else self.risks.get("networks", None, groups)
-            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], groups, risk)
+            num_groups = self.pool.num_groups
+            risk = None if self.risks is None else self.risks.get("networks", None, num_groups)
+            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], num_groups, risk)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from rdd.clustering.known import NO_SUBGROUP
 from rdd.config import build
 from rdd.errors import UserError
 from rdd.matching.gradient import NET_TRAIN_DATA
@@ -265,10 +266,7 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
         check_groups_per_class(ipc, f"clustering=nearest_synthetic at ipc={ipc}")
     elif clustering.name == "known":
         if cfg.data.get("subgroup") is None:
-            raise UserError(
-                "clustering=known groups the images by their known subgroup, but there is "
-                "none: add data.subgroup=<transform> (grayscale, invert or blur)"
-            )
+            raise UserError(NO_SUBGROUP)
     else:
         check_groups_per_class(int(clustering.k), f"clustering.k={clustering.k}")
         check_k_fits_pool(int(clustering.k), clustering.get("pool_per_class"), class_sizes)

@@ -17,6 +17,10 @@ from rdd.clustering.base import Grouping, _check_images
 from rdd.errors import UserError
 
 GROUPS_PER_CLASS = 2  # common, altered
+NO_SUBGROUP = (
+    "clustering=known groups the images by their known subgroup, but there is none: add "
+    "data.subgroup=<transform> (grayscale, invert or blur)"
+)
 
 
 class KnownSubgroups(Grouping):
@@ -34,10 +38,7 @@ class KnownSubgroups(Grouping):
     ) -> None:
         super().__init__(name, 1, None, "pixels", None, seed)
         if membership is None:
-            raise UserError(
-                "clustering=known groups the images by their known subgroup, but there is "
-                "none: add data.subgroup=<transform> (grayscale, invert or blur)"
-            )
+            raise UserError(NO_SUBGROUP)
         self.register_buffer("membership", membership.detach().to("cpu", torch.bool))
 
     def due(self, iteration: int) -> bool:
