@@ -1,243 +1,182 @@
-"""Structured-config schemas for the algorithm groups, registered in Hydra's ConfigStore.
+"""Structured-config schemas, registered in Hydra's ConfigStore.
 
 Each `conf/<group>/<option>.yaml` starts from one of these schemas (its defaults list names
-`<kind>_schema`), so a misspelt key such as `matching.lr_imgg=1` fails when the config is
+`<option>_schema`), so a misspelt key such as `matching.lr_imgg=1` fails when the config is
 composed instead of being silently ignored.
+
+One source per value: a schema for a class that the config instantiates (matchers, risks,
+clusterers) is *generated* from that class's constructor (`schema_for`): one typed field per
+keyword, defaulted as the signature says, and `_target_` naming the class. The YAML files then
+list only what differs from those defaults (tests/test_config.py fails on a repeated default),
+so a default is written once, in the constructor, next to the code that uses it. Nodes that
+no constructor takes whole (eval, robust, partition) are hand-written dataclasses here; their
+YAML files list nothing they do not change either.
+
+Why not hydra-zen's ``builds(..., populate_full_signature=True)``: it does the same, but our
+signatures use only plain types (int, float, str, bool, their optionals), for which the thirty
+lines below suffice, and it would be one more dependency for every user.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
+def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
+    """A dataclass with `_target_` = ``cls`` and one field per keyword of ``cls.__init__``.
+
+    A keyword without a default becomes a mandatory field (``???``: the YAML must set it);
+    ``exclude`` names keywords that the code passes at build time (a tensor, a size), which
+    are no config keys.
+    """
+    hints = typing.get_type_hints(cls.__init__)
+    fields: list[tuple[str, Any, Any]] = [
+        ("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))
+    ]
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        fields.append((param.name, hints[param.name], _field_default(param.default)))
+    return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+
+
+def _field_default(default: Any) -> Any:
+    if default is inspect.Parameter.empty:
+        return field(default=MISSING)
+    if isinstance(default, (list, dict)):  # a dataclass field may not share a mutable default
+        return field(default_factory=lambda: copy.deepcopy(default))
+    return field(default=default)
+
+
+def signature_defaults(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Keyword -> default of ``cls.__init__`` (mandatory keywords left out)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return {
+        p.name: p.default
+        for p in params
+        if p.name not in exclude and p.default is not inspect.Parameter.empty
+    }
+
+
+# -- schemas generated from constructors: (group, schema name) -> (class path, build-time keywords)
+GENERATED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("matching", "gradient_schema"): ("rdd.matching.gradient.GradientMatching", ()),
+    ("matching", "distribution_schema"): ("rdd.matching.distribution.DistributionMatching", ()),
+    ("matching", "trajectory_schema"): ("rdd.matching.trajectory.TrajectoryMatching", ()),
+    ("matching", "random_schema"): ("rdd.matching.coreset.RandomCoreset", ()),
+    ("matching", "herding_schema"): ("rdd.matching.coreset.HerdingCoreset", ()),
+    ("matching", "kcenter_schema"): ("rdd.matching.coreset.KCenterCoreset", ()),
+    ("matching", "full_schema"): ("rdd.matching.coreset.FullDataset", ()),
+    ("risk", "mean_schema"): ("rdd.risk.mean.MeanRisk", ()),
+    ("risk", "cvar_schema"): ("rdd.risk.cvar.CVaR", ()),
+    ("risk", "entropic_schema"): ("rdd.risk.entropic.Entropic", ()),
+    ("risk", "max_group_schema"): ("rdd.risk.max_group.MaxGroup", ()),
+    ("risk", "two_level_schema"): ("rdd.risk.two_level.TwoLevel", ()),
+    ("clustering", "faiss_kmeans_schema"): ("rdd.clustering.clusterer.Clusterer", ()),
+    ("clustering", "nearest_synthetic_schema"): (
+        "rdd.clustering.nearest.NearestSyntheticClusterer",
+        (),
+    ),
+    # The membership mask comes from the data module when the run builds it (rdd.robust).
+    ("clustering", "known_schema"): ("rdd.clustering.known.KnownSubgroups", ("membership",)),
+}
+
+
+def target_class(path: str) -> type:
+    """The class a dotted path names (``rdd.risk.cvar.CVaR``)."""
+    import importlib
+
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+# -- nodes no constructor takes whole: written here once ------------------------------------
 @dataclass
 class RobustSchema:
-    """conf/robust: where the risk acts and what DC/DSA's networks train on (rdd.robust)."""
+    """conf/robust: where the risk acts and what DC/DSA's networks train on (rdd.robust).
+
+    targets: Where the risk acts: [matching], [networks] or [matching, networks]. None:
+        matching, plus networks wherever a network trains on real data at this setting (IDM's
+        queue, MTT's experts, DC/DSA with net_train_data=real and an inner loop).
+    net_train_data: What DC/DSA's sampled network trains on between matching steps:
+        synthetic (the published method) | real (the robust paper's networks path; with
+        networks in `targets` it minimises the group risk) | mixed. The other methods fix it
+        themselves (IDM, MTT: real; DM: no network training).
+    """
 
     targets: list[str] | None = None
     net_train_data: str = "synthetic"
 
 
 @dataclass
-class MatchingSchema:
-    _target_: str = "???"
-    name: str = "???"
-    # Outer iterations of distillation. Coresets do not optimise and ignore it; it lives here
-    # so that a budget overlay can set it whatever the method.
-    iterations: int = 0
-
-
-@dataclass
-class GradientSchema(MatchingSchema):
-    init: str = "real"
-    lr_img: float = 0.1
-    momentum_img: float = 0.5
-    lr_net: float = 0.01
-    momentum_net: float = 0.5
-    batch_real: int = 256
-    batch_train: int = 256
-    outer_loop: int | None = None
-    inner_loop: int | None = None
-    distance: str = "layerwise"
-    bn_images_per_class: int = 16
-    dsa: bool = False
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    dsa_mode: str = "single"
-    net_train_data: str = "synthetic"
-
-
-@dataclass
-class DistributionSchema(MatchingSchema):
-    init: str = "real"
-    lr_img: float = 1.0
-    momentum_img: float = 0.5
-    batch_real: int = 256
-    dsa: bool = True
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    dsa_mode: str = "single"
-    factor: int = 1
-    ce_weight: float = 0.0
-    step_per_class: bool = False
-    queue_size: int = 0
-    generate_every: int = 30
-    push_nets: int = 1
-    initial_nets: int = 3
-    fetch_nets: int = 2
-    train_steps: int = 10
-    sampled_nets: int = 1
-    batch_train: int = 256
-    lr_net: float = 0.01
-    momentum_net: float = 0.9
-    weight_decay_net: float = 0.0005
-
-
-@dataclass
-class CoresetSchema(MatchingSchema):
-    features: str = "pixels"
-    feature_train_steps: int = 300
-    feature_lr: float = 0.01
-
-
-@dataclass
-class TrajectorySchema(MatchingSchema):
-    init: str = "real"
-    lr_img: float = 100.0
-    momentum_img: float = 0.5
-    lr_lr: float = 1e-5
-    momentum_lr: float = 0.5
-    lr_teacher: float = 0.01
-    lr_min: float = 1e-6
-    lr_max: float | None = None
-    syn_steps: int = 30
-    expert_epochs: int = 2
-    max_start_epoch: int = 20
-    batch_syn: int | None = None
-    dsa: bool = True
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    dsa_mode: str = "single"
-    robust_weight: float = 1.0
-    batch_real: int = 256
-
-
-@dataclass
 class PartitionSchema:
+    """Subgroups of the test set for mean/worst-cluster accuracy (cached, same for every run)."""
+
     k: int = 10
     seed: int = 0
-    features: str = "pixels"
-    net: str = "convnet"
+    features: str = "pixels"  # pixels | net: the embedding of a fixed (seeded, untrained) `net`
+    net: str = "convnet"  # conf/net name of the feature network when features=net
+
+
+SHIFTS = ["noise", "blur", "invert"]
+CORRUPTIONS = [
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "gaussian_blur",
+    "contrast",
+    "brightness",
+    "pixelate",
+    "jpeg_compression",
+]
 
 
 @dataclass
 class EvalSchema:
     """The evaluation protocol (conf/eval): typed, so `eval.epochs=ten` fails at compose time."""
 
-    nets: list[str] | None = None
+    nets: list[str] | None = None  # conf/net names, e.g. [convnet, resnet18]; null: the run's net
     num_nets: int = 5
     epochs: int = 1000
     lr: float = 0.01
-    lr_from_synset: bool = True
+    lr_from_synset: bool = True  # a set with a learned step size (MTT) is evaluated with it
     momentum: float = 0.9
     weight_decay: float = 0.0005
     batch_size: int = 256
-    lr_decay_at: float = 0.5
+    lr_decay_at: float = 0.5  # lr x 0.1 after this fraction of the epochs
     dsa: bool = True
-    dsa_strategy: str | None = None
+    dsa_strategy: str | None = None  # null: the dataset's DSA strategy (data.dsa_strategy)
     partition: PartitionSchema = field(default_factory=PartitionSchema)
-    shifts: list[str] = field(default_factory=list)
-    corruptions: list[str] = field(default_factory=list)
-    severities: list[int] = field(default_factory=list)
+    shifts: list[str] = field(default_factory=lambda: list(SHIFTS))
+    corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     shift_seed: int = 0
 
 
-# -- risk (conf/risk) ---------------------------------------------------------------------
-@dataclass
-class RiskSchema:
-    _target_: str = "???"
-    name: str = "???"
-
-
-@dataclass
-class CVaRSchema(RiskSchema):
-    alpha: float = 0.5  # mean of the worst (1 - alpha) of the mass
-
-
-@dataclass
-class EntropicSchema(RiskSchema):
-    beta: float = 1.0  # > 0, relative to the mean loss: small approaches the mean, large the max
-
-
-@dataclass
-class MaxGroupSchema(RiskSchema):
-    smooth: bool = False  # online group-DRO weights instead of the hard max
-    eta: float = 0.1  # step size of those weights, relative to the mean loss
-
-
-@dataclass
-class TwoLevelSchema(RiskSchema):
-    alpha: float = 0.8  # inner CVaR level within each group
-    lam: float = 1.0  # weight of the worst group on top of the mean over groups
-
-
-# conf/risk/<option>.yaml names one of these in its defaults list.
-RISK_SCHEMAS: dict[str, type] = {
-    "mean_schema": RiskSchema,
-    "cvar_schema": CVaRSchema,
-    "entropic_schema": EntropicSchema,
-    "max_group_schema": MaxGroupSchema,
-    "two_level_schema": TwoLevelSchema,
-}
-
-
-# -- clustering (conf/clustering) -------------------------------------------------------------
 @dataclass
 class ClusteringNoneSchema:
+    """clustering=none: no groups (nothing is built)."""
+
     name: str = "none"
-
-
-@dataclass
-class ClusteringSchema:
-    """Keys shared by every clusterer (see rdd.clustering.clusterer)."""
-
-    _target_: str = "???"
-    name: str = "???"
-    every: int = 50  # re-cluster every `every` outer iterations, and at iteration 0
-    pool_per_class: int | None = 256  # real images per class that are clustered; null: all
-    features: str = "embedding"  # embedding | pixels | fixed_net
-    feature_net: str | None = None  # torch file {"config", "state_dict"} for fixed_net
-    seed: int = 0
-
-
-@dataclass
-class FaissKMeansSchema(ClusteringSchema):
-    k: int = 5  # clusters per class
-    niter: int = 20
-    nredo: int = 1
-    spherical: bool = False
-    min_points_per_centroid: int = 1
-    max_points_per_centroid: int | None = None  # null: FAISS never subsamples
-
-
-@dataclass
-class NearestSyntheticSchema(ClusteringSchema):
-    pass
-
-
-@dataclass
-class KnownSubgroupsSchema:
-    """clustering=known: the data.subgroup mask as the groups (nothing to fit or tune)."""
-
-    _target_: str = "rdd.clustering.KnownSubgroups"
-    name: str = "known"
-    seed: int = 0
-
-
-# conf/clustering/<option>.yaml names one of these in its defaults list.
-CLUSTERING_SCHEMAS: dict[str, type] = {
-    "none_schema": ClusteringNoneSchema,
-    "faiss_kmeans_schema": FaissKMeansSchema,
-    "nearest_synthetic_schema": NearestSyntheticSchema,
-    "known_schema": KnownSubgroupsSchema,
-}
 
 
 def register_schemas() -> None:
     """Store every schema under its group (idempotent)."""
     store = ConfigStore.instance()
-    entries: list[tuple[str, str, Any]] = [
-        ("matching", "gradient_schema", GradientSchema),
-        ("matching", "coreset_schema", CoresetSchema),
-        ("matching", "distribution_schema", DistributionSchema),
-        ("matching", "trajectory_schema", TrajectorySchema),
-        ("eval", "eval_schema", EvalSchema),
-        ("robust", "robust_schema", RobustSchema),
-    ]
-    entries += [("clustering", name, node) for name, node in CLUSTERING_SCHEMAS.items()]
-    entries += [("risk", name, node) for name, node in RISK_SCHEMAS.items()]
-    for group, name, node in entries:
-        store.store(group=group, name=name, node=node)
+    for (group, name), (path, exclude) in GENERATED.items():
+        store.store(group=group, name=name, node=schema_for(target_class(path), exclude))
+    store.store(group="eval", name="eval_schema", node=EvalSchema)
+    store.store(group="robust", name="robust_schema", node=RobustSchema)
+    store.store(group="clustering", name="none_schema", node=ClusteringNoneSchema)
 
 
 register_schemas()

@@ -172,7 +172,30 @@ def frozen(net: nn.Module) -> Iterator[nn.Module]:
 
 
 class DistributionMatching(Matcher):
-    """DM / IDM; constructor arguments are the `matching` config keys."""
+    """DM / IDM; constructor arguments are the `matching` config keys.
+
+    Defaults are DM's published CIFAR-10 ones; conf/matching/idm.yaml changes IDM's.
+
+    Args:
+        name: ``dm`` or ``idm``.
+        iterations: Outer iterations.
+        init: ``real`` or ``noise``.
+        lr_img, momentum_img: SGD on the synthetic images.
+        batch_real: Real images per class per iteration.
+        dsa, dsa_strategy, dsa_mode: Siamese augmentation of the real and synthetic batches.
+        factor: Each stored image holds factor x factor downscaled images (1: no expansion).
+        ce_weight: Weight of the cross-entropy term, x the matching net's real-data accuracy.
+        step_per_class: One image step per class (IDM) instead of one on the summed loss.
+        queue_size: Networks held (0: a fresh random network every iteration).
+        generate_every: Push a new random network every this many iterations.
+        push_nets: Networks pushed each time.
+        initial_nets: Networks created before the first push (IDM's published code).
+        fetch_nets, train_steps: Queue networks trained per iteration, for this many SGD steps
+            each, on mixed real batches without augmentation.
+        sampled_nets: Networks used for matching per iteration.
+        batch_train: Real images per training step of a queue network.
+        lr_net, momentum_net, weight_decay_net: SGD of the queue networks.
+    """
 
     def __init__(
         self,

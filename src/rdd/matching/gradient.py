@@ -65,7 +65,25 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
 
 
 class GradientMatching(Matcher):
-    """DC / DSA gradient matching; constructor arguments are the `matching` config keys."""
+    """DC / DSA gradient matching; constructor arguments are the `matching` config keys.
+
+    Defaults are the published CIFAR-10 ones (conf/matching/dc.yaml lists only what differs).
+
+    Args:
+        name: ``dc`` or ``dsa``.
+        iterations: Outer iterations.
+        init: ``real`` or ``noise`` (the DC paper used noise; both give similar accuracy).
+        lr_img, momentum_img: SGD on the synthetic images.
+        lr_net, momentum_net: SGD of the sampled network between matching steps.
+        batch_real: Real images per class per matching step.
+        batch_train: Batch size when training the network on the synthetic set.
+        outer_loop, inner_loop: None: the published table by ipc (:func:`loops_for_ipc`).
+        distance: ``layerwise`` (DC's per-output-channel 1 - cos), ``mse`` or ``cosine``.
+        bn_images_per_class: Real images per class that set a BatchNorm net's statistics.
+        dsa: Siamese augmentation (DSA) of the real and synthetic batches.
+        dsa_strategy, dsa_mode: Its operations and whether one draw is shared per batch.
+        net_train_data: ``synthetic``, ``real`` or ``mixed`` (set it as robust.net_train_data).
+    """
 
     def __init__(
         self,

@@ -39,7 +39,26 @@ Params = dict[str, torch.Tensor]
 
 
 class TrajectoryMatching(Matcher):
-    """MTT; constructor arguments are the `matching` config keys (conf/matching/mtt.yaml)."""
+    """MTT; constructor arguments are the `matching` config keys.
+
+    Defaults are the published CIFAR-10 IPC 10 values (conf/experiment/mtt_* set the others).
+
+    Args:
+        name: ``mtt``.
+        iterations: Outer iterations.
+        init: ``real`` or ``noise``.
+        lr_img, momentum_img: SGD on the synthetic images (100: published for CIFAR-10 IPC 10
+            with ZCA; the README table's value is a known typo).
+        lr_lr, momentum_lr: SGD on the student step size, which starts at ``lr_teacher`` and
+            is kept in [lr_min, lr_max] (never negative, never exploding; lr_max None: no cap).
+        syn_steps: Student steps unrolled per iteration.
+        expert_epochs: The target: the expert this many epochs after the start.
+        max_start_epoch: Start epochs are drawn from [0, max_start_epoch).
+        batch_syn: Synthetic images per student step; None: the whole set.
+        dsa, dsa_strategy, dsa_mode: Independent DSA parameters per image in every student step.
+        robust_weight: Weight of the student's group risk on clustered real data.
+        batch_real: Real images for that term.
+    """
 
     needs_experts = True
     # Each rank's image gradient covers only its shards of the synthetic batches: sum them.
@@ -54,7 +73,7 @@ class TrajectoryMatching(Matcher):
         momentum_img: float = 0.5,
         lr_lr: float = 1e-5,
         momentum_lr: float = 0.5,
-        lr_teacher: float = 0.01,
+        lr_teacher: float = 0.001,
         lr_min: float = 1e-6,
         lr_max: float | None = None,
         syn_steps: int = 30,
