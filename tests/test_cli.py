@@ -127,5 +127,5 @@ def test_summary_table_is_printed(tmp_path) -> None:
         "rdd.run", *TINY, "matching=random", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path
     )
     assert result.returncode == 0
-    assert "test acc %" in result.stdout and "convnet_w32" in result.stdout
+    assert "clean %" in result.stdout and "convnet_w32" in result.stdout
     assert Path(tmp_path / "r" / "synset.png").is_file()

@@ -242,7 +242,7 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
     sweep = build_sweep(tmp_path / "sweep")
     out = tmp_path / "out"
     result = run_module(
-        "rdd.report", str(sweep), f"out={out}", "logger=wandb", "wandb.offline=true", cwd=tmp_path
+        "rdd.report", str(sweep), f"out={out}", "logger=wandb", "logger.wandb.offline=true", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = (out / "wandb").glob("offline-run-*")
@@ -262,9 +262,12 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
     [
         (["nowhere"], ("nowhere", "does not exist")),
         (["empty"], ("no finished runs", "empty")),
-        (["sweep", "colour=red"], ("unknown option 'colour'",)),
+        (["sweep", "colour=red"], ("unknown config key 'colour'",)),
+        (["sweep", "--colour"], ("unknown option '--colour'",)),
         (["sweep", "logger=tensorboard"], ("unknown logger",)),
-        (["sweep", "wandb.offline=maybe"], ("wandb.offline",)),
+        (["sweep", "logger=csv"], ("wandb or logger=none",)),
+        (["sweep", "logger=wandb", "logger.wandb.offline=maybe"], ("logger.wandb.offline",)),
+        (["sweep", "runs=sweep"], ("either as runs=", "not both")),
         ([], ("no run directory",)),
     ],
 )

@@ -5,20 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# metrics.json key -> column title, in display order (percent, mean ± std over networks)
-COLUMNS = {
-    "test_acc": "test acc %",
-    "val_acc": "val acc %",
-    "worst_class_acc": "worst class %",
-    "mean_cluster_acc": "mean cluster %",
-    "worst_cluster_acc": "worst cluster %",
-    "group_*": "{} group %",  # the known rare subgroup's accuracy (data.subgroup), e.g. blur
-    "worst_group_acc": "worst group %",
-    "noise_acc": "noise %",
-    "blur_acc": "blur %",
-    "invert_acc": "invert %",
-    "corruption_acc": "corruptions %",
-}
+from rdd.columns import figure_columns
 
 
 def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path) -> str:
@@ -49,15 +36,7 @@ def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path
 
 
 def summary_columns(metrics: dict[str, float], arch: str) -> dict[str, str]:
-    """metrics.json key -> title of the COLUMNS that ``arch`` has; ``group_*`` stands for the
-    altered known groups (``group_<transform>_acc``; the clean group is the test accuracy)."""
-    columns = {}
-    for key, title in COLUMNS.items():
-        if key == "group_*":
-            prefix = f"{arch}/group_"
-            found = [k for k in metrics if k.startswith(prefix) and k.endswith("_acc")]
-            names = sorted(k[len(prefix) : -len("_acc")] for k in found)
-            columns |= {f"group_{n}_acc": title.format(n) for n in names if n != "clean"}
-        elif f"{arch}/{key}" in metrics:
-            columns[key] = title
-    return columns
+    """metrics.json key (without the ``<arch>/`` prefix) -> title of every figure ``arch`` has."""
+    prefix = f"{arch}/"
+    keys = [k[len(prefix) :] for k in metrics if k.startswith(prefix)]
+    return {key: f"{title} %" for key, title in figure_columns(keys).items()}

@@ -1,0 +1,108 @@
+"""Finding and reading finished run directories (``config.yaml`` + ``metrics.json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rdd.errors import UserError
+
+
+@dataclass
+class Run:
+    """One finished run directory: its resolved config, metrics and per-network details."""
+
+    path: Path
+    config: DictConfig
+    metrics: dict[str, float]
+    details: dict[str, Any] | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return OmegaConf.select(self.config, key, default=default)
+
+    @property
+    def method(self) -> str:
+        return str(self.get("matching.name", "?"))
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name, with the transform of its known rare subgroup when the run has
+        one (``digits+invert``): such runs are another benchmark, not seeds of the clean one."""
+        name, subgroup = str(self.get("data.name", "?")), self.get("data.subgroup")
+        if subgroup is None:
+            return name
+        return f"{name}+{subgroup if isinstance(subgroup, str) else subgroup.get('transform')}"
+
+    @property
+    def key(self) -> tuple[str, str, int | None, str]:
+        """(dataset, method, ipc, risk); the whole-dataset reference has no ipc."""
+        ipc = None if self.method == "full" else int(self.get("ipc", 0))
+        return self.dataset, self.method, ipc, str(self.get("risk.name", "none"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.get("seed", 0))
+
+
+def scan_runs(dirs: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
+    """Finished runs under ``dirs`` (recursively) and the directories of unfinished ones."""
+    runs, unfinished = [], []
+    for root in map(Path, dirs):
+        if not root.is_dir():
+            raise UserError(
+                f"directory '{root}' does not exist: pass a run or Hydra multirun directory "
+                "(e.g. logs/distill/multiruns)"
+            )
+        for path in run_dirs(root):
+            if (path / "metrics.json").is_file():
+                runs.append(load_run(path))
+            else:
+                unfinished.append(path)
+    return sorted(runs, key=lambda r: (sort_key(r.key), r.seed, str(r.path))), unfinished
+
+
+def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
+    """Every finished run (config.yaml and metrics.json) under ``dirs``."""
+    return scan_runs(dirs)[0]
+
+
+def run_dirs(root: Path) -> Iterable[Path]:
+    """Directories that are runs, finished or not; a run's own subfolders are not searched."""
+    if (root / "config.yaml").is_file() or (root / ".hydra").is_dir():
+        yield root
+        return
+    for child in sorted(root.iterdir()):
+        # Hidden folders (.hydra) and W&B folders hold config.yaml files that are not runs.
+        if child.is_dir() and not child.name.startswith(".") and child.name != "wandb":
+            yield from run_dirs(child)
+
+
+def load_run(path: Path) -> Run:
+    """Read one run directory; a config.yaml missing from a finished run is a user error."""
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"run '{path}' has metrics.json but no config.yaml: restore or remove it")
+    details_path = path / "eval_details.json"
+    return Run(
+        path=path,
+        config=OmegaConf.load(path / "config.yaml"),
+        metrics=read_json(path / "metrics.json"),
+        details=read_json(details_path) if details_path.is_file() else None,
+    )
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"'{path}' is not valid JSON ({err}): rerun or remove that run") from None
+
+
+def sort_key(key: tuple[str, str, int | None, str]) -> tuple:
+    """Dataset, method, ipc (the whole-dataset 'all' last), risk with the base 'none' first."""
+    dataset, method, ipc, risk = key
+    return dataset, method, ipc is None, ipc or 0, risk != "none", risk
