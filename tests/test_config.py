@@ -170,7 +170,7 @@ def test_mtt_overlays_carry_the_published_settings(data: str, ipc: int) -> None:
 def test_the_cross_architecture_pool_builds_every_net_and_keeps_the_protocol(tmp_path) -> None:
     from hydra.utils import instantiate as make
 
-    from rdd.protocol import eval_nets
+    from rdd.eval.settings import eval_nets
 
     cfg = compose_config("eval=cross_arch", output_dir=tmp_path)
     default = compose_config(output_dir=tmp_path)

@@ -253,7 +253,7 @@ def test_idm_evaluates_the_expanded_set(tmp_path) -> None:
 def test_rdd_evaluate_trains_on_the_expanded_set(tmp_path, monkeypatch) -> None:
     """`python -m rdd.evaluate` reads the factor from the set's metadata and expands it."""
     import rdd.evaluate as evaluate_module
-    from rdd.evaluator import Evaluation
+    from rdd.eval.scoring import Evaluation
 
     distilled(tmp_path, "idm")
     seen = {}

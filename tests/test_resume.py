@@ -16,8 +16,8 @@ import torch
 
 from rdd.checkpoint import Checkpoints, load_checkpoint, run_identity
 from rdd.errors import UserError
+from rdd.eval.settings import eval_settings, partition_of
 from rdd.io import tensor_digest
-from rdd.protocol import eval_settings, partition_of
 from rdd.run import distill
 from rdd.synset import SyntheticSet
 from tests.conftest import REPO, TINY, compose_config

@@ -176,7 +176,7 @@ def test_bad_shift_settings_fail_before_distilling(tmp_path) -> None:
 def test_the_test_partition_is_the_same_for_every_method_and_whitening(tmp_path) -> None:
     from hydra.utils import instantiate
 
-    from rdd.protocol import eval_settings, partition_of
+    from rdd.eval.settings import eval_settings, partition_of
 
     partitions = []
     for overrides in (["matching=dc"], ["matching=random", "seed=3"], ["data.zca=true"]):

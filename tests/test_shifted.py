@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
+from rdd.eval.corruptions import apply_corruption, apply_shift
+from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.seeds import derived_seed
-from rdd.shifted import shifted_test_sets
-from rdd.shifts import apply_corruption, apply_shift
 
 
 class TinyTestSet:

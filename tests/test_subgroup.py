@@ -16,7 +16,7 @@ from scipy import ndimage
 from rdd.data import RealDataModule
 from rdd.data.subgroup import TRANSFORMS, Subgroup, alter_subgroup, pick_members
 from rdd.errors import UserError
-from rdd.evaluator import evaluate_synset
+from rdd.eval.scoring import evaluate_synset
 from rdd.report import aggregate, find_runs, markdown_table
 from rdd.run import run
 from tests.conftest import TINY, compose_config

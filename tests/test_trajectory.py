@@ -291,7 +291,7 @@ def test_a_step_that_makes_images_infinite_is_undone() -> None:
 def test_evaluation_uses_the_learned_step_size_unless_told_not_to() -> None:
     from omegaconf import OmegaConf
 
-    from rdd.protocol import with_learned_lr
+    from rdd.eval.settings import with_learned_lr
 
     settings = OmegaConf.create({"lr": 0.01, "lr_from_synset": True, "epochs": 3})
     assert with_learned_lr(settings, 0.0234).lr == pytest.approx(0.0234)

@@ -215,7 +215,7 @@ def test_rdd_evaluate_applies_the_stored_zca(tmp_path, monkeypatch) -> None:
     """The real data gets the set's stored transform, even if its config asked for a fit."""
     import rdd.data.datamodule as datamodule_module
     import rdd.evaluate as evaluate_module
-    from rdd.evaluator import Evaluation
+    from rdd.eval.scoring import Evaluation
 
     run_cfg = compose_config(
         "data=digits", "data.zca=true", "ipc=1", "logger=none", output_dir=tmp_path / "run"

@@ -15,18 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 from rdd.cli import fail, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.errors import UserError
-from rdd.evaluator import evaluate_synset
-from rdd.io import write_json
-from rdd.outputs import prepare_output_dir, write_eval_outputs
-from rdd.protocol import (
+from rdd.eval.scoring import evaluate_synset
+from rdd.eval.settings import (
     eval_nets,
     eval_settings,
     eval_trainer_kwargs,
     partition_of,
     with_learned_lr,
 )
+from rdd.eval.shifted_sets import shifted_test_sets
+from rdd.io import write_json
+from rdd.outputs import prepare_output_dir, write_eval_outputs
 from rdd.schemas import register_schemas
-from rdd.shifted import shifted_test_sets
 from rdd.synset import SyntheticSet
 
 

@@ -1,7 +1,7 @@
 """`python -m rdd.run`: distil a synthetic set, evaluate it, write the run's outputs.
 
 The pipeline, and nothing else (its parts live in their own modules: rdd.checkpoint,
-rdd.initial, rdd.outputs, rdd.protocol, rdd.loggers). Three seams, each callable with a
+rdd.initial, rdd.outputs, rdd.eval.settings, rdd.loggers). Three seams, each callable with a
 composed config: ``run(cfg) -> metrics`` (everything ``python -m rdd.run`` does),
 ``prepare(cfg) -> Prepared`` (checked config, seeded, data loaded, method and net factory
 built) and ``distill(prepared) -> (images, labels, learned lr)`` (the distillation alone).
@@ -26,7 +26,15 @@ from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_id
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.errors import NonFiniteError, UserError
-from rdd.evaluator import evaluate_synset
+from rdd.eval.scoring import evaluate_synset
+from rdd.eval.settings import (
+    eval_nets,
+    eval_settings,
+    eval_trainer_kwargs,
+    partition_of,
+    with_learned_lr,
+)
+from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
@@ -35,17 +43,9 @@ from rdd.loggers import build_loggers, report_to_loggers
 from rdd.matching import Matcher
 from rdd.nets import checked_net_factory
 from rdd.outputs import prepare_output_dir, save_synset, synset_meta, write_eval_outputs
-from rdd.protocol import (
-    eval_nets,
-    eval_settings,
-    eval_trainer_kwargs,
-    partition_of,
-    with_learned_lr,
-)
 from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
-from rdd.shifted import shifted_test_sets
 from rdd.strategy import distill_strategy, trainer_kwargs
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels

@@ -29,6 +29,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from rdd.eval.corruptions import CORRUPTIONS, SEVERITIES, SHIFTS
+
 
 def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
     """A dataclass with `_target_` = ``cls`` and one field per keyword of ``cls.__init__``.
@@ -126,20 +128,6 @@ class PartitionSchema:
     net: str = "convnet"  # conf/net name of the feature network when features=net
 
 
-SHIFTS = ["noise", "blur", "invert"]
-CORRUPTIONS = [
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "speckle_noise",
-    "gaussian_blur",
-    "contrast",
-    "brightness",
-    "pixelate",
-    "jpeg_compression",
-]
-
-
 @dataclass
 class EvalSchema:
     """The evaluation protocol (conf/eval): typed, so `eval.epochs=ten` fails at compose time."""
@@ -156,9 +144,10 @@ class EvalSchema:
     dsa: bool = True
     dsa_strategy: str | None = None  # null: the dataset's DSA strategy (data.dsa_strategy)
     partition: PartitionSchema = field(default_factory=PartitionSchema)
+    # every shift, every corruption at every severity (rdd.eval.corruptions): 48 shifted sets
     shifts: list[str] = field(default_factory=lambda: list(SHIFTS))
     corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
     shift_seed: int = 0
 
 

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from rdd.errors import UserError
+from rdd.eval.corruptions import gaussian_blur, quantise
 from rdd.seeds import derived_seed
-from rdd.shifts import gaussian_blur, quantise
 
 # ITU-R BT.601 luma weights in thousandths, so that the rounding is exact in integers.
 LUMA_WEIGHTS = (299, 587, 114)
@@ -63,7 +63,7 @@ def blur(x: Tensor) -> Tensor:
         x: uint8 (N, C, H, W).
 
     Returns:
-        uint8 (N, C, H, W), blurred in [0, 1] by ``rdd.shifts.gaussian_blur`` and rounded.
+        uint8 (N, C, H, W), blurred in [0, 1] by ``rdd.eval.corruptions.gaussian_blur`` and rounded.
     """
     sigma = BLUR_SIGMA * max(1.0, min(x.shape[-2:]) / BLUR_REFERENCE_SIZE)
     return quantise(gaussian_blur(x.float() / 255, sigma))

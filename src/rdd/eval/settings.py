@@ -8,9 +8,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.errors import UserError
+from rdd.eval.partition import partition_test_set
+from rdd.eval.shifted_sets import check_shift_settings
 from rdd.nets import load_net_config, net_factory, net_name
-from rdd.partition import partition_test_set
-from rdd.shifted import check_shift_settings
 from rdd.strategy import trainer_kwargs
 
 

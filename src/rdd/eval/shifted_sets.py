@@ -20,9 +20,7 @@ from typing import Any
 import torch
 
 from rdd.errors import UserError
-from rdd.io import load_or_build_tensor, tensor_digest
-from rdd.seeds import derived_seed
-from rdd.shifts import (
+from rdd.eval.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
     SHIFTS,
@@ -30,6 +28,8 @@ from rdd.shifts import (
     apply_shift,
     quantise,
 )
+from rdd.io import load_or_build_tensor, tensor_digest
+from rdd.seeds import derived_seed
 
 ShiftedSets = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
