@@ -242,7 +242,12 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
     sweep = build_sweep(tmp_path / "sweep")
     out = tmp_path / "out"
     result = run_module(
-        "rdd.report", str(sweep), f"out={out}", "logger=wandb", "logger.wandb.offline=true", cwd=tmp_path
+        "rdd.report",
+        str(sweep),
+        f"out={out}",
+        "logger=wandb",
+        "logger.wandb.offline=true",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = (out / "wandb").glob("offline-run-*")

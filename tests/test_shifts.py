@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from rdd.eval import corruptions
 from rdd.errors import UserError
+from rdd.eval import corruptions
 
 RANDOM_SHIFTS = {"noise"}
 RANDOM_CORRUPTIONS = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"}
@@ -195,7 +195,9 @@ def test_jpeg_matches_pil(severity: int) -> None:
 
 def test_jpeg_error_grows_as_quality_falls() -> None:
     x = torch.rand(4, 3, 32, 32, generator=gen(12))  # high-frequency: JPEG loses detail
-    errors = [(corruptions.jpeg_compression(x, q) - x).abs().mean().item() for q in (95, 80, 40, 10)]
+    errors = [
+        (corruptions.jpeg_compression(x, q) - x).abs().mean().item() for q in (95, 80, 40, 10)
+    ]
     assert errors == sorted(errors) and errors[0] < errors[-1]
 
 

@@ -50,7 +50,9 @@ def settings(argv: Sequence[str]) -> tuple[list[Path], dict]:
     if not runs:
         raise UserError(f"no run directory given: {USAGE}")
     if "csv" in cfg.logger:
-        raise UserError("logger=csv logs a training run: a report takes logger=wandb or logger=none")
+        raise UserError(
+            "logger=csv logs a training run: a report takes logger=wandb or logger=none"
+        )
     offline = OmegaConf.select(cfg, "logger.wandb.offline", default=False)
     if not isinstance(offline, bool):
         raise UserError(f"logger.wandb.offline must be true or false, got '{offline}'")
