@@ -1,8 +1,8 @@
 """Checkpoints of a distillation run and their resumption (``checkpoint_every``, ``resume=``).
 
-A checkpoint holds the learner's training state and what it was made with (the resolved
-config without the keys a resumption may change, and the test partition's digest); a
-resumed run must match both, so that it continues the same run bit for bit.
+A checkpoint holds the learner's training state (:func:`training_state`) and what it was made
+with (the resolved config without the keys a resumption may change, and the test partition's
+digest); a resumed run must match both, so that it continues the same run bit for bit.
 """
 
 from __future__ import annotations
@@ -11,16 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.config import flatten
+from rdd.distributed import rank
 from rdd.errors import UserError
-from rdd.io import tensor_digest
-from rdd.learner import CHECKPOINT_FORMAT, SyntheticSetLearner
+from rdd.io import atomic_write, tensor_digest
+from rdd.learner import SyntheticSetLearner
 from rdd.strategy import DDP_NAMES
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# 2: the real pool is a group table over all images (robust runs draw fresh real batches).
+CHECKPOINT_FORMAT = "rdd-checkpoint/2"
 
 
 # Keys that may differ between a run and its resumption: where things go, how they are shown
@@ -38,11 +42,60 @@ class Checkpoints:
     meta: dict[str, Any]
     resume_state: dict[str, Any] | None = None
 
-    def attach(self, learner: SyntheticSetLearner) -> None:
-        learner.checkpoint_path, learner.checkpoint_every = self.path, self.every
-        learner.checkpoint_meta = self.meta
+    def attach(self, learner: SyntheticSetLearner) -> list[L.Callback]:
+        """Continue ``learner`` from the resumed state, if any; the callbacks that write the
+        checkpoints."""
         if self.resume_state is not None:
-            learner.load_training_state(self.resume_state)
+            load_training_state(learner, self.resume_state)
+        return [PeriodicCheckpoint(self.path, self.every, self.meta)] if self.every else []
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Rank 0 writes the training state every ``every`` iterations, atomically (never after
+    the last one: the finished set replaces the checkpoint)."""
+
+    def __init__(self, path: Path, every: int, meta: dict[str, Any]) -> None:
+        self.path, self.every, self.meta = path, every, meta
+
+    def on_train_batch_end(self, trainer, learner, outputs, batch, batch_idx: int) -> None:
+        done = learner.iteration + 1
+        if done % self.every or done >= learner.matcher.iterations or rank() != 0:
+            return
+        state = training_state(learner) | {"meta": self.meta}
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+
+
+def training_state(learner: SyntheticSetLearner) -> dict:
+    """Everything the run needs to continue after this iteration, as tensors and plain
+    containers (it loads with ``torch.load(weights_only=True)``)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "next_iteration": learner.iteration + 1,
+        "images": learner.images.detach().cpu().clone(),
+        "syn_lr": None if learner.syn_lr is None else learner.syn_lr.detach().cpu().clone(),
+        "optimizers": [opt.state_dict() for opt in learner.optimizer_list()],
+        "generator": learner.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "risks": learner.risks.state(),
+        "pool": learner.pool.state(),
+        "matcher": learner.matcher.state_dict(),
+    }
+
+
+def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
+    """Continue ``learner`` from :func:`training_state` (before ``trainer.fit``)."""
+    with torch.no_grad():
+        learner.images.copy_(state["images"])
+        if learner.syn_lr is not None:
+            learner.syn_lr.copy_(state["syn_lr"])
+    learner.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    learner.pool.load_state(state["pool"])
+    learner.risks.load_state(state["risks"])
+    learner.start_iteration = learner.iteration = int(state["next_iteration"])
+    # Applied in on_train_start: the optimizers and the device exist only then.
+    learner.pending_optimizer_states = state["optimizers"]
+    learner.pending_matcher_state = state["matcher"]
 
 
 def run_identity(cfg: DictConfig) -> str:

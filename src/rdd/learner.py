@@ -18,14 +18,10 @@ from torch.utils.data import DataLoader
 
 from rdd.distributed import average_grads, broadcast_from_rank0_, rank, sum_grads
 from rdd.errors import NonFiniteError
-from rdd.io import atomic_write
 from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
 from rdd.robust import RiskSlots, RobustPlan
 from rdd.synset import class_grouped_labels
-
-# 2: the real pool is a group table over all images (robust runs draw fresh real batches).
-CHECKPOINT_FORMAT = "rdd-checkpoint/2"
 
 
 class SyntheticSetLearner(L.LightningModule):
@@ -86,9 +82,8 @@ class SyntheticSetLearner(L.LightningModule):
         # exactly the random numbers of the base method and reproduces it bit for bit.
         self.clusterer = clusterer if plan.active else None
         self.iteration = 0
-        # Checkpoints: every `checkpoint_every` iterations (0: never) rank 0 writes everything
-        # the run needs to continue to `checkpoint_path`; `checkpoint_meta` is stored with it.
-        self.checkpoint_every, self.checkpoint_path, self.checkpoint_meta = 0, None, {}
+        # A resumed run (rdd.checkpoint.restore) starts later, with optimizer and matcher
+        # states that can be applied only once training has started.
         self.start_iteration = 0
         self.pending_optimizer_states: list[dict] | None = None
         self.pending_matcher_state: dict | None = None
@@ -259,50 +254,10 @@ class SyntheticSetLearner(L.LightningModule):
         self.log_dict(named, on_step=True)
         self.log_group_histogram()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        done = self.iteration + 1
-        due = self.checkpoint_every and done % self.checkpoint_every == 0
-        if due and done < self.matcher.iterations and self.checkpoint_path and rank() == 0:
-            state = self.training_state() | {"meta": self.checkpoint_meta}
-            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
-
-    # -- checkpoints ----------------------------------------------------------------------------
     def optimizer_list(self) -> list[torch.optim.Optimizer]:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         return [getattr(opt, "optimizer", opt) for opt in optimizers]
-
-    def training_state(self) -> dict:
-        """Everything the run needs to continue after this iteration, as tensors and plain
-        containers (it loads with ``torch.load(weights_only=True)``)."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "next_iteration": self.iteration + 1,
-            "images": self.images.detach().cpu().clone(),
-            "syn_lr": None if self.syn_lr is None else self.syn_lr.detach().cpu().clone(),
-            "optimizers": [opt.state_dict() for opt in self.optimizer_list()],
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "risks": self.risks.state(),
-            "pool": self.pool.state(),
-            "matcher": self.matcher.state_dict(),
-        }
-
-    def load_training_state(self, state: dict) -> None:
-        """Continue from :meth:`training_state` (before ``trainer.fit``)."""
-        with torch.no_grad():
-            self.images.copy_(state["images"])
-            if self.syn_lr is not None:
-                self.syn_lr.copy_(state["syn_lr"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.pool.load_state(state["pool"])
-        self.risks.load_state(state["risks"])
-        self.start_iteration = int(state["next_iteration"])
-        self.iteration = self.start_iteration
-        # Applied in on_train_start: the optimizers and the device exist only then.
-        self.pending_optimizer_states = state["optimizers"]
-        self.pending_matcher_state = state["matcher"]
 
     def log_group_histogram(self) -> None:
         """With W&B, a histogram of this iteration's per-subgroup matching losses."""

@@ -194,8 +194,7 @@ def distill(
         plan=plan,
     )
     learner.on_nonfinite = keep
-    if checkpoints is not None:
-        checkpoints.attach(learner)
+    callbacks = checkpoints.attach(learner) if checkpoints is not None else []
     settings = trainer_kwargs(cfg.trainer)
     trainer = L.Trainer(
         max_epochs=1,
@@ -205,6 +204,7 @@ def distill(
         enable_model_summary=False,
         # Every rank runs every iteration (the "batches" are iteration numbers, not data).
         use_distributed_sampler=False,
+        callbacks=callbacks,
         **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
     trainer.fit(learner)
