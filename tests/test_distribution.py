@@ -11,7 +11,8 @@ from conftest import TINY, compose_config
 from torch import nn
 
 from rdd.expansion import check_factor, expand, pack
-from rdd.matching.distribution import DistributionMatching, NetQueue, frozen
+from rdd.matching.distribution import DistributionMatching, frozen
+from rdd.matching.queue import NetQueue
 from rdd.nets import build_net
 from rdd.risk import CVaR, MeanRisk
 
