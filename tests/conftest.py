@@ -61,7 +61,7 @@ def run_module(
 def mtt_buffer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-expert, two-epoch MTT buffer on digits (plain experts); pass
     ``experts.root=<it>`` and MTT_EXPERTS to a run that should use it."""
-    from rdd.buffer import make_buffer
+    from rdd.experts.training import make_buffer
 
     root = tmp_path_factory.mktemp("buffers")
     make_buffer(

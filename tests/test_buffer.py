@@ -9,7 +9,7 @@ import torch
 from conftest import compose_config, run_module
 from hydra.utils import instantiate
 
-from rdd.buffer import ExpertTrainer, make_buffer
+from rdd.experts.training import ExpertTrainer, make_buffer
 from rdd.errors import UserError
 from rdd.experts import ExpertStore, Trajectories, buffer_key
 

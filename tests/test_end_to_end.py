@@ -50,7 +50,7 @@ def test_mtt_on_digits_at_ipc_10_is_at_least_as_good_as_random(tmp_path) -> None
     MTT tied it on test accuracy (95.64 both) and beat it on validation (96.74 against 93.24)
     and on blurred test images; the clear MTT win is on CIFAR-10 (benchmarks/README.md).
     """
-    from rdd.buffer import make_buffer
+    from rdd.experts.training import make_buffer
 
     root = f"experts.root={tmp_path / 'buffers'}"
     make_buffer(compose_config("matching=mtt", root, config_name="buffer"))
@@ -62,7 +62,7 @@ def test_mtt_on_digits_at_ipc_10_is_at_least_as_good_as_random(tmp_path) -> None
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10-jpeg")
 def test_mtt_with_zca_on_real_cifar10_end_to_end(tmp_path) -> None:
     """A one-expert, two-epoch buffer on whitened CIFAR-10, then two MTT iterations."""
-    from rdd.buffer import make_buffer
+    from rdd.experts.training import make_buffer
 
     overrides = ["data=cifar10", f"data.root={SHARED_CIFAR}", "data.zca=true", "net=convnet_w32"]
     overrides += ["matching=mtt", "experts.num_experts=1", "experts.epochs=2", "ipc=1"]

@@ -1,181 +1,19 @@
-"""`python -m rdd.buffer`: train the expert trajectories that MTT matches.
-
-Trains ``experts.num_experts`` networks for ``experts.epochs`` epochs on the real training data
-(SGD, DSA with independent parameters per image, ZCA when ``data.zca=true``) and saves each
-expert's parameters at the start and after every epoch. With a risk that acts on networks the
-experts minimise the group risk over k-means subgroups of the real data (robust experts).
+"""`python -m rdd.buffer`: train the expert trajectories that MTT matches (rdd.experts.training).
 
 The config is rdd.run's, so ``python -m rdd.buffer <overrides>`` makes exactly the buffer that
-``python -m rdd.run matching=mtt <overrides>`` looks for. A killed run continues where it
-stopped: finished experts are kept and an unfinished one resumes from its last epoch.
+``python -m rdd.run matching=mtt <overrides>`` looks for.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch import nn
-from tqdm.auto import tqdm
 
-from rdd.augment import DSA
-from rdd.cli import fail, quiet_lightning, run_cli
-from rdd.config import CONF_DIR, build
+from rdd.cli import fail, run_cli
+from rdd.config import CONF_DIR
 from rdd.errors import UserError
-from rdd.experts import ExpertStore, buffer_key, experts_train_on_risk, flat_parameters
-from rdd.matching.robust import real_data_loss
-from rdd.nets import net_factory, net_name
-from rdd.realpool import RealPool
-from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
+from rdd.experts.training import make_buffer
 from rdd.schemas import register_schemas
-from rdd.seeds import derived_seed
-
-
-def make_buffer(cfg: DictConfig) -> ExpertStore:
-    """Train every missing expert of the buffer for ``cfg``; returns its store."""
-    quiet_lightning()
-    check_settings(cfg.experts)
-    check_robust_node(cfg)
-    data = build(cfg.data, "data")
-    data.setup()
-    store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
-    store.claim()
-    trainer = ExpertTrainer(cfg, data, pick_device(cfg.trainer.accelerator))
-    todo = [i for i in range(cfg.experts.num_experts) if not store.expert_path(i).exists()]
-    epochs = cfg.experts.epochs
-    done = cfg.experts.num_experts - len(todo)
-    with tqdm(
-        total=cfg.experts.num_experts * epochs, initial=done * epochs, desc="experts", unit="epoch"
-    ) as bar:
-        for index in todo:
-            trainer.train(index, store, bar)
-    print(f"{cfg.experts.num_experts} experts x {epochs} epochs in {store.directory}")
-    return store
-
-
-def check_settings(experts: Any) -> None:
-    for key in ("num_experts", "epochs", "batch_size", "recluster_every"):
-        if experts[key] < 1:
-            raise UserError(f"experts.{key} must be >= 1, got {experts[key]}")
-    if experts.lr <= 0:
-        raise UserError(f"experts.lr must be positive, got {experts.lr}")
-
-
-def pick_device(accelerator: str) -> torch.device:
-    """The device `trainer.accelerator` names (auto: a GPU when there is one)."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    if accelerator == "mps":
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-class ExpertTrainer:
-    """Trains one expert at a time, saving a resumable checkpoint after every epoch."""
-
-    def __init__(self, cfg: DictConfig, data: Any, device: torch.device) -> None:
-        self.settings = cfg.experts
-        self.make_net = net_factory(cfg.net, data)
-        self.num_classes, self.device = data.num_classes, device
-        self.train_x, self.train_y = data.train_x.to(device), data.train_y.to(device)
-        strategy = self.settings.dsa_strategy or data.dsa_strategy
-        self.augment = DSA(strategy, mode="single") if self.settings.dsa else None
-        self.risks = self.clusterer = None
-        if experts_train_on_risk(cfg):
-            if not cfg.clustering.get("_target_") or cfg.clustering.name == "nearest_synthetic":
-                raise UserError(
-                    "robust experts need subgroups of the real data without a synthetic set: "
-                    "add clustering=faiss_kmeans (or clustering=known with data.subgroup)"
-                )
-            self.risks = RiskSlots(build_risk(cfg.risk))
-            self.clusterer = build_clusterer(cfg.clustering, data)
-        self.pool = RealPool(self.train_y, self.num_classes)
-        self.groups = self.pool.groups.to(device)
-
-    def train(self, index: int, store: ExpertStore, bar: tqdm) -> None:
-        """Train expert ``index`` (resuming its checkpoint if there is one) and save it."""
-        seed = derived_seed(self.settings.seed, "expert", index)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = self.make_net().to(self.device)
-        opt = torch.optim.SGD(
-            net.parameters(),
-            lr=self.settings.lr,
-            momentum=self.settings.momentum,
-            weight_decay=self.settings.weight_decay,
-        )
-        snapshots, first = [flat_parameters(net)], 0
-        state = store.load_partial(index)
-        if state is not None:
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["optimizer"])
-            self.load_groups(state)
-            generator.set_state(state["generator"])
-            snapshots, first = list(state["params"]), int(state["epoch"])
-            bar.update(first)
-        for epoch in range(first, self.settings.epochs):
-            self.train_epoch(net, opt, generator, epoch)
-            snapshots.append(flat_parameters(net))
-            store.save_partial(
-                index,
-                {
-                    "params": torch.stack(snapshots),
-                    "net": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "generator": generator.get_state(),
-                    "epoch": epoch + 1,
-                    **self.groups_state(),
-                },
-            )
-            bar.update(1)
-        store.save_expert(
-            index, torch.stack(snapshots), [name for name, _ in net.named_parameters()]
-        )
-
-    def train_epoch(
-        self, net: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator, epoch: int
-    ) -> None:
-        """One pass over the shuffled training data; the group risk for robust experts."""
-        if self.clusterer is not None and epoch % self.settings.recluster_every == 0:
-            self.regroup(net, epoch)
-        net.train()
-        order = torch.randperm(len(self.train_y), generator=generator)
-        for batch in order.split(self.settings.batch_size):
-            batch = batch.to(self.device)
-            x, y = self.train_x[batch], self.train_y[batch]
-            if self.augment is not None:
-                x = self.augment(x, generator)
-            num_groups = self.pool.num_groups
-            risk = None if self.risks is None else self.risks.get("networks", None, num_groups)
-            loss, _, _ = real_data_loss(net, x, y, self.groups[batch], num_groups, risk)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    def regroup(self, net: nn.Module, epoch: int) -> None:
-        """Refit the subgroups in the expert's current feature space (as a learner does)."""
-        net.eval()
-        with torch.no_grad():
-            self.pool.refit(self.clusterer, self.train_x, net, epoch)
-        self.groups = self.pool.groups.to(self.device)
-        self.risks.reset()  # the new clusters are unrelated to the old ids
-
-    def groups_state(self) -> dict:
-        """Robust experts: the subgroups and the risk's running state, so that a resumed
-        expert continues exactly (they change only at a re-clustering)."""
-        if self.risks is None:
-            return {}
-        return {"pool": self.pool.state(), "risks": self.risks.state()}
-
-    def load_groups(self, state: dict) -> None:
-        if self.risks is not None and "pool" in state:
-            self.pool.load_state(state["pool"])
-            self.groups = self.pool.groups.to(self.device)
-            self.risks.load_state(state["risks"])
-
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="buffer")
 def main(cfg: DictConfig) -> None:
