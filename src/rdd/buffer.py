@@ -15,6 +15,7 @@ from rdd.errors import UserError
 from rdd.experts.training import make_buffer
 from rdd.schemas import register_schemas
 
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="buffer")
 def main(cfg: DictConfig) -> None:
     try:
