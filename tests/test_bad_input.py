@@ -28,15 +28,13 @@ from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config
 from tests.test_synset import Payload  # unpickling it would create a file
 
-CONFIG_NAMES = {"rdd.run": "run", "rdd.evaluate": "evaluate", "rdd.buffer": "buffer"}
-
 
 def call_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """Run ``python -m <module> argv`` in this process; (exit status, non-empty stderr lines)."""
     mod = importlib.import_module(module)
     monkeypatch.setattr(sys, "argv", [mod.__file__, *argv])  # as `python -m` sets it
     with pytest.raises(SystemExit) as stop:
-        mod.run_cli(mod.main, CONFIG_NAMES[module])
+        mod.run_cli(mod.main)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return stop.value.code, lines
 
@@ -286,3 +284,29 @@ def test_mixed_channels_are_converted_not_refused(tmp_path) -> None:
     data = instantiate(cfg.data)
     data.setup()
     assert data.channel == 3 and len(data.train_y) + len(data.val_y) == 9
+
+
+def test_the_command_line_is_composed_once_and_a_bad_sweep_leaves_nothing(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Only Hydra composes the command line (rdd no longer composes it first); a sweep value
+    that does not compose stops the sweep before its first job, and its directory goes."""
+    import traceback
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    calls = []  # per composition: whether it happened inside Hydra's @hydra.main wrapper
+    load = ConfigLoaderImpl.load_configuration
+
+    def spy(*args, **kwargs):
+        calls.append(any(f.name == "decorated_main" for f in traceback.extract_stack()))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", spy)
+    monkeypatch.setenv("RDD_LOG_DIR", str(tmp_path / "logs"))
+    code, lines = call_cli("rdd.run", [*TINY, "matching.lr_imgg=1"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and "unknown config key 'matching.lr_imgg'" in lines[0]
+    assert calls and all(calls), calls
+    code, lines = call_cli("rdd.run", ["-m", *TINY, "eval.epochs=3,x"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and "invalid value for eval.epochs" in lines[0], lines
+    assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]

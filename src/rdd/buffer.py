@@ -27,4 +27,4 @@ def main(cfg: DictConfig) -> None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main, "buffer")
+    run_cli(main)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
-from rdd.config import CONF_DIR, check_composes
+from hydra.experimental.callback import Callback
+
+from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import UserError
 
 # Groups whose options are files in conf/<group>/; checked before Hydra starts so that a typo
@@ -76,16 +81,101 @@ def fail(err: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def run_cli(hydra_main: Callable[[], object], config_name: str) -> None:
-    """Check the command line (group options, ipc, then the composed config's types and
-    keys), then hand over to a @hydra.main function of ``config_name``."""
+def run_cli(hydra_main: Callable[[], object]) -> None:
+    """Hand the command line to a @hydra.main function, which composes it (once), with its
+    composition errors as one line instead of Hydra's report.
+
+    Before Hydra starts: unknown group options, ``ipc``, and an explicit output directory
+    that already holds a run or cannot be written (Hydra would write into it first).
+    A sweep's every value is composed by Hydra's sweeper before its first job runs.
+    """
+    argv = sys.argv[1:]
+    multirun = bool({"-m", "--multirun"} & set(argv))
     try:
-        check_overrides(sys.argv[1:])
-        if not {"--help", "-h", "--info", "--cfg", "-c"} & set(sys.argv[1:]):
-            check_composes(config_name, sys.argv[1:])
+        check_overrides(argv)
+        out_dir = requested_out_dir(argv, multirun)
+        if out_dir is not None:
+            check_fresh(out_dir, multirun)
+            check_writable(out_dir)
     except UserError as err:
         fail(err)
-    hydra_main()
+    existed = out_dir is not None and out_dir.exists()
+    RememberSweepDir.path = None
+    # Hydra then raises its errors instead of printing them over several lines.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except COMPOSITION_ERRORS as err:
+        # A sweep writes multirun.yaml before it composes its jobs.
+        if RememberSweepDir.path is not None and not existed:
+            remove_hydra_files(RememberSweepDir.path)
+        fail(UserError(composition_message(err)))
+    except PermissionError as err:
+        fail(UserError(f"cannot write to '{err.filename}': choose a writable hydra.run.dir"))
+    finally:
+        restore_env("HYDRA_FULL_ERROR", previous)
+
+
+def restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def composition_message(err: Exception) -> str:
+    from hydra.errors import OverrideParseException
+
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse the command line: {first_line(err)}"
+    return explain(err)
+
+
+def _composition_errors() -> tuple[type[Exception], ...]:
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        OmegaConfBaseException,
+    )
+
+
+COMPOSITION_ERRORS = _composition_errors()
+
+
+def requested_out_dir(argv: Sequence[str], multirun: bool) -> Path | None:
+    """The output directory the command line names (``hydra.run.dir=`` or, for a sweep,
+    ``hydra.sweep.dir=``), when it is a plain path; None otherwise (Hydra's default is a
+    fresh, time-stamped directory)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    values = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").split("=", 1)[0] == key]
+    if not values or "${" in values[-1]:
+        return None
+    return Path(values[-1].strip("'\""))
+
+
+class RememberSweepDir(Callback):
+    """Hydra callback (conf/hydra/default.yaml): the directory of the sweep starting now."""
+
+    path: Path | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        RememberSweepDir.path = Path(config.hydra.sweep.dir)
+
+
+def remove_hydra_files(out_dir: Path) -> None:
+    """Remove a directory this command created if it holds only Hydra's own files."""
+    hydra_files = {"multirun.yaml", ".hydra"}
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def quiet_lightning() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +33,6 @@ def build(node: Any, group: str, **kwargs: Any) -> Any:
         raise
 
 
-def check_composes(config_name: str, argv: Sequence[str]) -> None:
-    """Compose the config the command line asks for, so that a wrong type or an unknown key
-    fails as one line before Hydra starts (Hydra reports it over several lines).
-
-    Every value of a sweep (``seed=0,1,2``) is tried once, with the other keys at their
-    first value. Hydra's own options (``hydra.*``, ``-m``) are left to Hydra.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra.")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception as err:  # Hydra's parser raises its own exception types
-        raise UserError(f"cannot parse the command line: {first_line(err)}") from None
-    choices = [[o.input_line] if not o.is_sweep_override() else sweep_values(o) for o in overrides]
-    variants = [[c[0] for c in choices]]
-    for i, values in enumerate(choices):
-        variants += [[*variants[0][:i], v, *variants[0][i + 1 :]] for v in values[1:]]
-    composed = [compose_or_explain(config_name, v, hydra_args(argv)) for v in variants]
-    multirun = bool({"-m", "--multirun"} & set(argv))
-    hydra_node = composed[0].hydra
-    out_dir = Path(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-    check_fresh(out_dir, multirun)
-    check_writable(out_dir)
-
-
 # Files that mark a finished run (a stopped run's synset.pt counts: it is its last good set).
 FINISHED_MARKERS = ("synset.pt", "metrics.json")
 
@@ -75,11 +48,6 @@ def check_fresh(out_dir: Path, multirun: bool = False) -> None:
             f"{', ...' if len(done) > 2 else ''}): choose a new hydra.run.dir / hydra.sweep.dir "
             "(or leave it unset for a fresh one)"
         )
-
-
-def hydra_args(argv: Sequence[str]) -> list[str]:
-    """The ``hydra.*`` overrides of a command line (they choose the output directory)."""
-    return [a for a in argv if a.lstrip("+~").startswith("hydra.")]
 
 
 # Below this much free space a run would die on its first checkpoint or synthetic set.
@@ -115,15 +83,7 @@ def check_writable(path: str | Path) -> None:
         )
 
 
-def sweep_values(override: Any) -> list[str]:
-    """``key=a,b`` -> ["key=a", "key=b"] (sweep functions like range() expanded too)."""
-    prefix = override.get_key_element()
-    return [f"{prefix}={value}" for value in override.sweep_string_iterator()]
-
-
-def compose_or_explain(
-    config_name: str, overrides: list[str], hydra_args: Sequence[str] = ()
-) -> DictConfig:
+def compose_or_explain(config_name: str, overrides: list[str]) -> DictConfig:
     """The composed config (with Hydra's own node), or a one-line UserError saying why not."""
     from hydra import compose, initialize_config_dir
 
@@ -132,9 +92,7 @@ def compose_or_explain(
     register_schemas()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose(
-                config_name, overrides=[*overrides, *hydra_args], return_hydra_config=True
-            )
+            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
     except Exception as err:
         raise UserError(explain(err)) from None
 

@@ -88,4 +88,4 @@ def main(cfg: DictConfig) -> float | None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main, "evaluate")
+    run_cli(main)

@@ -8,16 +8,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.config import check_fresh
+from rdd.config import check_fresh, check_writable
 from rdd.io import write_json
 from rdd.nets import net_name
 from rdd.synset import SyntheticSet
 
 
 def prepare_output_dir(path: str | Path) -> Path:
-    """The run directory; refuses one that already holds a finished run (nothing is overwritten)."""
+    """The run directory; refuses one that already holds a finished run (nothing is
+    overwritten), or that cannot be written or has no room left."""
     out_dir = Path(path)
     check_fresh(out_dir)
+    check_writable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 

@@ -228,4 +228,4 @@ def main(cfg: DictConfig) -> float | None:
 register_schemas()
 
 if __name__ == "__main__":
-    run_cli(main, "run")
+    run_cli(main)
