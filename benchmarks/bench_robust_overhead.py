@@ -16,7 +16,7 @@ import argparse
 import torch
 from common import cifar_shaped, plain_learner, time_steps
 
-from rdd.clustering import Clusterer
+from rdd.clustering import KMeansClusterer
 from rdd.matching.gradient import GradientMatching
 from rdd.risk import CVaR
 
@@ -32,7 +32,7 @@ def time_iterations(robust: bool, ipc: int, iterations: int) -> tuple[float, flo
         real_y,
         ipc,
         risk=CVaR(alpha=0.8, on=["matching"]) if robust else None,
-        clusterer=Clusterer(k=3, every=50, pool_per_class=256) if robust else None,
+        clusterer=KMeansClusterer(k=3, every=50, pool_per_class=256) if robust else None,
     )
     times = time_steps(matcher, learner, iterations)
     return sum(times[1:]) / len(times[1:]), times[0]

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from rdd.clustering import (
-    Clusterer,
+    KMeansClusterer,
     NearestSyntheticClusterer,
     embed_in_batches,
     faiss_kmeans,
@@ -149,7 +149,7 @@ def test_nearest_synthetic_needs_a_synthetic_image_per_class() -> None:
         nearest_synthetic(torch.randn(3, 2), zeros, torch.randn(2, 5), zeros[:2])
 
 
-# --- Clusterer -----------------------------------------------------------------------------
+# --- KMeansClusterer (per-class FAISS k-means) ---------------------------------------------
 
 
 def two_mode_images(num_classes: int = 2, per_mode: int = 6) -> tuple[Tensor, Tensor]:
@@ -165,14 +165,14 @@ def two_mode_images(num_classes: int = 2, per_mode: int = 6) -> tuple[Tensor, Te
 
 
 def test_due_at_zero_and_every_n_iterations() -> None:
-    clusterer = Clusterer(every=5, features="pixels")
+    clusterer = KMeansClusterer(every=5, features="pixels")
     assert [i for i in range(12) if clusterer.due(i)] == [0, 5, 10]
-    assert Clusterer(every=1, features="pixels").due(7)
+    assert KMeansClusterer(every=1, features="pixels").due(7)
 
 
 def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
     images, labels = two_mode_images()
-    clusterer = Clusterer(k=2, features="pixels", pool_per_class=None, seed=0)
+    clusterer = KMeansClusterer(k=2, features="pixels", pool_per_class=None, seed=0)
     assert clusterer.centroids.numel() == 0 and clusterer.assignments.numel() == 0
     groups = clusterer.fit(images, labels, num_classes=2)
     assert clusterer.num_groups(2) == 4
@@ -183,7 +183,7 @@ def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
     state = clusterer.state_dict()
     assert set(state) == {"centroids", "assignments"}
     # A fresh clusterer (empty buffers) loads a fitted one and assigns new images the same way.
-    fresh = Clusterer(k=2, features="pixels", pool_per_class=None, seed=0)
+    fresh = KMeansClusterer(k=2, features="pixels", pool_per_class=None, seed=0)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.centroids, clusterer.centroids)
     assert torch.equal(fresh.assign(images, labels), groups)
@@ -191,7 +191,7 @@ def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
 
 def test_pool_takes_at_most_pool_per_class_images_per_class_reproducibly() -> None:
     labels = torch.tensor([0] * 10 + [1] * 3)
-    clusterer = Clusterer(k=2, features="pixels", pool_per_class=4, seed=1)
+    clusterer = KMeansClusterer(k=2, features="pixels", pool_per_class=4, seed=1)
     pool = clusterer.pool(labels, num_classes=2, iteration=50)
     assert torch.bincount(labels[pool]).tolist() == [4, 3]
     assert torch.equal(pool, clusterer.pool(labels, num_classes=2, iteration=50))
@@ -214,7 +214,7 @@ class StubNet(nn.Module):
 def test_embedding_features_use_the_net_in_eval_mode_and_restore_its_mode() -> None:
     images, labels = two_mode_images()
     net = StubNet().train()
-    clusterer = Clusterer(k=2, features="embedding", pool_per_class=None)
+    clusterer = KMeansClusterer(k=2, features="embedding", pool_per_class=None)
     features = clusterer.features_of(images, net)
     assert features.shape == (24, 2) and not features.requires_grad
     assert net.training and net.modes and not any(net.modes)
@@ -236,7 +236,7 @@ def test_under_distributed_only_rank0_clusters_and_the_others_take_its_result(
     monkeypatch,
 ) -> None:
     import rdd.clustering.base as base  # the rank-0 broadcast lives here
-    import rdd.clustering.clusterer as module
+    import rdd.clustering.kmeans_clusterer as module
 
     rank0_groups = torch.arange(24) % 4
 
@@ -258,7 +258,7 @@ def test_under_distributed_only_rank0_clusters_and_the_others_take_its_result(
     monkeypatch.setattr(base, "dist", FakeDist)
     monkeypatch.setattr(module, "per_class_kmeans", no_kmeans)
     images, labels = two_mode_images()
-    clusterer = Clusterer(k=2, features="pixels", pool_per_class=None)
+    clusterer = KMeansClusterer(k=2, features="pixels", pool_per_class=None)
     assert torch.equal(clusterer.fit(images, labels, 2), rank0_groups)
     assert torch.equal(clusterer.centroids, torch.ones(2, 2, 16))
 
@@ -273,7 +273,9 @@ def test_fixed_net_features_come_from_the_saved_file(tmp_path: Path) -> None:
     path = tmp_path / "features.pt"
     saved = save_tiny_net(path)
     images, labels = two_mode_images()
-    clusterer = Clusterer(k=2, features="fixed_net", feature_net=str(path), pool_per_class=None)
+    clusterer = KMeansClusterer(
+        k=2, features="fixed_net", feature_net=str(path), pool_per_class=None
+    )
     groups = clusterer.fit(images, labels, num_classes=2)
     with torch.no_grad():
         expected = saved.eval().embed(images)
@@ -289,7 +291,7 @@ def test_a_bad_feature_net_file_names_its_path(tmp_path: Path, problem: str) -> 
         path.write_bytes(b"not a torch file")
     elif problem == "wrong_keys":
         torch.save({"weights": torch.zeros(1)}, path)
-    clusterer = Clusterer(k=1, features="fixed_net", feature_net=str(path))
+    clusterer = KMeansClusterer(k=1, features="fixed_net", feature_net=str(path))
     images, labels = two_mode_images()
     with pytest.raises(ValueError, match=str(path)):
         clusterer.fit(images, labels, num_classes=2)
@@ -308,13 +310,15 @@ def test_a_bad_feature_net_file_names_its_path(tmp_path: Path, problem: str) -> 
 )
 def test_clusterer_rejects_bad_options(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        Clusterer(**kwargs)
+        KMeansClusterer(**kwargs)
 
 
 def test_fit_names_a_class_with_fewer_images_than_k() -> None:
     images, labels = two_mode_images()
     with pytest.raises(ValueError, match="class 1 has 6 points"):  # class 0 has 12
-        Clusterer(k=7, features="pixels", pool_per_class=None).fit(images[:18], labels[:18], 2)
+        KMeansClusterer(k=7, features="pixels", pool_per_class=None).fit(
+            images[:18], labels[:18], 2
+        )
 
 
 def test_nearest_synthetic_clusterer_groups_around_the_synthetic_images() -> None:
@@ -322,7 +326,7 @@ def test_nearest_synthetic_clusterer_groups_around_the_synthetic_images() -> Non
     syn_images = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 5.0, 10.0, 15.0)])
     syn_labels = torch.tensor([0, 0, 1, 1])
     clusterer = NearestSyntheticClusterer(features="pixels", pool_per_class=None)
-    assert clusterer.nearest and not hasattr(Clusterer(), "nearest")  # how rdd.learner tells
+    assert clusterer.nearest and not hasattr(KMeansClusterer(), "nearest")  # how rdd.learner tells
     groups = clusterer.fit(images, labels, 2, syn_images=syn_images, syn_labels=syn_labels)
     assert groups.tolist() == torch.arange(4).repeat_interleave(6).tolist()
     assert clusterer.num_groups(2, ipc=2) == 4 == clusterer.num_groups(2)

@@ -169,23 +169,23 @@ def clustering_inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cluster_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    from rdd.clustering import Clusterer
+    from rdd.clustering import KMeansClusterer
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     images, labels = clustering_inputs(rank)
-    clusterer = Clusterer(k=3, features="pixels", pool_per_class=None, seed=0)
+    clusterer = KMeansClusterer(k=3, features="pixels", pool_per_class=None, seed=0)
     groups = clusterer.fit(images, labels, num_classes=2)
     torch.save({"groups": groups, "centroids": clusterer.centroids}, f"{out_dir}/c{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_clustering_runs_on_rank0_and_is_broadcast(tmp_path) -> None:
-    from rdd.clustering import Clusterer
+    from rdd.clustering import KMeansClusterer
 
     mp.spawn(cluster_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    single = Clusterer(k=3, features="pixels", pool_per_class=None, seed=0)
+    single = KMeansClusterer(k=3, features="pixels", pool_per_class=None, seed=0)
     want_groups = single.fit(*clustering_inputs(0), num_classes=2)
-    other = Clusterer(k=3, features="pixels", pool_per_class=None, seed=0)
+    other = KMeansClusterer(k=3, features="pixels", pool_per_class=None, seed=0)
     assert not torch.equal(other.fit(*clustering_inputs(1), num_classes=2), want_groups)
     for rank in range(2):
         got = torch.load(tmp_path / f"c{rank}.pt", weights_only=True)

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from rdd.clustering import Clusterer, KnownSubgroups, NearestSyntheticClusterer
+from rdd.clustering import KMeansClusterer, KnownSubgroups, NearestSyntheticClusterer
 from rdd.errors import UserError
 from rdd.learner import SyntheticSetLearner
 from rdd.matching.distribution import DistributionMatching
@@ -63,8 +63,10 @@ def fit(learner: SyntheticSetLearner) -> list[torch.Tensor]:
     return draws
 
 
-def kmeans(pool_per_class: int = 8, every: int = 2) -> Clusterer:
-    return Clusterer(k=2, every=every, pool_per_class=pool_per_class, features="pixels", seed=0)
+def kmeans(pool_per_class: int = 8, every: int = 2) -> KMeansClusterer:
+    return KMeansClusterer(
+        k=2, every=every, pool_per_class=pool_per_class, features="pixels", seed=0
+    )
 
 
 def test_a_robust_run_draws_as_many_distinct_real_images_as_the_base_run() -> None:

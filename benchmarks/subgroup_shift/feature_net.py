@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from rdd.clustering import Clusterer
+from rdd.clustering import KMeansClusterer
 from rdd.config import build
 from rdd.nets import net_factory
 
@@ -68,7 +68,7 @@ def report_purity(path: Path, data) -> None:
     }
     for k in (5, 10):
         for name, (features, feature_net, net) in spaces.items():
-            clusterer = Clusterer(k=k, features=features, feature_net=feature_net, seed=0)
+            clusterer = KMeansClusterer(k=k, features=features, feature_net=feature_net, seed=0)
             pool = clusterer.pool(data.train_y, data.num_classes)
             clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes, net)
             groups = clusterer.assign(data.train_x, data.train_y, net, data.num_classes)

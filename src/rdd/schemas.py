@@ -82,7 +82,7 @@ GENERATED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("risk", "entropic_schema"): ("rdd.risk.entropic.Entropic", ()),
     ("risk", "max_group_schema"): ("rdd.risk.max_group.MaxGroup", ()),
     ("risk", "two_level_schema"): ("rdd.risk.two_level.TwoLevel", ()),
-    ("clustering", "faiss_kmeans_schema"): ("rdd.clustering.clusterer.Clusterer", ()),
+    ("clustering", "faiss_kmeans_schema"): ("rdd.clustering.kmeans_clusterer.KMeansClusterer", ()),
     ("clustering", "nearest_synthetic_schema"): (
         "rdd.clustering.nearest.NearestSyntheticClusterer",
         (),

@@ -1,6 +1,6 @@
 """What every clusterer shares: argument checks, rank-0 broadcast, the ``Grouping`` base.
 
-See :mod:`rdd.clustering.clusterer` for how a distillation loop uses a clusterer.
+See :mod:`rdd.clustering.kmeans_clusterer` for how a distillation loop uses a clusterer.
 """
 
 from __future__ import annotations

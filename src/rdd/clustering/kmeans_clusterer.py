@@ -49,14 +49,14 @@ from rdd.errors import UserError
 __all__ = [
     "FEATURE_BATCH",
     "FEATURE_SPACES",
-    "Clusterer",
+    "KMeansClusterer",
     "NearestSyntheticClusterer",
     "embed_in_batches",
     "load_feature_net",
 ]
 
 
-class Clusterer(Grouping):
+class KMeansClusterer(Grouping):
     """Per-class FAISS k-means: ``k`` subgroups per class, group id ``class * k + cluster``.
 
     Args:
