@@ -1,15 +1,10 @@
 """Subgroup discovery in the real data (see conf/clustering). `none`: one group per class."""
 
+from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_feature_net
 from rdd.clustering.kmeans import class_seed, faiss_kmeans, per_class_kmeans
-from rdd.clustering.kmeans_clusterer import (
-    FEATURE_SPACES,
-    KMeansClusterer,
-    NearestSyntheticClusterer,
-    embed_in_batches,
-    load_feature_net,
-)
+from rdd.clustering.kmeans_clusterer import KMeansClusterer
 from rdd.clustering.known import KnownSubgroups
-from rdd.clustering.nearest import nearest_synthetic
+from rdd.clustering.nearest import NearestSyntheticClusterer, nearest_synthetic
 
 __all__ = [
     "FEATURE_SPACES",

@@ -1,6 +1,25 @@
 """What every clusterer shares: argument checks, rank-0 broadcast, the ``Grouping`` base.
 
-See :mod:`rdd.clustering.kmeans_clusterer` for how a distillation loop uses a clusterer.
+A clusterer splits the real images of every class into subgroups, whose risks the risk
+measure then combines. It is re-run every ``every`` outer iterations on a pool of at most
+``pool_per_class`` real images per class, in one of three feature spaces:
+
+- ``embedding``: the current matching network's ``embed()`` (the groups follow the network);
+- ``pixels``: the flattened images;
+- ``fixed_net``: ``embed()`` of a network loaded once from the ``feature_net`` file.
+
+Typical use by a distillation loop::
+
+    if clusterer.due(iteration):
+        pool = clusterer.pool(real_labels, num_classes, iteration)
+        clusterer.fit(real_images[pool], real_labels[pool], num_classes, net=net)
+    groups = clusterer.assign(batch_images, batch_labels, net=net)
+
+Results are tensors kept as buffers (``centroids``, ``assignments``), so they are saved in
+checkpoints and follow ``.to(device)``; no FAISS object outlives a call. Under
+``torch.distributed`` rank 0 clusters and broadcasts its result (as in SwAV), so every rank
+uses the same groups even if floating-point differences between ranks would split ties
+differently.
 """
 
 from __future__ import annotations

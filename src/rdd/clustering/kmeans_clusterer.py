@@ -1,26 +1,4 @@
-"""Subgroup discovery modules configured by ``conf/clustering/*.yaml``.
-
-A clusterer splits the real images of every class into subgroups, whose risks the risk
-measure then combines. It is re-run every ``every`` outer iterations on a pool of at most
-``pool_per_class`` real images per class, in one of three feature spaces:
-
-- ``embedding``: the current matching network's ``embed()`` (the groups follow the network);
-- ``pixels``: the flattened images;
-- ``fixed_net``: ``embed()`` of a network loaded once from the ``feature_net`` file.
-
-Typical use by a distillation loop::
-
-    if clusterer.due(iteration):
-        pool = clusterer.pool(real_labels, num_classes, iteration)
-        clusterer.fit(real_images[pool], real_labels[pool], num_classes, net=net)
-    groups = clusterer.assign(batch_images, batch_labels, net=net)
-
-Results are tensors kept as buffers (``centroids``, ``assignments``), so they are saved in
-checkpoints and follow ``.to(device)``; no FAISS object outlives a call. Under
-``torch.distributed`` rank 0 clusters and broadcasts its result (as in SwAV), so every rank
-uses the same groups even if floating-point differences between ranks would split ties
-differently.
-"""
+"""clustering=faiss_kmeans: per-class FAISS k-means subgroups (:class:`KMeansClusterer`)."""
 
 from __future__ import annotations
 
@@ -34,26 +12,9 @@ from rdd.clustering.base import (
     _check_int,
     _is_rank0,
 )
-from rdd.clustering.features import (
-    FEATURE_BATCH,
-    FEATURE_SPACES,
-    embed_in_batches,
-    load_feature_net,
-)
 from rdd.clustering.kmeans import per_class_kmeans
-from rdd.clustering.nearest import NearestSyntheticClusterer, nearest_synthetic
+from rdd.clustering.nearest import nearest_synthetic
 from rdd.errors import UserError
-
-# The helpers and NearestSyntheticClusterer moved to sibling modules (to keep each file
-# short); they are re-exported here so that imports from this module keep working.
-__all__ = [
-    "FEATURE_BATCH",
-    "FEATURE_SPACES",
-    "KMeansClusterer",
-    "NearestSyntheticClusterer",
-    "embed_in_batches",
-    "load_feature_net",
-]
 
 
 class KMeansClusterer(Grouping):
