@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -55,6 +56,30 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``cli(module, *args, cwd=...)``: ``python -m <module> args`` run in this process (the
+    same entry point, argv, working directory and RDD_LOG_DIR as run_module, without the
+    seconds a fresh interpreter spends importing torch); returns (returncode, stdout, stderr)
+    like a finished subprocess."""
+
+    def call(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        entry = importlib.import_module(f"{module}.__main__" if module == "rdd.report" else module)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("RDD_LOG_DIR", str(cwd / "logs"))
+        monkeypatch.setattr(sys, "argv", [entry.__file__, *args])
+        capsys.readouterr()  # what earlier calls printed is not this call's output
+        code = 0
+        try:
+            entry.main(list(args)) if module == "rdd.report" else entry.run_cli(entry.main)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
+
+    return call
 
 
 @pytest.fixture(scope="session")

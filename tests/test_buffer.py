@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config, run_module
 from hydra.utils import instantiate
 
 from rdd.errors import UserError
 from rdd.experts import ExpertStore, Trajectories, buffer_key
 from rdd.experts.training import ExpertTrainer, make_buffer
+from tests.conftest import compose_config, run_module
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
 

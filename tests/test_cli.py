@@ -31,41 +31,39 @@ def assert_one_line_error(result, *words: str) -> None:
     ],
 )
 def test_bad_names_and_values_fail_in_one_line(
-    override: str, words: tuple[str, ...], tmp_path
+    override: str, words: tuple[str, ...], tmp_path, cli
 ) -> None:
-    result = run_module("rdd.run", override, cwd=tmp_path)
+    result = cli("rdd.run", override, cwd=tmp_path)
     assert_one_line_error(result, *words)
     assert not (tmp_path / "logs").exists()  # failed before writing anything
 
 
-def test_a_sweep_with_one_bad_value_fails_before_any_job(tmp_path) -> None:
-    result = run_module("rdd.run", "-m", "matching=dc,dcc", cwd=tmp_path)
+def test_a_sweep_with_one_bad_value_fails_before_any_job(tmp_path, cli) -> None:
+    result = cli("rdd.run", "-m", "matching=dc,dcc", cwd=tmp_path)
     assert_one_line_error(result, "unknown matching 'dcc'")
 
 
-def test_missing_data_root(tmp_path) -> None:
-    result = run_module(
+def test_missing_data_root(tmp_path, cli) -> None:
+    result = cli(
         "rdd.run", *TINY, "data=cifar10", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path
     )
     assert_one_line_error(result, "nowhere", "data.root")
 
 
-def test_root_without_the_expected_layout(tmp_path) -> None:
+def test_root_without_the_expected_layout(tmp_path, cli) -> None:
     root = tmp_path / "stuff"
     root.mkdir()
     (root / "notes.txt").write_text("not a dataset")
-    result = run_module("rdd.run", *TINY, "data=cifar10", f"data.root={root}", cwd=tmp_path)
+    result = cli("rdd.run", *TINY, "data=cifar10", f"data.root={root}", cwd=tmp_path)
     assert_one_line_error(result, "stuff")
 
 
-def test_a_finished_run_is_not_overwritten_from_the_command_line(tmp_path) -> None:
+def test_a_finished_run_is_not_overwritten_from_the_command_line(tmp_path, cli) -> None:
     run_dir = tmp_path / "done"
-    first = run_module(
-        "rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path
-    )
+    first = cli("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     metrics = (run_dir / "metrics.json").read_bytes()
-    again = run_module("rdd.run", *TINY, "matching=dc", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    again = cli("rdd.run", *TINY, "matching=dc", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert_one_line_error(again, "already holds a run")
     assert (run_dir / "metrics.json").read_bytes() == metrics
 
@@ -92,12 +90,12 @@ def test_multirun_sweeps_methods_and_seeds(tmp_path) -> None:
     assert seen == {(m, s) for m in ("dc", "dsa", "random") for s in (0, 1)}
 
 
-def test_evaluate_a_saved_set(tmp_path) -> None:
+def test_evaluate_a_saved_set(tmp_path, cli) -> None:
     run_dir = tmp_path / "run"
-    made = run_module("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    made = cli("rdd.run", *TINY, "matching=random", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
     out = tmp_path / "eval"
-    result = run_module(
+    result = cli(
         "rdd.evaluate",
         f"synset={run_dir}",
         "eval.epochs=3",
@@ -110,15 +108,15 @@ def test_evaluate_a_saved_set(tmp_path) -> None:
     assert 0 <= metrics["test_acc"] <= 100 and "convnet_w32/test_acc" in metrics
 
 
-def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path) -> None:
+def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path, cli) -> None:
     bad = tmp_path / "synset.pt"
     bad.write_bytes(b"definitely not a zip archive")
-    assert_one_line_error(run_module("rdd.evaluate", f"synset={bad}", cwd=tmp_path), "corrupt")
+    assert_one_line_error(cli("rdd.evaluate", f"synset={bad}", cwd=tmp_path), "corrupt")
     png = tmp_path / "picture.png"
     Image.new("RGB", (4, 4)).save(png)
-    assert_one_line_error(run_module("rdd.evaluate", f"synset={png}", cwd=tmp_path), "picture.png")
+    assert_one_line_error(cli("rdd.evaluate", f"synset={png}", cwd=tmp_path), "picture.png")
     assert_one_line_error(
-        run_module("rdd.evaluate", f"synset={tmp_path / 'none.pt'}", cwd=tmp_path), "not found"
+        cli("rdd.evaluate", f"synset={tmp_path / 'none.pt'}", cwd=tmp_path), "not found"
     )
 
 

@@ -21,12 +21,12 @@ from rdd.matching.robust import risk_cross_entropy
 from rdd.risk import CVaR, Entropic, MeanRisk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_robust_matching import FixedGroupsContext  # noqa: E402
+from test_robust_matching import grouped_context  # noqa: E402
 
 
 def matching_figures(risk) -> dict[str, torch.Tensor]:
     """Risk value of the class losses and the synthetic images' gradient."""
-    ctx = FixedGroupsContext(risk)
+    ctx = grouped_context(risk)
     losses = GradientMatching().class_losses(ctx.net, ctx)
     (grad,) = torch.autograd.grad(losses.sum(), ctx.images)
     return {"value": losses.detach(), "image_grad": grad}
@@ -34,9 +34,9 @@ def matching_figures(risk) -> dict[str, torch.Tensor]:
 
 def network_figures(risk) -> dict[str, torch.Tensor]:
     """The network-training risk on a fixed mixed batch and the network's gradient."""
-    ctx = FixedGroupsContext(risk)
+    ctx = grouped_context(risk)
     labels = torch.tensor([0, 1] * 6)
-    x, y, g = ctx.real, labels, ctx.groups
+    x, y, g = ctx.real_x[:12], labels, ctx.real_groups[:12]
     from rdd.distributed import all_reduce_grads, shard
 
     value, _, _ = risk_cross_entropy(ctx.net(shard(x)), shard(y), shard(g), 3, risk)
@@ -196,20 +196,20 @@ def test_clustering_runs_on_rank0_and_is_broadcast(tmp_path) -> None:
 # -- DM / IDM: sharded real embeddings and queue training ------------------------------------------
 def distribution_figures(risk) -> dict[str, torch.Tensor]:
     """DM loss of both classes, the images' gradient, and one queue-net gradient on real data."""
-    from test_distribution import FixedContext
+    from test_distribution import dm_context
 
     from rdd.distributed import all_reduce_grads
     from rdd.matching.distribution import DistributionMatching, frozen
     from rdd.matching.robust import global_correct, real_data_loss
 
-    ctx = FixedContext(risk)
+    ctx = dm_context(risk)
     net = ctx.new_net()
     matcher = DistributionMatching(dsa=False, ce_weight=0.1)
     with frozen(net):
         losses = torch.stack([matcher.class_loss(net, 40.0, ctx, c) for c in range(2)])
     (image_grad,) = torch.autograd.grad(losses.sum(), ctx.images)
     x, y, groups = ctx.sample_real_mixed(12)
-    loss, logits, labels = real_data_loss(net, x, y, groups, 2, risk)
+    loss, logits, labels = real_data_loss(net, x, y, groups, ctx.num_groups, risk)
     correct = global_correct(logits, labels)
     net.zero_grad()
     loss.backward()
@@ -249,7 +249,7 @@ def test_dm_and_queue_training_in_two_processes_equal_one_process(tmp_path) -> N
 def mtt_figures(tmp: str) -> dict[str, torch.Tensor]:
     """Loss and gradients of one MTT step (2 student steps on batches of 3, robust term),
     with the image gradient summed over ranks as the learner does."""
-    from test_trajectory import MTTContext, expert_snapshots, matcher, write_expert
+    from test_trajectory import expert_snapshots, matcher, mtt_context, write_expert
 
     from rdd.distributed import sum_grads
     from rdd.risk import MaxGroup
@@ -261,7 +261,7 @@ def mtt_figures(tmp: str) -> dict[str, torch.Tensor]:
             expert_snapshots(),
         )
     )
-    ctx = MTTContext(risk=MaxGroup())
+    ctx = mtt_context(risk=MaxGroup())
     mtt.step(ctx)
     ctx.losses[0].backward()
     sum_grads([ctx.images])

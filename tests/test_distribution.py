@@ -7,62 +7,39 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, compose_config
 from torch import nn
 
 from rdd.expansion import check_factor, expand, pack
 from rdd.matching.distribution import DistributionMatching, frozen
 from rdd.matching.queue import NetQueue
 from rdd.nets import build_net
-from rdd.risk import CVaR, MeanRisk
+from rdd.risk import CVaR
+from tests.conftest import TINY, compose_config
+from tests.fakes import FakeContext
 
 CONVNET = {"_target_": "rdd.nets.convnet.ConvNet", "width": 4, "depth": 2}
 
 
-class FixedContext:
-    """Two classes, fixed real batches, float64; records the losses given to image_step."""
+def dm_context(risk: nn.Module | None = None) -> FakeContext:
+    """Two classes of six fixed real images in two subgroups each (0-1, 2-3), float64, real
+    batches in order; records the losses given to image_step."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(12, 1, 8, 8, generator=gen, dtype=torch.float64)
+    images = torch.randn(4, 1, 8, 8, generator=gen).double()
+    return FakeContext(
+        images,
+        torch.tensor([0, 0, 1, 1]),
+        real,
+        torch.tensor([0] * 6 + [1] * 6),
+        torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]),
+        make_net=lambda: build_net(CONVNET, 1, 2, (8, 8)).double(),
+        risk=risk,
+        robust_matching=risk is not None,
+    )
 
-    num_classes, ipc, num_groups, iteration = 2, 2, 2, 0
 
-    def __init__(self, risk: nn.Module | None = None) -> None:
-        self.generator = torch.Generator().manual_seed(0)
-        self.real = torch.randn(2, 6, 1, 8, 8, generator=self.generator, dtype=torch.float64)
-        self.groups = torch.tensor([0, 0, 0, 1, 1, 1])
-        self.images = nn.Parameter(torch.randn(4, 1, 8, 8, generator=self.generator).double())
-        self.labels = torch.tensor([0, 0, 1, 1])
-        self.risk = risk or MeanRisk()
-        self.robust_matching = risk is not None
-        self.robust_networks = False
-        self.steps: list[torch.Tensor] = []
-
-    def new_net(self) -> nn.Module:
-        seed = int(torch.randint(2**31, (1,), generator=self.generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_net(CONVNET, 1, 2, (8, 8)).double()
-
-    def sample_real(self, c: int, n: int) -> torch.Tensor:
-        return self.real[c][:n]
-
-    def sample_real_grouped(self, c: int, n: int):
-        return self.real[c][:n], self.groups[:n] + 2 * c
-
-    def sample_real_mixed(self, n: int):
-        x = self.real.flatten(0, 1)[:n]
-        y = torch.tensor([0] * 6 + [1] * 6)[:n]
-        return x, y, y.clone()
-
-    def regroup(self, net: nn.Module) -> dict[str, float]:
-        return {}
-
-    def class_groups(self, c: int) -> torch.Tensor:
-        return torch.tensor([2 * c, 2 * c + 1])
-
-    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
-        return self.risk
-
-    def image_step(self, loss: torch.Tensor) -> None:
-        self.steps.append(loss.detach())
+def real_of(ctx: FakeContext, c: int) -> torch.Tensor:
+    return ctx.real_x[ctx.real_y == c]
 
 
 def hand_dm_loss(net: nn.Module, real: torch.Tensor, syn: torch.Tensor) -> float:
@@ -73,26 +50,26 @@ def hand_dm_loss(net: nn.Module, real: torch.Tensor, syn: torch.Tensor) -> float
 
 
 def test_dm_loss_equals_a_hand_computation() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     matcher = DistributionMatching(dsa=False)
     net = ctx.new_net()
     for c in range(2):
         got = matcher.class_loss(net, 0.0, ctx, c)
-        want = hand_dm_loss(net, ctx.real[c], ctx.images[2 * c : 2 * c + 2])
+        want = hand_dm_loss(net, real_of(ctx, c), ctx.images[2 * c : 2 * c + 2])
         assert got.item() == pytest.approx(want, rel=1e-10)
 
 
 def test_dm_steps_once_per_iteration_and_idm_once_per_class() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     DistributionMatching(dsa=False).step(ctx)
-    assert len(ctx.steps) == 1
-    ctx = FixedContext()
+    assert ctx.steps == 1
+    ctx = dm_context()
     DistributionMatching(dsa=False, step_per_class=True, queue_size=4, fetch_nets=0).step(ctx)
-    assert len(ctx.steps) == 2
+    assert ctx.steps == 2
 
 
 def test_dm_gradient_reaches_the_images_only() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     net = ctx.new_net()
     with frozen(net):  # as in a step: the network only embeds
         loss = DistributionMatching(dsa=False).class_loss(net, 0.0, ctx, 1)
@@ -105,13 +82,13 @@ def test_dm_gradient_reaches_the_images_only() -> None:
 def test_robust_dm_is_the_risk_of_per_subgroup_distances() -> None:
     """With the mean over subgroups as risk the loss is the count-weighted mean of each
     subgroup's squared distance (not the distance of the overall means)."""
-    ctx = FixedContext(risk=CVaR(alpha=0.0))
+    ctx = dm_context(risk=CVaR(alpha=0.0))
     net = ctx.new_net()
     got = DistributionMatching(dsa=False).class_loss(net, 0.0, ctx, 0)
     syn = ctx.images[:2]
-    parts = [hand_dm_loss(net, ctx.real[0][g * 3 : g * 3 + 3], syn) for g in range(2)]
+    parts = [hand_dm_loss(net, real_of(ctx, 0)[g * 3 : g * 3 + 3], syn) for g in range(2)]
     assert got.item() == pytest.approx(sum(parts) / 2, rel=1e-10)
-    cvar = DistributionMatching(dsa=False).class_loss(net, 0.0, FixedContext(CVaR(alpha=0.5)), 0)
+    cvar = DistributionMatching(dsa=False).class_loss(net, 0.0, dm_context(CVaR(alpha=0.5)), 0)
     assert cvar.item() == pytest.approx(max(parts), rel=1e-10)  # the worst half: one subgroup
 
 
@@ -172,7 +149,7 @@ def flat_params(net: nn.Module) -> torch.Tensor:
 
 
 def test_queue_grows_rotates_out_the_oldest_and_respects_its_size() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     queue = NetQueue(size=3, generate_every=2, push=1, initial=1, fetch=0)
     sizes, first = [], []
     for it in range(6):
@@ -186,7 +163,7 @@ def test_queue_grows_rotates_out_the_oldest_and_respects_its_size() -> None:
 
 
 def test_queue_trains_fetched_networks_on_real_data_and_counts_accuracy() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     queue = NetQueue(
         size=10, generate_every=100, push=1, initial=3, fetch=2, train_steps=3, batch=5
     )
@@ -209,7 +186,7 @@ def test_queue_trains_fetched_networks_on_real_data_and_counts_accuracy() -> Non
 
 # -- class-aware cross-entropy ----------------------------------------------------------------------
 def test_ce_weight_adds_weight_times_accuracy_times_cross_entropy() -> None:
-    ctx = FixedContext()
+    ctx = dm_context()
     net = ctx.new_net()
     plain = DistributionMatching(dsa=False).class_loss(net, 50.0, ctx, 1)
     weighted = DistributionMatching(dsa=False, ce_weight=0.1).class_loss(net, 50.0, ctx, 1)

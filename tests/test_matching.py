@@ -13,8 +13,8 @@ from rdd.matching.coreset import HerdingCoreset, KCenterCoreset, RandomCoreset
 from rdd.matching.distance import cosine_distance, layerwise_distance, mse_distance
 from rdd.matching.gradient import PUBLISHED_LOOPS, GradientMatching, loops_for_ipc
 from rdd.nets import build_net
-from rdd.risk.mean import MeanRisk
 from tests.conftest import compose_config
+from tests.fakes import FakeContext
 
 
 def numpy_layerwise(g_syn, g_real) -> float:
@@ -71,53 +71,29 @@ def test_published_loop_table_and_the_rule_between_entries() -> None:
     assert GradientMatching(outer_loop=3, inner_loop=0).loops(10) == (3, 0)
 
 
-class FakeContext:
-    """The learner's side of the matcher interface, on plain tensors."""
-
-    def __init__(self, num_classes=3, ipc=2, net="convnet_w32", size=8, bn=False) -> None:
-        self.generator = torch.Generator().manual_seed(0)
-        self.num_classes, self.ipc = num_classes, ipc
-        self.real_x = torch.randn(num_classes * 20, 1, size, size, generator=self.generator)
-        self.real_y = torch.arange(num_classes).repeat_interleave(20)
-        self.images = nn.Parameter(
-            torch.randn(num_classes * ipc, 1, size, size, generator=self.generator)
-        )
-        self.labels = torch.arange(num_classes).repeat_interleave(ipc)
-        cfg = {
-            "_target_": "rdd.nets.convnet.ConvNet",
-            "width": 8,
-            "norm": "batchnorm" if bn else "instancenorm",
-        }
-        self.make = lambda: build_net(cfg, 1, num_classes, (size, size))
-        self.steps = 0
-        self.risk, self.robust_matching, self.robust_networks = MeanRisk(), False, False
-        self.num_groups = num_classes
-
-    def regroup(self, net):
-        return {}
-
-    def risk_for(self, target, c=None):
-        return self.risk
-
-    def new_net(self):
-        torch.manual_seed(0)
-        return self.make()
-
-    def sample_real(self, c, n):
-        members = (self.real_y == c).nonzero().flatten()
-        return self.real_x[members[torch.randperm(len(members), generator=self.generator)[:n]]]
-
-    def image_step(self, loss):
-        self.images.grad = None
-        loss.backward()
-        with torch.no_grad():
-            self.images -= 0.1 * self.images.grad
-        self.steps += 1
+def matching_context(num_classes=3, ipc=2, size=8, bn=False) -> FakeContext:
+    """Three classes of 20 random real images, random batches, a small ConvNet seeded 0, and
+    image steps of plain SGD (lr 0.1)."""
+    gen = torch.Generator().manual_seed(0)
+    real_x = torch.randn(num_classes * 20, 1, size, size, generator=gen)
+    images = torch.randn(num_classes * ipc, 1, size, size, generator=gen)
+    cfg = {"_target_": "rdd.nets.convnet.ConvNet", "width": 8}
+    cfg["norm"] = "batchnorm" if bn else "instancenorm"
+    return FakeContext(
+        images,
+        torch.arange(num_classes).repeat_interleave(ipc),
+        real_x,
+        torch.arange(num_classes).repeat_interleave(20),
+        make_net=lambda: build_net(cfg, 1, num_classes, (size, size)),
+        net_seed=0,
+        shuffle=True,
+        step_lr=0.1,
+    )
 
 
 @pytest.mark.parametrize("dsa", [False, True])
 def test_gradients_reach_every_synthetic_image(dsa: bool) -> None:
-    ctx = FakeContext()
+    ctx = matching_context()
     matcher = GradientMatching(dsa=dsa, dsa_strategy="color_crop_cutout_scale_rotate")
     losses = matcher.class_losses(ctx.new_net(), ctx)
     assert losses.shape == (3,) and torch.all(losses > 0)
@@ -127,7 +103,7 @@ def test_gradients_reach_every_synthetic_image(dsa: bool) -> None:
 
 
 def test_class_loss_is_the_distance_of_real_and_synthetic_gradients() -> None:
-    ctx = FakeContext()
+    ctx = matching_context()
     net = ctx.new_net()
     params = list(net.parameters())
     real, syn = ctx.sample_real(1, 20), ctx.images[2:4]
@@ -140,7 +116,7 @@ def test_class_loss_is_the_distance_of_real_and_synthetic_gradients() -> None:
 
 
 def test_an_outer_iteration_steps_the_images_outer_loop_times() -> None:
-    ctx = FakeContext()
+    ctx = matching_context()
     before = ctx.images.detach().clone()
     stats = GradientMatching(outer_loop=3, inner_loop=2).step(ctx)
     assert ctx.steps == 3 and stats["match_loss"] > 0
@@ -148,7 +124,7 @@ def test_an_outer_iteration_steps_the_images_outer_loop_times() -> None:
 
 
 def test_batchnorm_statistics_are_frozen_on_a_real_batch() -> None:
-    ctx = FakeContext(bn=True)
+    ctx = matching_context(bn=True)
     net, matcher = ctx.new_net(), GradientMatching(bn_images_per_class=5)
     ctx.generator.manual_seed(1)
     matcher.freeze_batchnorm(net, ctx)
@@ -231,3 +207,25 @@ def test_the_contract_defaults_are_the_common_case() -> None:
     assert plain.initial_step_size is None and plain.factor == 1
     with pytest.raises(NotImplementedError, match="does not optimise"):
         plain.step(None)
+
+
+def contract_members() -> set[str]:
+    """Attributes and methods of rdd.matching.base.DistillContext."""
+    from rdd.matching.base import DistillContext
+
+    methods = {n for n, v in vars(DistillContext).items() if callable(v) and not n.startswith("_")}
+    return methods | set(DistillContext.__annotations__)
+
+
+def test_the_learner_and_the_test_fake_both_implement_the_matcher_contract() -> None:
+    from rdd.learner import SyntheticSetLearner
+
+    ctx = matching_context()
+    learner = SyntheticSetLearner(
+        GradientMatching(), ctx.make_net, ctx.images.detach(), ctx.real_x, ctx.real_y, 3, 2, 0
+    )
+    members = contract_members()
+    assert {"new_net", "image_step", "sample_real_grouped", "robust_matching"} <= members
+    for implementation in (learner, ctx):
+        missing = {m for m in members if not hasattr(implementation, m)}
+        assert not missing, f"{type(implementation).__name__} lacks {missing}"

@@ -143,7 +143,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory):
     """The hand-built sweep and one `python -m rdd.report` over it."""
     tmp = tmp_path_factory.mktemp("report")
     sweep = build_sweep(tmp / "sweep")
-    result = run_module("rdd.report", str(sweep), cwd=tmp)
+    result = run_module("rdd.report", str(sweep), cwd=tmp)  # the real command, once
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep, result
 
@@ -209,26 +209,26 @@ def test_api_used_by_the_notebook(tmp_path) -> None:
     assert "| clean" in markdown_table(rows)
 
 
-def test_a_group_mixing_settings_is_pointed_out(tmp_path) -> None:
+def test_a_group_mixing_settings_is_pointed_out(tmp_path, cli) -> None:
     sweep = build_sweep(tmp_path / "sweep")
     config = OmegaConf.load(sweep / "a" / "1" / "config.yaml")
     config.eval.epochs = 300  # one seed trained its evaluation networks longer
     OmegaConf.save(config, sweep / "a" / "1" / "config.yaml")
     [row] = [row for row in aggregate(find_runs([sweep])) if row.n == 3]
     assert mixed_settings(row.runs) == ["eval.epochs"]
-    result = run_module("rdd.report", str(sweep), cwd=tmp_path)
+    result = cli("rdd.report", str(sweep), cwd=tmp_path)
     assert "note: digits/dsa/10/none mixes runs that differ in eval.epochs" in result.stdout
     assert "digits/dsa/10/none mixes" in (sweep / "report" / "report.md").read_text()
 
 
-def test_regenerating_replaces_only_the_reports_files(tmp_path) -> None:
+def test_regenerating_replaces_only_the_reports_files(tmp_path, cli) -> None:
     sweep = build_sweep(tmp_path / "sweep")
     out = tmp_path / "out"
-    assert run_module("rdd.report", str(sweep), f"out={out}", cwd=tmp_path).returncode == 0
+    assert cli("rdd.report", str(sweep), f"out={out}", cwd=tmp_path).returncode == 0
     (out / "notes.txt").write_text("mine")
     for spec in SPECS[3:5]:  # without the robust runs there is no base-vs-robust plot
         (sweep / spec[0] / "metrics.json").unlink()
-    again = run_module("rdd.report", str(sweep), f"out={out}", cwd=tmp_path)
+    again = cli("rdd.report", str(sweep), f"out={out}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "clusters_digits_dsa_ipc10.png").exists()
@@ -276,14 +276,16 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
         ([], ("no run directory",)),
     ],
 )
-def test_bad_input_fails_in_one_line(args: list[str], words: tuple[str, ...], tmp_path) -> None:
+def test_bad_input_fails_in_one_line(
+    args: list[str], words: tuple[str, ...], tmp_path, cli
+) -> None:
     (tmp_path / "empty" / "0").mkdir(parents=True)
     (tmp_path / "sweep").mkdir()
     write_run(tmp_path / "sweep" / "0", SPECS[0])
-    assert_one_line_error(run_module("rdd.report", *args, cwd=tmp_path), *words)
+    assert_one_line_error(cli("rdd.report", *args, cwd=tmp_path), *words)
 
 
-def test_report_of_a_real_multirun(tmp_path) -> None:
+def test_report_of_a_real_multirun(tmp_path, cli) -> None:
     sweep = tmp_path / "sweep"
     made = run_module(
         "rdd.run",
@@ -295,7 +297,7 @@ def test_report_of_a_real_multirun(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr[-3000:]
-    result = run_module("rdd.report", str(sweep), cwd=tmp_path)
+    result = cli("rdd.report", str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "found 2 runs in 1 group" in result.stdout and "note:" not in result.stdout
     [main] = tables((sweep / "report" / "report.md").read_text())[:1]

@@ -14,39 +14,37 @@ from rdd.risk import CVaR, MeanRisk
 from rdd.run import run
 from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config
+from tests.fakes import FakeContext
 
 
-class FixedGroupsContext:
-    """One class, a fixed real batch in three subgroups of different difficulty, float64."""
-
-    num_classes, ipc = 2, 2
-
-    def __init__(self, risk: nn.Module) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self.real = torch.randn(12, 1, 6, 6, generator=gen, dtype=torch.float64)
-        self.real[8:] *= 4  # a far-off subgroup: its gradient differs most
-        self.groups = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
-        self.images = nn.Parameter(torch.randn(4, 1, 6, 6, generator=gen, dtype=torch.float64))
-        self.labels = torch.tensor([0, 0, 1, 1])
-        self.risk, self.robust_matching, self.robust_networks = risk, True, True
-        self.num_groups = 3
-        self.generator = gen
-        torch.manual_seed(0)
-        self.net = build_net(
+def grouped_context(risk: nn.Module) -> FakeContext:
+    """Two classes that share one fixed real batch in three subgroups of different difficulty
+    (the third far off: its gradient differs most), float64. ``ctx.net``: the network the
+    tests match with (built once, seeded 0)."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(12, 1, 6, 6, generator=gen, dtype=torch.float64)
+    real[8:] *= 4
+    groups = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    images = torch.randn(4, 1, 6, 6, generator=gen, dtype=torch.float64)
+    ctx = FakeContext(
+        images,
+        torch.tensor([0, 0, 1, 1]),
+        torch.cat([real, real]),
+        torch.tensor([0] * 12 + [1] * 12),
+        torch.cat([groups, groups]),  # every class draws the same three subgroups here
+        make_net=lambda: build_net(
             {"_target_": "rdd.nets.convnet.ConvNet", "width": 4, "depth": 2}, 1, 2, (6, 6)
-        ).double()
-
-    def sample_real_grouped(self, c: int, n: int):
-        return self.real, self.groups
-
-    def class_groups(self, c: int) -> torch.Tensor:
-        return torch.arange(3)  # every class draws the same three subgroups here
-
-    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
-        return self.risk
+        ).double(),
+        risk=risk,
+        robust_matching=True,
+        robust_networks=True,
+        net_seed=0,
+    )
+    ctx.net = ctx.new_net()
+    return ctx
 
 
-def class_loss(ctx: FixedGroupsContext) -> torch.Tensor:
+def class_loss(ctx: FakeContext) -> torch.Tensor:
     return GradientMatching().class_losses(ctx.net, ctx).sum()
 
 
@@ -56,7 +54,7 @@ def nudge(images: torch.Tensor, index: tuple[int, ...], delta: float) -> None:
 
 
 def test_cvar_gradient_matches_finite_differences_and_differs_from_the_mean() -> None:
-    ctx = FixedGroupsContext(CVaR(alpha=0.5))
+    ctx = grouped_context(CVaR(alpha=0.5))
     loss = class_loss(ctx)
     (grad,) = torch.autograd.grad(loss, ctx.images)
     eps = 1e-6
@@ -70,7 +68,7 @@ def test_cvar_gradient_matches_finite_differences_and_differs_from_the_mean() ->
         nudge(ctx.images, index, eps)
         assert grad[index].item() == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-8)
 
-    mean_ctx = FixedGroupsContext(MeanRisk())
+    mean_ctx = grouped_context(MeanRisk())
     (mean_grad,) = torch.autograd.grad(class_loss(mean_ctx), mean_ctx.images)
     assert not torch.allclose(grad, mean_grad)
 

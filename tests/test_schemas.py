@@ -99,3 +99,12 @@ def test_a_misspelt_key_of_a_generated_schema_fails_at_compose_time() -> None:
             compose_config(override, f"{group}.nonexistent_key=1")
     with pytest.raises(ConfigCompositionException):  # typed: a string is no float
         compose_config("risk=cvar", "risk.alpha=half")
+
+
+def test_a_config_typed_by_a_generated_schema_pickles() -> None:
+    """DDP's spawned processes receive the config by pickle."""
+    import pickle
+
+    cfg = compose_config("matching=dsa", "risk=cvar")
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again.matching.lr_img == cfg.matching.lr_img and again.risk.alpha == 0.5

@@ -11,7 +11,8 @@ from rdd.errors import NonFiniteError, UserError
 from rdd.experts import Trajectories, flat_parameters
 from rdd.matching import Matcher
 from rdd.matching.trajectory import TrajectoryMatching
-from rdd.risk import MaxGroup, MeanRisk
+from rdd.risk import MaxGroup
+from tests.fakes import FakeContext
 
 K, C, H, W = 3, 1, 2, 2  # classes and a tiny image shape
 D = C * H * W
@@ -29,43 +30,26 @@ def write_expert(path, snapshots: list[torch.Tensor]) -> Trajectories:
     return Trajectories([path])
 
 
-class MTTContext:
-    """The parts of SyntheticSetLearner that MTT uses, on fixed float64 data."""
-
-    def __init__(self, ipc: int = 2, lr: float = 0.5, risk: nn.Module | None = None) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self.images = nn.Parameter(
-            torch.randn(K * ipc, C, H, W, generator=gen, dtype=torch.float64)
-        )
-        self.labels = torch.arange(K).repeat_interleave(ipc)
-        self.num_classes, self.ipc = K, ipc
-        self.generator = torch.Generator().manual_seed(1)
-        self.syn_lr = nn.Parameter(torch.tensor(lr, dtype=torch.float64))
-        self.risk = risk or MeanRisk()
-        self.robust_matching = not isinstance(self.risk, MeanRisk)
-        self.robust_networks = False
-        self.num_groups = 2 * K
-        self.iteration = 0
-        self.real = torch.randn(12, C, H, W, generator=gen, dtype=torch.float64)
-        self.real_labels = torch.arange(12) % K
-        self.real_groups = self.real_labels * 2 + (torch.arange(12) // K) % 2
-        self.losses: list[torch.Tensor] = []
-
-    def new_net(self) -> nn.Module:
-        torch.manual_seed(5)
-        return linear_net()
-
-    def regroup(self, net: nn.Module) -> dict[str, float]:
-        return {}
-
-    def risk_for(self, target: str, c: int | None = None) -> nn.Module:
-        return self.risk
-
-    def sample_real_mixed(self, n: int):
-        return self.real, self.real_labels, self.real_groups
-
-    def image_step(self, loss: torch.Tensor) -> None:
-        self.losses.append(loss)
+def mtt_context(ipc: int = 2, lr: float = 0.5, risk: nn.Module | None = None) -> FakeContext:
+    """Fixed float64 synthetic and real data (12 real images in two subgroups per class), the
+    softmax-regression student seeded 5, and a learned step size starting at ``lr``."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(K * ipc, C, H, W, generator=gen, dtype=torch.float64)
+    real = torch.randn(12, C, H, W, generator=gen, dtype=torch.float64)
+    real_labels = torch.arange(12) % K
+    return FakeContext(
+        images,
+        torch.arange(K).repeat_interleave(ipc),
+        real,
+        real_labels,
+        real_labels * 2 + (torch.arange(12) // K) % 2,
+        make_net=linear_net,
+        net_seed=5,
+        risk=risk,
+        num_groups=2 * K,
+        syn_lr=lr,
+        seed=1,
+    )
 
 
 def expert_snapshots(seed: int = 3, epochs: int = 3) -> list[torch.Tensor]:
@@ -86,7 +70,7 @@ def oracle_student(
     return w, b
 
 
-def oracle_loss(ctx: MTTContext, snapshots, start: int, epochs: int, steps: int) -> float:
+def oracle_loss(ctx: FakeContext, snapshots, start: int, epochs: int, steps: int) -> float:
     begin, end = (s.double().numpy() for s in (snapshots[start], snapshots[start + epochs]))
     w, b = begin[: D * K].reshape(K, D), begin[D * K :]
     x = ctx.images.detach().reshape(len(ctx.labels), D).numpy()
@@ -104,7 +88,7 @@ def test_two_step_loss_equals_a_hand_unrolled_computation(tmp_path) -> None:
     snapshots = expert_snapshots()
     mtt = matcher()
     mtt.attach(write_expert(tmp_path / "e.pt", snapshots))
-    ctx = MTTContext()
+    ctx = mtt_context()
     stats = mtt.step(ctx)
     want = oracle_loss(ctx, snapshots, start=0, epochs=2, steps=2)
     assert float(ctx.losses[0]) == pytest.approx(want, rel=1e-6)
@@ -116,10 +100,10 @@ def test_minibatches_cover_the_set_and_steps_continue_from_the_last(tmp_path) ->
     snapshots = expert_snapshots()
     mtt = matcher(batch_syn=3)
     mtt.attach(write_expert(tmp_path / "e.pt", snapshots))
-    ctx = MTTContext()
+    ctx = mtt_context()
     mtt.step(ctx)
     # The same two batches by hand, from the permutation the matcher drew.
-    ctx2 = MTTContext()
+    ctx2 = mtt_context()
     gen = ctx2.generator
     torch.randint(1, (1,), generator=gen), torch.randint(1, (1,), generator=gen)  # expert, start
     order = torch.randperm(6, generator=gen).split(3)
@@ -137,13 +121,13 @@ def test_gradients_reach_images_and_step_size_and_match_finite_differences(tmp_p
     snapshots = expert_snapshots()
     mtt = matcher()
     mtt.attach(write_expert(tmp_path / "e.pt", snapshots))
-    ctx = MTTContext()
+    ctx = mtt_context()
     mtt.step(ctx)
     img_grad, lr_grad = torch.autograd.grad(ctx.losses[0], [ctx.images, ctx.syn_lr])
     assert img_grad.abs().sum() > 0 and lr_grad.abs() > 0
 
     def loss_at(images: torch.Tensor, lr: float) -> float:
-        probe = MTTContext(lr=lr)
+        probe = mtt_context(lr=lr)
         probe.images.data.copy_(images)
         return oracle_loss(probe, snapshots, 0, 2, 2)
 
@@ -163,16 +147,16 @@ def test_robust_term_adds_the_students_group_risk_on_real_data(tmp_path) -> None
     snapshots = expert_snapshots()
     mtt = matcher(robust_weight=0.3)
     mtt.attach(write_expert(tmp_path / "e.pt", snapshots))
-    ctx = MTTContext(risk=MaxGroup())
+    ctx = mtt_context(risk=MaxGroup())
     mtt.step(ctx)
     # Oracle: the worst subgroup's mean cross-entropy of the hand-unrolled student.
     begin = snapshots[0].double().numpy()
     w, b = begin[: D * K].reshape(K, D), begin[D * K :]
     x = ctx.images.detach().reshape(6, D).numpy()
     w, b = oracle_student(w, b, x, ctx.labels.numpy(), 0.5, 2)
-    logits = ctx.real.reshape(12, D).numpy() @ w.T + b
+    logits = ctx.real_x.reshape(12, D).numpy() @ w.T + b
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    ce = -log_p[np.arange(12), ctx.real_labels.numpy()]
+    ce = -log_p[np.arange(12), ctx.real_y.numpy()]
     groups = ctx.real_groups.numpy()
     worst = max(ce[groups == g].mean() for g in np.unique(groups))
     want = oracle_loss(ctx, snapshots, 0, 2, 2) + 0.3 * worst
@@ -183,7 +167,7 @@ def test_start_epochs_stay_below_max_start_epoch(tmp_path) -> None:
     mtt = matcher(max_start_epoch=3, expert_epochs=1, syn_steps=1)
     mtt.attach(write_expert(tmp_path / "e.pt", expert_snapshots(epochs=3)))
     starts = set()
-    ctx = MTTContext()
+    ctx = mtt_context()
     for _ in range(30):
         starts.add(mtt.step(ctx)["start_epoch"])
     assert starts == {0.0, 1.0, 2.0}

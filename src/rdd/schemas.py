@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -32,12 +33,14 @@ from omegaconf import MISSING
 from rdd.eval.corruptions import CORRUPTIONS, SEVERITIES, SHIFTS
 
 
+@functools.cache
 def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
     """A dataclass with `_target_` = ``cls`` and one field per keyword of ``cls.__init__``.
 
     A keyword without a default becomes a mandatory field (``???``: the YAML must set it);
     ``exclude`` names keywords that the code passes at build time (a tensor, a size), which
-    are no config keys.
+    are no config keys. The class is made once and lives in this module under its name, so
+    that a config typed by it pickles (DDP's spawned processes receive the config).
     """
     hints = typing.get_type_hints(cls.__init__)
     fields: list[tuple[str, Any, Any]] = [
@@ -47,7 +50,10 @@ def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
         if param.name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         fields.append((param.name, hints[param.name], _field_default(param.default)))
-    return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+    schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+    schema.__module__ = __name__  # make_dataclass's own `module=` needs Python 3.12
+    globals()[schema.__name__] = schema
+    return schema
 
 
 def _field_default(default: Any) -> Any:
