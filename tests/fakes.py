@@ -2,7 +2,7 @@
 
 Matcher unit tests hand a matcher this instead of a SyntheticSetLearner, so that every real
 batch, network and loss is known to the test and its oracle. It implements the contract of
-rdd.matching.base.DistillContext (tests/matching/test_contract.py checks that it does).
+rdd.matching.base.DistillContext (tests/matching/test_matching.py checks that it does).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from rdd.matching.gradient import GradientMatching
 from rdd.matching.robust import risk_cross_entropy
 from rdd.risk import CVaR, Entropic, MeanRisk
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_robust_matching import grouped_context  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.` for the spawned workers
+from tests.matching.test_robust import grouped_context  # noqa: E402
 
 
 def matching_figures(risk) -> dict[str, torch.Tensor]:
@@ -196,11 +196,10 @@ def test_clustering_runs_on_rank0_and_is_broadcast(tmp_path) -> None:
 # -- DM / IDM: sharded real embeddings and queue training ------------------------------------------
 def distribution_figures(risk) -> dict[str, torch.Tensor]:
     """DM loss of both classes, the images' gradient, and one queue-net gradient on real data."""
-    from test_distribution import dm_context
-
     from rdd.distributed import all_reduce_grads
     from rdd.matching.distribution import DistributionMatching, frozen
     from rdd.matching.robust import global_correct, real_data_loss
+    from tests.matching.test_distribution import dm_context
 
     ctx = dm_context(risk)
     net = ctx.new_net()
@@ -249,10 +248,9 @@ def test_dm_and_queue_training_in_two_processes_equal_one_process(tmp_path) -> N
 def mtt_figures(tmp: str) -> dict[str, torch.Tensor]:
     """Loss and gradients of one MTT step (2 student steps on batches of 3, robust term),
     with the image gradient summed over ranks as the learner does."""
-    from test_trajectory import expert_snapshots, matcher, mtt_context, write_expert
-
     from rdd.distributed import sum_grads
     from rdd.risk import MaxGroup
+    from tests.matching.test_trajectory import expert_snapshots, matcher, mtt_context, write_expert
 
     mtt = matcher(batch_syn=3, syn_steps=3, robust_weight=0.3)
     mtt.attach(

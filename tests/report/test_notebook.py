@@ -8,8 +8,8 @@ import nbformat
 from nbclient import NotebookClient
 
 from tests.conftest import REPO
-from tests.test_report import build_sweep
-from tests.test_subgroup import write_subgroup_run
+from tests.data.test_subgroup import write_subgroup_run
+from tests.report.test_report import build_sweep
 
 NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
 

@@ -20,9 +20,9 @@ from rdd.eval.scoring import evaluate_synset
 from rdd.report import aggregate, find_runs, markdown_table
 from rdd.run import run
 from tests.conftest import TINY, compose_config
-from tests.test_data import make_tree
-from tests.test_evaluator import CPU, EasyData, frozen_eval, initial_predictions, mlp_factory
-from tests.test_report import tables
+from tests.data.test_data import make_tree
+from tests.eval.test_scoring import CPU, EasyData, frozen_eval, initial_predictions, mlp_factory
+from tests.report.test_report import tables
 
 
 def random_images(n: int, channels: int = 3, size: int = 8, seed: int = 0) -> torch.Tensor:
