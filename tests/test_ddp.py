@@ -98,8 +98,24 @@ METHODS = {
 }
 
 
+@pytest.fixture(scope="module")
+def robust_runs(tmp_path_factory: pytest.TempPathFactory):
+    """``robust_runs(method, "ddp" | "single")``: the run directory of a CVaR run over 2
+    k-means subgroups (and the DDP run's output), each made once for the tests that read it."""
+    made: dict[tuple[str, str], tuple] = {}
+
+    def get(method: str, mode: str):
+        if (method, mode) not in made:
+            tmp = tmp_path_factory.mktemp(f"{method}-{mode}")
+            robust = ["risk=cvar", "clustering.k=2", *SMALL, *METHODS[method]]
+            made[method, mode] = run_cli(tmp, mode, *(DDP if mode == "ddp" else ()), *robust)
+        return made[method, mode]
+
+    return get
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
+def test_lightning_ddp_run_equals_one_process(method, robust_runs) -> None:
     """2 gloo processes give the single-process synthetic set under a robust risk.
 
     CVaR over k-means subgroups exercises the sharded per-subgroup real gradients (DC) or
@@ -111,9 +127,8 @@ def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
     """
     from rdd.synset import SyntheticSet
 
-    robust = ["risk=cvar", "clustering.k=2", *SMALL, *METHODS[method]]
-    ddp_result, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *robust)
-    _, single_dir = run_cli(tmp_path, "single", *robust)
+    ddp_result, ddp_dir = robust_runs(method, "ddp")
+    _, single_dir = robust_runs(method, "single")
     assert "Starting with 2 processes" in ddp_result.stdout + ddp_result.stderr
 
     ddp_set = SyntheticSet.load(ddp_dir / "synset.pt")
@@ -122,12 +137,12 @@ def test_lightning_ddp_run_equals_one_process(method, tmp_path) -> None:
     assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-4)
 
 
-def test_lightning_ddp_keeps_the_distillation_log_and_adds_the_evaluation(tmp_path) -> None:
+def test_lightning_ddp_keeps_the_distillation_log_and_adds_the_evaluation(robust_runs) -> None:
     """Rank 0 (a spawned process) writes the per-iteration rows; the main process appends the
     evaluation figures to the same metrics.csv without rewriting the file."""
     import csv
 
-    _, out = run_cli(tmp_path, "ddp", *DDP, "risk=cvar", "clustering.k=2", *SMALL)
+    _, out = robust_runs("dc", "ddp")
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
     train = [row for row in rows if row.get("train/match_loss")]
     assert len(train) == 2  # one row per outer iteration, written once (rank 0 only)

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from rdd.errors import UserError
 from rdd.experts import ExpertStore, Trajectories, buffer_key
 from rdd.experts.training import ExpertTrainer, make_buffer
-from tests.conftest import compose_config, run_module
+from tests.conftest import compose_config
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
 
@@ -137,18 +137,18 @@ TINY_MTT += ["matching.iterations=2", "matching.syn_steps=3", "matching.max_star
 TINY_MTT += ["eval.epochs=2", "eval.num_nets=1", "logger=none", "trainer.enable_progress_bar=false"]
 
 
-def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path) -> None:
+def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path, cli) -> None:
     root = f"experts.root={tmp_path / 'buffers'}"
-    missing = run_module("rdd.run", *TINY_MTT, root, cwd=tmp_path)
+    missing = cli("rdd.run", *TINY_MTT, root, cwd=tmp_path)
     assert missing.returncode == 2
     error = missing.stderr.strip().splitlines()[-1]
     assert error.startswith("error: no expert trajectories") and "python -m rdd.buffer" in error
     assert "matching.syn_steps=3" in error  # the user's own overrides, ready to paste
 
-    made = run_module("rdd.buffer", *TINY_MTT, root, cwd=tmp_path)
+    made = cli("rdd.buffer", *TINY_MTT, root, cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
     out = tmp_path / "run"
-    done = run_module("rdd.run", *TINY_MTT, root, f"hydra.run.dir={out}", cwd=tmp_path)
+    done = cli("rdd.run", *TINY_MTT, root, f"hydra.run.dir={out}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     from rdd.synset import SyntheticSet
 
