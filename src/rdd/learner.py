@@ -73,11 +73,10 @@ class SyntheticSetLearner(L.LightningModule):
         self.pool = RealPool(self.real_y, num_classes)
         # One CPU generator for every draw, so results do not depend on the device.
         self.generator = torch.Generator().manual_seed(seed)
-        self.risk = risk if risk is not None else MeanRisk()
         plan = plan if plan is not None else RobustPlan()
         self.robust_matching, self.robust_networks = plan.matching, plan.networks
         # One risk per (target, class), so that stateful risks never mix unrelated groups.
-        self.risks = RiskSlots(self.risk)
+        self.risks = RiskSlots(risk if risk is not None else MeanRisk())
         # Without a plan the mean ignores groups: skip clustering, so that risk=none draws
         # exactly the random numbers of the base method and reproduces it bit for bit.
         self.clusterer = clusterer if plan.active else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rdd.config import CONF_DIR, build
@@ -229,3 +230,26 @@ def test_the_learner_and_the_test_fake_both_implement_the_matcher_contract() -> 
     for implementation in (learner, ctx):
         missing = {m for m in members if not hasattr(implementation, m)}
         assert not missing, f"{type(implementation).__name__} lacks {missing}"
+
+
+def test_the_inner_network_trains_with_plain_sgd_as_published() -> None:
+    """VICO's main.py trains the sampled network with SGD(lr=lr_net), no momentum: two
+    epochs of one full batch are p - lr g(p), then that minus lr g(.) (an oracle by hand)."""
+    ctx = matching_context()
+    matcher = GradientMatching()  # the published defaults: lr_net 0.01, no momentum
+    assert matcher.momentum_net == 0.0
+    net = ctx.new_net()
+    images, labels = ctx.images.detach(), ctx.labels
+    oracle = ctx.new_net()
+    for _ in range(2):  # one batch per epoch holds every image: the order does not matter
+        loss = F.cross_entropy(oracle(images), labels)
+        grads = torch.autograd.grad(loss, list(oracle.parameters()))
+        with torch.no_grad():
+            for param, grad in zip(oracle.parameters(), grads, strict=True):
+                param -= matcher.lr_net * grad
+    expected = [p.detach() for p in oracle.parameters()]
+    matcher.train_net(net, matcher.net_optimizer(net), ctx, 2)
+    for got, want in zip(net.parameters(), expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+    for option in ("dc", "dsa"):
+        assert compose_config(f"matching={option}").matching.momentum_net == 0.0

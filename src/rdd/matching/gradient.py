@@ -74,7 +74,8 @@ class GradientMatching(Matcher):
         iterations: Outer iterations.
         init: ``real`` or ``noise`` (the DC paper used noise; both give similar accuracy).
         lr_img, momentum_img: SGD on the synthetic images.
-        lr_net, momentum_net: SGD of the sampled network between matching steps.
+        lr_net, momentum_net: SGD of the sampled network between matching steps (plain SGD,
+            no momentum, as the reference main.py trains it).
         batch_real: Real images per class per matching step.
         batch_train: Batch size when training the network on the synthetic set.
         outer_loop, inner_loop: None: the published table by ipc (:func:`loops_for_ipc`).
@@ -93,7 +94,7 @@ class GradientMatching(Matcher):
         lr_img: float = 0.1,
         momentum_img: float = 0.5,
         lr_net: float = 0.01,
-        momentum_net: float = 0.5,
+        momentum_net: float = 0.0,
         batch_real: int = 256,
         batch_train: int = 256,
         outer_loop: int | None = None,
@@ -149,7 +150,7 @@ class GradientMatching(Matcher):
         net = ctx.new_net()
         stats = ctx.regroup(net)
         net.train()
-        net_opt = torch.optim.SGD(net.parameters(), lr=self.lr_net, momentum=self.momentum_net)
+        net_opt = self.net_optimizer(net)
         outer, inner = self.loops(ctx.ipc)
         losses = []
         self.group_losses = []
@@ -230,6 +231,10 @@ class GradientMatching(Matcher):
             net(real)
         for bn in bns:
             bn.eval()
+
+    def net_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        """The sampled network's optimiser for one outer iteration (made fresh each time)."""
+        return torch.optim.SGD(net.parameters(), lr=self.lr_net, momentum=self.momentum_net)
 
     def train_net(
         self, net: nn.Module, opt: torch.optim.Optimizer, ctx: DistillContext, epochs: int
