@@ -251,3 +251,24 @@ def test_rdd_evaluate_trains_on_the_expanded_set(tmp_path, monkeypatch) -> None:
     )
     evaluate_module.evaluate(cfg)
     assert seen["images"][0] == 80 and torch.bincount(seen["labels"]).tolist() == [8] * 10
+
+
+def test_queue_accuracy_restarts_every_reset_interval_as_published() -> None:
+    """IDM's code resets its accuracy meters at every evaluation (--eval_interval, 100): the CE
+    weight follows the accuracy since the last reset, and is 0 right after one."""
+    ctx = dm_context()
+    queue = NetQueue(size=10, generate_every=100, initial=2, fetch=2, train_steps=1, batch=4)
+    queue.reset_every = 3
+    seen = []
+    for it in range(7):
+        queue.refresh(ctx, it)
+        seen.append(sum(e.seen for e in queue.entries))
+        queue.train(ctx)
+    # 2 networks x 4 images trained per iteration; the counts restart at iterations 3 and 6
+    assert seen == [0, 8, 16, 0, 8, 16, 0]
+    assert DistributionMatching(queue_size=4).queue.reset_every == 100  # IDM's default
+    with pytest.raises(ValueError, match="accuracy_reset_every"):
+        DistributionMatching(accuracy_reset_every=-1)
+    for ipc, every in ((10, 100), (50, 500)):
+        cfg = compose_config(f"experiment=idm_cifar10_ipc{ipc}")
+        assert cfg.matching.accuracy_reset_every == every

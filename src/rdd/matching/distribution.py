@@ -79,6 +79,9 @@ class DistributionMatching(Matcher):
         sampled_nets: Networks used for matching per iteration.
         batch_train: Real images per training step of a queue network.
         lr_net, momentum_net, weight_decay_net: SGD of the queue networks.
+        accuracy_reset_every: The queue networks' running accuracy (the CE weight) restarts
+            every this many iterations: IDM's code resets its meters at each evaluation,
+            ``--eval_interval`` 100 (500 at IPC 50, conf/experiment/idm_*_ipc50); 0: never.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class DistributionMatching(Matcher):
         lr_net: float = 0.01,
         momentum_net: float = 0.9,
         weight_decay_net: float = 5e-4,
+        accuracy_reset_every: int = 100,
     ) -> None:
         positive = {"iterations": iterations, "lr_img": lr_img, "batch_real": batch_real}
         positive |= {"generate_every": generate_every, "sampled_nets": sampled_nets}
@@ -114,6 +118,7 @@ class DistributionMatching(Matcher):
         non_negative = {"ce_weight": ce_weight, "queue_size": queue_size, "push_nets": push_nets}
         non_negative |= {"initial_nets": initial_nets, "fetch_nets": fetch_nets}
         non_negative |= {"train_steps": train_steps, "weight_decay_net": weight_decay_net}
+        non_negative |= {"accuracy_reset_every": accuracy_reset_every}
         for key, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"matching.{key} must be >= 0, got {value}")
@@ -136,6 +141,7 @@ class DistributionMatching(Matcher):
                 lr=lr_net,
                 momentum=momentum_net,
                 weight_decay=weight_decay_net,
+                reset_every=accuracy_reset_every,
             )
             if queue_size > 0
             else None

@@ -45,6 +45,9 @@ class NetQueue:
         train_steps: SGD steps per fetched network per iteration.
         batch: Real images per training step (all classes mixed).
         lr, momentum, weight_decay: The networks' SGD.
+        reset_every: Every this many iterations (not at 0) the running accuracies restart
+            from zero, as the published code resets its accuracy meters at each evaluation
+            (its ``--eval_interval``), so the CE weight follows recent accuracy; 0: never.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class NetQueue:
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        reset_every: int = 0,
     ) -> None:
         self.size, self.generate_every, self.push, self.initial = (
             size,
@@ -68,6 +72,7 @@ class NetQueue:
         )
         self.fetch, self.train_steps, self.batch = fetch, train_steps, batch
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.reset_every = reset_every
         self.entries: list[QueuedNet] = []
 
     def new_entry(self, ctx: DistillContext) -> QueuedNet:
@@ -78,7 +83,11 @@ class NetQueue:
         return QueuedNet(net, opt)
 
     def refresh(self, ctx: DistillContext, iteration: int) -> None:
-        """Create the initial networks on first use; push new ones when due."""
+        """Restart the running accuracies when due; create the initial networks on first use;
+        push new ones when due (in the published order)."""
+        if self.reset_every and iteration > 0 and iteration % self.reset_every == 0:
+            for entry in self.entries:
+                entry.correct = entry.seen = 0.0
         if not self.entries and iteration == 0:
             self.entries = [self.new_entry(ctx) for _ in range(self.initial)]
         if iteration % self.generate_every == 0:
