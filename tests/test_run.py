@@ -200,3 +200,22 @@ def test_the_whole_dataset_reference_trains_on_every_real_image(tmp_path) -> Non
     assert (tmp_path / "full" / "synset.png").is_file()
     # 10 epochs on ~1,400 digits against 10 epochs on 20 of them.
     assert full["test_acc"] > 80 and full["test_acc"] > subset["test_acc"] + 10
+
+
+def test_no_validation_split_trains_on_every_image_and_reports_no_val_acc(tmp_path) -> None:
+    """data.val_fraction=0, as the published-setting overlays set it: the whole training split
+    is distilled from and trained on, and no validation figure is made up."""
+    from hydra.utils import instantiate
+
+    data = instantiate(compose_config("data.val_fraction=0").data)
+    data.setup()
+    held = instantiate(compose_config().data)
+    held.setup()
+    assert len(data.val_y) == 0 and len(data.train_y) == len(held.train_y) + len(held.val_y)
+    metrics = run(
+        compose_config(*TINY, "matching=random", "data.val_fraction=0", output_dir=tmp_path)
+    )
+    assert "val_acc" not in metrics and "convnet_w32/val_acc" not in metrics
+    assert 0 <= metrics["test_acc"] <= 100
+    for name in ("dsa_cifar10", "dm_cifar10", "idm_cifar10_ipc10", "mtt_cifar10_ipc10"):
+        assert compose_config(f"experiment={name}").data.val_fraction == 0.0

@@ -72,15 +72,21 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     print(
         f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
         f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "
-        f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %  ({out_dir})"
+        f"{val_line(metrics)}  ({out_dir})"
     )
     return metrics
+
+
+def val_line(metrics: dict[str, float]) -> str:
+    if "val_acc" not in metrics:
+        return "no validation split (data.val_fraction=0)"
+    return f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return evaluate(cfg)["val_acc"]
+        return evaluate(cfg).get("val_acc")
     except UserError as err:
         fail(err)
 

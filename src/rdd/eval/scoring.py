@@ -107,11 +107,14 @@ def clean_figures(
     module: EvalNetModule, trainer: L.Trainer, data: Any, test_groups: torch.Tensor | None
 ) -> dict[str, Any]:
     """One trained network's figures on the validation split and the clean test set."""
-    val_acc, _ = score(module, trainer, data.val_dataloader(), "val")
+    figures: dict[str, Any] = {}
+    # data.val_fraction=0 (the published protocols: every training image is used): no val_acc.
+    if len(data.val_y):
+        figures["val_acc"], _ = score(module, trainer, data.val_dataloader(), "val")
+    # The test set last: correct_flags() below are its predictions.
     test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
-    figures: dict[str, Any] = {
+    figures |= {
         "test_acc": test_acc,
-        "val_acc": val_acc,
         "worst_class_acc": float(per_class.min()),
         "class_acc": per_class.tolist(),
     }
