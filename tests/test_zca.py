@@ -140,21 +140,35 @@ def test_cache_is_written_reused_and_refitted_when_corrupt(tmp_path, monkeypatch
     assert len(list(tmp_path.iterdir())) == 3
 
 
-def test_datamodule_whitens_every_split_with_the_train_fit(tmp_path) -> None:
-    plain = RealDataModule(name="digits", mean=[0.3], std=[0.4])
-    plain.setup()
+def kornia_style_zca(train: np.ndarray, eps: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, transform) as kornia's ZCAWhitening fits them: the unbiased covariance of the
+    centred flattened images, U diag(1 / sqrt(S + eps)) U^T, in NumPy float64."""
+    flat = train.reshape(len(train), -1).astype(np.float64)
+    mean = flat.mean(0)
+    cov = (flat - mean).T @ (flat - mean) / (len(flat) - 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    return mean, eigvecs @ np.diag(1 / np.sqrt(np.clip(eigvals, 0, None) + eps)) @ eigvecs.T
+
+
+def test_datamodule_whitens_raw_pixels_as_mtt_does(tmp_path) -> None:
+    """MTT fits kornia's ZCAWhitening(eps=0.1) on ToTensor() images ([0, 1], no mean/std):
+    every split is whitened with the train split's fit in that space, whatever data.mean/std
+    say (they are not applied with ZCA)."""
+    raw = RealDataModule(name="digits", mean=[0.0], std=[1.0])  # ToTensor(): pixels / 255
+    raw.setup()
     dm = RealDataModule(name="digits", mean=[0.3], std=[0.4], zca=True, cache_dir=str(tmp_path))
     dm.setup()
-    assert plain.zca is None and isinstance(dm.zca, ZCA) and dm.zca.eps == 0.1
+    assert raw.zca is None and isinstance(dm.zca, ZCA) and dm.zca.eps == 0.1
+    assert dm.mean == (0.0,) and dm.std == (1.0,)
     assert len(list(tmp_path.glob("zca-*.pt"))) == 1
-    oracle = ZCA.fit(plain.train_x)  # train only: val and test are held out
-    assert torch.allclose(dm.zca.mean, plain.train_x.flatten(1).mean(0), atol=1e-6)
+    mean, transform = kornia_style_zca(raw.train_x.numpy())  # train only: val and test held out
     for split in ("train_x", "val_x", "test_x"):
-        expected = oracle.whiten(getattr(plain, split))
-        assert torch.allclose(getattr(dm, split), expected, atol=1e-4), split
-    raw = load_dataset("digits", None).test_x.float() / 255
-    assert torch.allclose(dm.denormalize(dm.test_x), raw, atol=1e-5)
-    assert torch.allclose(dm.denormalize(dm.test_x[0]), raw[0], atol=1e-5)
+        pixels = getattr(raw, split).numpy().reshape(len(getattr(raw, split)), -1)
+        expected = ((pixels - mean) @ transform).reshape(getattr(dm, split).shape)
+        assert np.allclose(getattr(dm, split).numpy(), expected, atol=1e-4), split
+    pixels = load_dataset("digits", None).test_x.float() / 255
+    assert torch.allclose(dm.denormalize(dm.test_x), pixels, atol=1e-5)
+    assert torch.allclose(dm.denormalize(dm.test_x[0]), pixels[0], atol=1e-5)
 
 
 def test_apply_zca_whitens_once(tmp_path) -> None:

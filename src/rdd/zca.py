@@ -1,6 +1,7 @@
 """ZCA whitening of flattened images, as MTT (Cazenavette et al. 2022) uses for CIFAR.
 
-Fitted on normalised training images x (N, D) with D = C*H*W: the mean over samples, the
+Fitted on the raw [0, 1] training images x (N, D) with D = C*H*W (as MTT fits kornia's
+ZCAWhitening(eps=0.1) on ToTensor() images; rdd.data applies no mean/std with ZCA): the mean over samples, the
 unbiased covariance of the centred data and its eigen-decomposition cov = U diag(S) U^T. Then
 
     whiten(x)   = (x - mean) @ U diag(1 / sqrt(S + eps)) U^T

@@ -21,8 +21,9 @@ class RealDataModule(L.LightningDataModule):
 
     The constructor arguments are the keys of ``conf/data/*.yaml``. ``setup()`` decodes (or
     loads from the cache) the dataset, carves a stratified validation split out of the
-    training data and normalises everything; with ``zca=True`` it then whitens everything
-    with a ZCA transform fitted on the train split (cached in ``cache_dir``). With ``subgroup``
+    training data and normalises everything; with ``zca=True`` it instead whitens the raw
+    [0, 1] pixels with a ZCA transform fitted on the train split (as MTT does; the per-channel
+    ``mean``/``std`` are then not applied; cached in ``cache_dir``). With ``subgroup``
     (see :mod:`rdd.data.subgroup`) a seeded fraction of every class's train and val images is
     altered first, in pixel space, so the normalisation and the ZCA fit see the altered split.
 
@@ -78,6 +79,10 @@ class RealDataModule(L.LightningDataModule):
         if not 0.0 < zca_eps < float("inf"):
             raise UserError(f"data.zca_eps={zca_eps} must be > 0: set e.g. data.zca_eps=0.1")
         self.use_zca, self.zca_eps = bool(zca), float(zca_eps)
+        if self.use_zca:
+            # As MTT (kornia's ZCAWhitening(eps=0.1) fitted on ToTensor() images): ZCA whitens
+            # raw [0, 1] pixels, so eps regularises at that scale and no mean/std is applied.
+            self.mean, self.std = (0.0,) * len(self.mean), (1.0,) * len(self.std)
         self.zca: ZCA | None = None
         self.subgroup = Subgroup.from_config(subgroup)
         self.train_subgroup: torch.Tensor | None = None
