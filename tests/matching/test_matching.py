@@ -124,18 +124,26 @@ def test_an_outer_iteration_steps_the_images_outer_loop_times() -> None:
     assert not torch.equal(before, ctx.images.detach())
 
 
-def test_batchnorm_statistics_are_frozen_on_a_real_batch() -> None:
+def test_batchnorm_running_statistics_follow_real_batches_as_published() -> None:
+    """As VICO's main.py: a train-mode forward of a real batch updates the running statistics
+    with momentum 0.1 (from the fresh net's 0 / 1, never reset; a second outer step moves them
+    on), then BatchNorm is frozen for matching."""
     ctx = matching_context(bn=True)
     net, matcher = ctx.new_net(), GradientMatching(bn_images_per_class=5)
-    ctx.generator.manual_seed(1)
-    matcher.freeze_batchnorm(net, ctx)
     bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
-    assert not bn.training
-    ctx.generator.manual_seed(1)
-    real = torch.cat([ctx.sample_real(c, 5) for c in range(3)])
     first_conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
-    feats = first_conv(real)
-    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
+    for seed in (1, 2):  # two outer steps
+        ctx.generator.manual_seed(seed)
+        matcher.freeze_batchnorm(net, ctx)
+        assert not bn.training
+        ctx.generator.manual_seed(seed)
+        with torch.no_grad():
+            feats = first_conv(torch.cat([ctx.sample_real(c, 5) for c in range(3)]))
+        mean = 0.9 * mean + 0.1 * feats.mean((0, 2, 3))
+        var = 0.9 * var + 0.1 * feats.var((0, 2, 3), unbiased=True)
+        assert torch.allclose(bn.running_mean, mean, atol=1e-5)
+        assert torch.allclose(bn.running_var, var, atol=1e-4)
     before = bn.running_mean.clone()
     matcher.class_losses(net, ctx)  # matching must not move the frozen statistics
     assert torch.equal(before, bn.running_mean)

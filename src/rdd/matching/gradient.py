@@ -214,23 +214,23 @@ class GradientMatching(Matcher):
         return self.distance(g_syn, g_real)
 
     def freeze_batchnorm(self, net: nn.Module, ctx: DistillContext) -> None:
-        """Set BatchNorm statistics from one real batch, then freeze them.
+        """Update BatchNorm's running statistics with a real batch, then match with them.
 
         A class's synthetic batch (a few images) gives useless batch statistics, so matching
-        uses statistics of a real batch mixed over classes instead.
+        uses running statistics instead. As in the reference main.py: a forward pass in train
+        mode of ``bn_images_per_class`` real images per class updates them with the layers'
+        own momentum (0.1), never reset, so they also keep what the inner loop's training
+        steps added; then the BatchNorm layers switch to eval for the matching step.
         """
         real = torch.cat(
             [ctx.sample_real(c, self.bn_images_per_class) for c in range(ctx.num_classes)]
         )
-        bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average: after one batch, exactly its statistics
-            bn.train()
+        net.train()
         with torch.no_grad():
             net(real)
-        for bn in bns:
-            bn.eval()
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
     def net_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         """The sampled network's optimiser for one outer iteration (made fresh each time)."""
