@@ -13,7 +13,7 @@ from rdd.config import CONF_DIR
 from rdd.schemas import GENERATED, schema_for, signature_defaults, target_class
 from tests.conftest import compose_config
 
-SCHEMA_GROUPS = ("matching", "risk", "clustering", "eval", "robust")
+SCHEMA_GROUPS = ("data", "matching", "risk", "clustering", "eval", "robust")
 OPTION_FILES = sorted(p for g in SCHEMA_GROUPS for p in (CONF_DIR / g).glob("*.yaml"))
 
 
@@ -53,14 +53,22 @@ def test_a_generated_schema_is_the_constructor_signature(group: str, schema: str
     cls = target_class(path)
     fields = {f.name: f for f in dataclasses.fields(schema_for(cls, exclude))}
     assert fields.pop("_target_").default == path
-    defaults = signature_defaults(cls, exclude)
-    assert {k: f.default for k, f in fields.items() if f.default is not MISSING} == defaults
+    defaults = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in signature_defaults(cls, exclude).items()
+    }
+    got = {k: field_default(f) for k, f in fields.items()}
+    assert {k: v for k, v in got.items() if v is not MISSING} == defaults
+
+
+def field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 # Each option of a constructed group, composed at the published settings (no CPU budget).
 BUILT_OPTIONS = [
     (group, path.stem)
-    for group in ("matching", "risk", "clustering")
+    for group in ("data", "matching", "risk", "clustering")
     for path in sorted((CONF_DIR / group).glob("*.yaml"))
     if path.stem != "none" or group == "risk"
 ]
@@ -70,13 +78,15 @@ BUILT_OPTIONS = [
 def test_composed_defaults_are_the_constructor_defaults(group: str, option: str) -> None:
     """What a user runs with no override is what the constructor says (MTT's lr_teacher once
     read 0.01 in the code and 0.001 in the YAML)."""
-    cfg = compose_config(f"{group}={option}", "data=cifar10")
+    published = [] if group == "data" else ["data=cifar10"]  # no CPU budget overlay
+    cfg = compose_config(f"{group}={option}", *published)
     node = cfg[group]
     cls = target_class(node._target_)
     exclude = next(ex for (g, _), (p, ex) in GENERATED.items() if g == group and p == node._target_)
     chain = option_chain(group, option)
     for key, default in signature_defaults(cls, exclude).items():
         if key not in chain:
+            default = list(default) if isinstance(default, tuple) else default
             assert OmegaConf.to_container(node, resolve=False)[key] == default, key
 
 

@@ -19,10 +19,12 @@ lines below suffice, and it would be one more dependency for every user.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
 import functools
 import inspect
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,16 +51,35 @@ def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
     for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if param.name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        fields.append((param.name, hints[param.name], _field_default(param.default)))
+        fields.append((param.name, config_type(hints[param.name]), _field_default(param.default)))
     schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
     schema.__module__ = __name__  # make_dataclass's own `module=` needs Python 3.12
     globals()[schema.__name__] = schema
     return schema
 
 
+def config_type(hint: Any) -> Any:
+    """The annotation as OmegaConf can type a field: plain types, their optionals and lists
+    stay (so `data.val_fraction=half` fails at compose time); a union of several types or a
+    mapping becomes Any (e.g. ``image_size: int | Sequence[int] | None``)."""
+    if hint in (int, float, str, bool):
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        others = [a for a in args if a is not type(None)]
+        inner = config_type(others[0]) if len(others) == 1 else Any
+        return Any if inner is Any else typing.Optional[inner]  # noqa: UP045 (a runtime type)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        inner = config_type(args[0])
+        return list[inner] if inner in (int, float, str, bool) else Any
+    return Any
+
+
 def _field_default(default: Any) -> Any:
     if default is inspect.Parameter.empty:
         return field(default=MISSING)
+    if isinstance(default, tuple):  # a config holds lists
+        default = list(default)
     if isinstance(default, (list, dict)):  # a dataclass field may not share a mutable default
         return field(default_factory=lambda: copy.deepcopy(default))
     return field(default=default)
@@ -76,6 +97,7 @@ def signature_defaults(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, An
 
 # -- schemas generated from constructors: (group, schema name) -> (class path, build-time keywords)
 GENERATED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("data", "data_schema"): ("rdd.data.datamodule.RealDataModule", ()),
     ("matching", "gradient_schema"): ("rdd.matching.gradient.GradientMatching", ()),
     ("matching", "distribution_schema"): ("rdd.matching.distribution.DistributionMatching", ()),
     ("matching", "trajectory_schema"): ("rdd.matching.trajectory.TrajectoryMatching", ()),

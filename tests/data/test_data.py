@@ -17,6 +17,7 @@ from rdd.config import CONF_DIR
 from rdd.data import RealDataModule, load_dataset, load_source, sources, stratified_split
 from rdd.data import image_folder as imf
 from rdd.errors import UserError
+from tests.conftest import compose_config
 
 CIFAR10 = list(sources.KNOWN_CLASSES["cifar10"])
 
@@ -208,15 +209,11 @@ def test_datamodule_channel_mismatch(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "data").glob("*.yaml")), ids=lambda p: p.stem)
 def test_conf_data_instantiates(path, tmp_path):
-    paths = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
-    data = OmegaConf.load(path)
-    data.pop(
-        "defaults", None
-    )  # Hydra's defaults list (digits picks its net), not a constructor key
-    cfg = OmegaConf.create({"paths": paths, "data": data})
+    paths = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    cfg = compose_config(f"data={path.stem}", *paths)
     if OmegaConf.is_missing(cfg.data, "root"):
         cfg.data.root = str(tmp_path)
-    OmegaConf.resolve(cfg)
+    cfg.data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
     keys = set(cfg.data) - {"_target_"}
     assert keys == set(inspect.signature(RealDataModule.__init__).parameters) - {"self"}
     dm = instantiate(cfg.data)

@@ -27,6 +27,21 @@ class RealDataModule(L.LightningDataModule):
     (see :mod:`rdd.data.subgroup`) a seeded fraction of every class's train and val images is
     altered first, in pixel space, so the normalisation and the ZCA fit see the altered split.
 
+    Args (the data keys; conf/data/<dataset>.yaml lists only what a dataset changes):
+        name: the source (``digits``, ``cifar10``, ..., ``image_folder``).
+        root: where the files are; download: let torchvision fetch them.
+        layout: ``auto`` | ``torchvision`` | ``image_folder`` (root/{train,test}/<class>/).
+        classes: folder/class names to keep, in label order; None: all.
+        image_size: an int or [h, w] to resize to; None: the native size.
+        mean, std: per-channel normalisation (not applied with ``zca``).
+        val_fraction: held out of train per class, for model selection (0: none).
+        split_seed: seeds that split. batch_size, num_workers: the loaders (data is in memory).
+        cache_dir: where decoded datasets and ZCA fits are cached.
+        dsa_strategy: the dataset's DSA operations (no flips for digits/MNIST/SVHN).
+        zca, zca_eps: ZCA whitening of raw pixels fitted on the train split (MTT).
+        subgroup: a known rare subgroup: a transform name (grayscale | invert | blur) or
+            {transform: invert, fraction: 0.05, seed: 0} (:mod:`rdd.data.subgroup`).
+
     Attributes (after ``setup()``):
         train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``
             (and whitened with ``zca`` when it is set).
