@@ -272,3 +272,26 @@ def test_queue_accuracy_restarts_every_reset_interval_as_published() -> None:
     for ipc, every in ((10, 100), (50, 500)):
         cfg = compose_config(f"experiment=idm_cifar10_ipc{ipc}")
         assert cfg.matching.accuracy_reset_every == every
+
+
+def test_a_batchnorm_net_matches_all_classes_through_one_forward_as_published() -> None:
+    """VICO's main_DM.py, ConvNetBN branch: the real batches of every class go through one
+    forward (BatchNorm's batch statistics span all classes), the synthetic ones through
+    another, then per-class mean embeddings are matched; one image step."""
+    bn_net = {**CONVNET, "norm": "batchnorm"}
+    ctx = dm_context()
+    ctx.make_net = lambda: build_net(bn_net, 1, 2, (8, 8)).double()
+    net = ctx.new_net()
+    matcher = DistributionMatching(dsa=False)
+    net.train()
+    with torch.no_grad():
+        real = net.embed(torch.cat([real_of(ctx, 0), real_of(ctx, 1)])).numpy()
+        syn = net.embed(ctx.images).numpy()
+    want = sum(
+        float(np.sum((real[6 * c : 6 * c + 6].mean(0) - syn[2 * c : 2 * c + 2].mean(0)) ** 2))
+        for c in range(2)
+    )
+    per_class = sum(matcher.class_loss(net, 0.0, ctx, c).item() for c in range(2))
+    assert matcher.match_and_step(net, 0.0, ctx).item() == pytest.approx(want / 2, rel=1e-10)
+    assert ctx.steps == 1 and ctx.losses[0].item() == pytest.approx(want, rel=1e-10)
+    assert abs(per_class - want) > 1e-6 * want  # the per-class forward would differ

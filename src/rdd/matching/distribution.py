@@ -15,7 +15,8 @@ IDM adds three things, each a config key here:
   (expanded, augmented) synthetic images, weighted by ``ce_weight`` x that network's running
   accuracy on its real training batches in percent, as in the published code.
 
-As published, IDM steps the images once per class (``step_per_class``), DM once per iteration.
+As published, IDM steps the images once per class (``step_per_class``), DM once per iteration;
+with a BatchNorm network DM embeds every class's batch in one forward (VICO's main_DM.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from rdd.matching.robust import (
     real_mean_embedding,
     subgroup_embedding_distances,
 )
+from rdd.nets import has_batchnorm
 
 
 @contextmanager
@@ -193,6 +195,11 @@ class DistributionMatching(Matcher):
     def match_and_step(self, net: nn.Module, accuracy: float, ctx: DistillContext) -> torch.Tensor:
         """The matching loss of every class through ``net``, and the image step(s)."""
         net.train()
+        if has_batchnorm(net) and self.batchnorm_branch(ctx):
+            with frozen(net):
+                loss = self.joint_loss(net, ctx)
+                ctx.image_step(loss)
+            return loss.detach() / ctx.num_classes
         class_losses = []
         with frozen(net):
             for c in range(ctx.num_classes):
@@ -204,6 +211,34 @@ class DistributionMatching(Matcher):
             if not self.step_per_class:
                 ctx.image_step(losses.sum())
         return losses.detach().mean()
+
+    def batchnorm_branch(self, ctx: DistillContext) -> bool:
+        """DM's published BatchNorm branch applies: one image step on the plain loss (no
+        per-class steps, CE term or subgroup risk, which need a forward per class)."""
+        return not (self.step_per_class or self.ce_weight > 0 or ctx.robust_matching)
+
+    def joint_loss(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
+        """DM's loss for a BatchNorm network, as VICO's main_DM.py computes it: every class's
+        (augmented) real batch goes through one forward and every synthetic batch through
+        another, so BatchNorm's batch statistics span all classes (a class's few synthetic
+        images alone would give useless ones); then the per-class mean embeddings are matched.
+        Random draws come in the per-class order of :meth:`class_loss`."""
+        reals, syns = [], []
+        for c in range(ctx.num_classes):
+            real = ctx.sample_real(c, self.batch_real)
+            rows = slice(c * ctx.ipc, (c + 1) * ctx.ipc)
+            syn, _ = expand(ctx.images[rows], ctx.labels[rows], self.factor)
+            if self.augment is not None:
+                transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
+                real, syn = transform(real), transform(syn)
+            reals.append(real)
+            syns.append(syn)
+        with torch.no_grad():
+            real_embed = net.embed(torch.cat(reals)).split([len(r) for r in reals])
+        syn_embed = net.embed(torch.cat(syns)).split([len(s) for s in syns])
+        return sum(
+            ((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_embed, syn_embed, strict=True)
+        )
 
     def class_loss(
         self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
