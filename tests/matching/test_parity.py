@@ -48,3 +48,14 @@ def test_mtt_unroll_loss_and_gradients_equal_the_reference() -> None:
     for key in ("loss", "image_grad", "lr_grad"):
         scale = reference[key].abs().max()
         assert (ours[key] - reference[key]).abs().max() <= 1e-5 * scale, key
+
+
+def test_dm_loss_and_image_gradient_equal_the_reference_in_both_branches() -> None:
+    """tests/fixtures/parity_dm.pt: VICO's main_DM.py loss on its ConvNet (a forward per
+    class) and ConvNetBN (all classes in one forward); measured bitwise equal when recorded."""
+    parity = harness("dm_parity.py")
+    reference = torch.load(parity.FIXTURE, weights_only=True)
+    ours = parity.rdd_figures()
+    for key in ("ConvNet/loss", "ConvNet/image_grad", "ConvNetBN/loss", "ConvNetBN/image_grad"):
+        scale = reference[key].abs().max()
+        assert (ours[key] - reference[key]).abs().max() <= 1e-5 * scale, key
