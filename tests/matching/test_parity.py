@@ -59,3 +59,15 @@ def test_dm_loss_and_image_gradient_equal_the_reference_in_both_branches() -> No
     for key in ("ConvNet/loss", "ConvNet/image_grad", "ConvNetBN/loss", "ConvNetBN/image_grad"):
         scale = reference[key].abs().max()
         assert (ours[key] - reference[key]).abs().max() <= 1e-5 * scale, key
+
+
+def test_idm_class_loss_with_expansion_and_ce_equals_the_reference() -> None:
+    """tests/fixtures/parity_idm.pt: uitrbn/IDM's loss with partition-and-expansion
+    (number_sign_augment) and the accuracy-weighted CE term; measured when recorded: losses
+    bitwise equal, image gradient 3.1e-7 relative."""
+    parity = harness("idm_parity.py")
+    reference = torch.load(parity.FIXTURE, weights_only=True)
+    ours = parity.rdd_figures()
+    for key in ("losses", "image_grad"):
+        scale = reference[key].abs().max()
+        assert (ours[key] - reference[key]).abs().max() <= 1e-5 * scale, key
