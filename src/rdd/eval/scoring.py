@@ -109,8 +109,9 @@ def clean_figures(
     """One trained network's figures on the validation split and the clean test set."""
     figures: dict[str, Any] = {}
     # data.val_fraction=0 (the published protocols: every training image is used): no val_acc.
-    if len(data.val_y):
-        figures["val_acc"], _ = score(module, trainer, data.val_dataloader(), "val")
+    val = data.val_dataloader()
+    if len(val.dataset):
+        figures["val_acc"], _ = score(module, trainer, val, "val")
     # The test set last: correct_flags() below are its predictions.
     test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
     figures |= {
