@@ -4,8 +4,9 @@ The reference's student is its ``ReparamModule`` around its ConvNet-3; its unrol
 the body of distill.py's training loop (not a function), followed here step by step: ``syn_steps``
 SGD steps ``theta - syn_lr * grad CE`` kept differentiable, then ``||theta_N - target||^2 /
 ||start - target||^2`` (both divided by the parameter count, which cancels). Both get the same
-seeded synthetic images, labels, learned step size and start/target parameters (rdd's ConvNet
-weights, seeded, as the flat start vector); compared: the loss and its gradients with respect to
+seeded synthetic images, labels, learned step size, start/target parameters (rdd's ConvNet
+weights, seeded, as the flat start vector) and mini-batch permutations (batch_syn 2, the same
+seed for the reference's global generator and rdd's); compared: the loss and its gradients with respect to
 the images and the step size. Prints the max relative difference; ``--record`` writes the
 reference's values to the fixture ``tests/matching/test_parity.py`` checks.
 
@@ -34,7 +35,8 @@ from rdd.matching.trajectory import TrajectoryMatching  # noqa: E402
 from rdd.nets import build_net  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "parity_mtt.pt"
-CLASSES, IPC, SIZE, SYN_STEPS, LR = 3, 2, 32, 3, 0.01
+CLASSES, IPC, SIZE, SYN_STEPS, LR = 3, 2, 32, 4, 0.01
+BATCH_SYN = 2  # 3 mini-batches per pass: 4 steps take one pass and start a second
 
 
 def inputs() -> dict[str, torch.Tensor]:
@@ -52,7 +54,7 @@ def inputs() -> dict[str, torch.Tensor]:
 
 def rdd_figures() -> dict[str, torch.Tensor]:
     data = inputs()
-    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS)
+    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS, batch_syn=BATCH_SYN)
     net = build_net("convnet", 3, CLASSES, (SIZE, SIZE))
     ctx = types.SimpleNamespace(
         images=nn.Parameter(data["images"].clone()),
@@ -81,9 +83,10 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     starting_params, target_params = data["start"], data["target"]
     student_params = [starting_params.clone().requires_grad_(True)]
     indices_chunks: list[torch.Tensor] = []
-    for _ in range(SYN_STEPS):  # distill.py's loop, batch_syn = the whole set, no DSA
+    torch.manual_seed(0)  # its permutations come from the global generator: rdd's seed
+    for _ in range(SYN_STEPS):  # distill.py's loop, no DSA
         if not indices_chunks:
-            indices_chunks = list(torch.split(torch.randperm(len(image_syn)), len(image_syn)))
+            indices_chunks = list(torch.split(torch.randperm(len(image_syn)), BATCH_SYN))
         these_indices = indices_chunks.pop()
         x = student_net(image_syn[these_indices], flat_param=student_params[-1])
         ce_loss = F.cross_entropy(x, data["labels"][these_indices])

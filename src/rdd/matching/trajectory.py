@@ -177,7 +177,7 @@ class TrajectoryMatching(Matcher):
         for _ in range(self.syn_steps):
             if not chunks:  # a new pass over the synthetic set
                 chunks = list(torch.randperm(n, generator=ctx.generator).split(batch))
-            idx = chunks.pop(0)
+            idx = chunks.pop()  # the last chunk first, as distill.py pops them
             if len(idx) < world_size():
                 raise UserError(
                     f"a synthetic batch of {len(idx)} images cannot be split over {world_size()} "
