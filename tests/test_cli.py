@@ -127,3 +127,28 @@ def test_summary_table_is_printed(tmp_path) -> None:
     assert result.returncode == 0
     assert "clean %" in result.stdout and "convnet_w32" in result.stdout
     assert Path(tmp_path / "r" / "synset.png").is_file()
+
+
+def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(
+    tmp_path, cli
+) -> None:
+    """eval.nets names `net` options as Hydra finds them (no registry of its own): one added
+    with hydra.searchpath serves as the run's net and as an evaluation architecture."""
+    (tmp_path / "extra" / "net").mkdir(parents=True)
+    (tmp_path / "extra" / "net" / "tiny_mlp.yaml").write_text(
+        "_target_: rdd.nets.mlp.MLP\n_partial_: true\nwidth: 16\n"
+    )
+    out = tmp_path / "run"
+    result = cli(
+        "rdd.run",
+        *TINY,
+        "matching=random",
+        f"hydra.searchpath=[file://{tmp_path / 'extra'}]",
+        "net=tiny_mlp",
+        "eval.nets=[tiny_mlp,convnet_w32]",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"tiny_mlp/test_acc", "convnet_w32/test_acc"} <= metrics.keys()

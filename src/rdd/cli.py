@@ -39,8 +39,12 @@ def group_options(group: str) -> list[str]:
 def check_overrides(argv: Sequence[str]) -> None:
     """Reject unknown group options (``matching=foo``) and a non-positive ``ipc``.
 
-    Sweep values (``matching=dc,dsa``) are checked one by one.
+    Sweep values (``matching=dc,dsa``) are checked one by one. With more configs on Hydra's
+    search path (``hydra.searchpath=``, ``--config-dir``) options may live there: Hydra then
+    checks the names itself.
     """
+    extended = any(a.lstrip("+~").startswith("hydra.searchpath") for a in argv)
+    extended |= any(a.split("=")[0] in ("--config-dir", "-cd") for a in argv)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -51,6 +55,7 @@ def check_overrides(argv: Sequence[str]) -> None:
         for item in value.split(","):
             if (
                 key in CHECKED_GROUPS
+                and not extended
                 and item not in ("null", "")
                 and item not in group_options(key)
             ):

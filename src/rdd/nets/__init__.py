@@ -7,11 +7,15 @@ Every network is built as ``Net(channel, num_classes, im_size, **options)``, map
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import hydra.utils
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -37,28 +41,51 @@ __all__ = [
     "load_net_config",
 ]
 
-NET_CONF_DIR = CONF_DIR / "net"
-
 # Every kind of batch norm keeps running statistics and couples the samples of a batch.
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+@contextmanager
+def _hydra_configs() -> Iterator[GlobalHydra]:
+    """Hydra's config repository: the running app's (with its search path, so a net config a
+    user adds with ``hydra.searchpath``/``--config-dir`` is found too), else rdd's own."""
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance()
+        return
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield GlobalHydra.instance()
+
+
 def available_nets() -> list[str]:
-    """Return the names of the net configs, i.e. the sorted stems of ``conf/net/*.yaml``."""
-    return sorted(path.stem for path in NET_CONF_DIR.glob("*.yaml"))
+    """The options of the `net` config group, as Hydra finds them."""
+    with _hydra_configs() as hydra_configs:
+        return sorted(hydra_configs.config_loader().get_group_options("net"))
 
 
 def load_net_config(name: str) -> DictConfig:
-    """Load ``conf/net/<name>.yaml``.
+    """The `net` option ``name`` composed by Hydra as ``net=<name>`` selects it, with the
+    running app's search path, so that ``eval.nets`` names the same configs as the command
+    line (conf/eval_net.yaml holds just that one choice), not a registry of its own.
 
     Raises:
-        UserError: If there is no such config; the message lists the available ones.
+        UserError: If there is no such option; the message lists the available ones.
     """
-    if name not in available_nets():
+    if not name.replace("_", "").replace("-", "").isalnum():  # an option name, not a path
         raise UserError(f"unknown net '{name}': choose one of {', '.join(available_nets())}")
-    cfg = OmegaConf.load(NET_CONF_DIR / f"{name}.yaml")
-    assert isinstance(cfg, DictConfig)  # net configs are mappings, never lists
-    return cfg
+    with _hydra_configs():
+        try:
+            return compose(config_name="eval_net", overrides=[f"net={name}", *_searchpath()]).net
+        except MissingConfigException as err:
+            options = err.options or available_nets()
+            raise UserError(f"unknown net '{name}': choose one of {', '.join(options)}") from None
+
+
+def _searchpath() -> list[str]:
+    """The running app's ``hydra.searchpath`` as an override (none outside an app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    paths = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
 
 
 def build_net(
