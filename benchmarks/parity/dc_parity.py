@@ -19,7 +19,6 @@ The reference runs unpatched on current PyTorch for these functions (CPU).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
@@ -27,7 +26,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = common.REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from rdd.matching.gradient import GradientMatching  # noqa: E402
@@ -86,9 +88,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     args = types.SimpleNamespace(dis_metric="ours", device="cpu", dsa=False)
     net = utils.get_network("ConvNet", 3, CLASSES, (SIZE, SIZE))
     ours = rdd_net()
-    with torch.no_grad():  # the same weights, parameter by parameter (same order and shapes)
-        for theirs, mine in zip(net.parameters(), ours.parameters(), strict=True):
-            theirs.copy_(mine)
+    common.copy_weights(net, ours)
     data = inputs()
     params = list(net.parameters())
     syn = data["syn"].clone().requires_grad_(True)
@@ -135,26 +135,7 @@ def update_signature(before: list[torch.Tensor], net: torch.nn.Module) -> torch.
     return torch.stack(parts)
 
 
-def max_relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
-    parser.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
-    args = parser.parse_args()
-    theirs, ours = reference_figures(args.reference), rdd_figures()
-    for key in theirs:
-        print(
-            f"{key:16s} max relative difference {max_relative_difference(ours[key], theirs[key]):.2e}"
-        )
-    if args.record:
-        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        command = "benchmarks/parity/dc_parity.py <VICO-UoE/DatasetCondensation checkout> --record"
-        torch.save({"command": command, **theirs}, FIXTURE)
-        print(f"recorded {FIXTURE.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        __doc__, FIXTURE, "checkout of VICO-UoE/DatasetCondensation", reference_figures, rdd_figures
+    )

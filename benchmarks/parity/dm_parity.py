@@ -15,14 +15,16 @@ values to the fixture ``tests/matching/test_parity.py`` checks.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = common.REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from rdd.matching.distribution import DistributionMatching  # noqa: E402
@@ -85,9 +87,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     data = inputs()
     for ref_name, name in NETS.items():
         net = get_network(ref_name, 3, CLASSES, (SIZE, SIZE))
-        with torch.no_grad():
-            for theirs, mine in zip(net.parameters(), rdd_net(name).parameters(), strict=True):
-                theirs.copy_(mine)
+        common.copy_weights(net, rdd_net(name))
         net.train()
         for param in net.parameters():
             param.requires_grad = False
@@ -114,20 +114,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
-    parser.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
-    args = parser.parse_args()
-    theirs, ours = reference_figures(args.reference), rdd_figures()
-    for key in theirs:
-        diff = float((ours[key] - theirs[key]).abs().max() / theirs[key].abs().max())
-        print(f"{key:20s} max relative difference {diff:.2e}")
-    if args.record:
-        command = "benchmarks/parity/dm_parity.py <VICO-UoE/DatasetCondensation checkout> --record"
-        torch.save({"command": command, **theirs}, FIXTURE)
-        print(f"recorded {FIXTURE.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        __doc__, FIXTURE, "checkout of VICO-UoE/DatasetCondensation", reference_figures, rdd_figures
+    )

@@ -17,7 +17,6 @@ synthetic images. Prints the max relative difference; ``--record`` writes the fi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = common.REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from rdd.matching.distribution import DistributionMatching  # noqa: E402
@@ -79,9 +81,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
 
     data = inputs()
     net = get_network("ConvNet", 3, CLASSES, (SIZE, SIZE))
-    with torch.no_grad():
-        for theirs, mine in zip(net.parameters(), rdd_net().parameters(), strict=True):
-            theirs.copy_(mine)
+    common.copy_weights(net, rdd_net())
     net.eval()  # as IDM_cifar10.py before matching (no effect on ConvNet's instance norm)
     image_syn = data["syn"].clone().requires_grad_(True)
     label_syn = torch.arange(CLASSES).repeat_interleave(IPC)
@@ -101,20 +101,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     return {"losses": losses.detach(), "image_grad": grad}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="folder with uitrbn/IDM's .py files")
-    parser.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
-    args = parser.parse_args()
-    theirs, ours = reference_figures(args.reference), rdd_figures()
-    for key in theirs:
-        diff = float((ours[key] - theirs[key]).abs().max() / theirs[key].abs().max())
-        print(f"{key:12s} max relative difference {diff:.2e}")
-    if args.record:
-        command = "benchmarks/parity/idm_parity.py <uitrbn/IDM files> --record"
-        torch.save({"command": command, **theirs}, FIXTURE)
-        print(f"recorded {FIXTURE.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        __doc__, FIXTURE, "folder with uitrbn/IDM's .py files", reference_figures, rdd_figures
+    )

@@ -18,7 +18,6 @@ reference's values to the fixture ``tests/matching/test_parity.py`` checks.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
@@ -27,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = common.REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from rdd.experts import unflatten  # noqa: E402
@@ -99,20 +101,7 @@ def reference_figures(ref: Path) -> dict[str, torch.Tensor]:
     return {"loss": loss.detach(), "image_grad": image_grad, "lr_grad": lr_grad}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="folder with the reference's .py files")
-    parser.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
-    args = parser.parse_args()
-    theirs, ours = reference_figures(args.reference), rdd_figures()
-    for key in theirs:
-        diff = float((ours[key] - theirs[key]).abs().max() / theirs[key].abs().max())
-        print(f"{key:10s} max relative difference {diff:.2e}")
-    if args.record:
-        command = "PYTHONPATH=<kornia> benchmarks/parity/mtt_parity.py <mtt-distillation> --record"
-        torch.save({"command": command, **theirs}, FIXTURE)
-        print(f"recorded {FIXTURE.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        __doc__, FIXTURE, "folder with the reference's .py files", reference_figures, rdd_figures
+    )

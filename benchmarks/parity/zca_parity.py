@@ -15,13 +15,15 @@ Usage (kornia installed anywhere on PYTHONPATH; it is not one of rdd's dependenc
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = common.REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from rdd.data import RealDataModule  # noqa: E402
@@ -52,19 +54,13 @@ def kornia_whitened() -> torch.Tensor:
     return zca(raw.test_x[:SCORED]).detach()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
-    args = parser.parse_args()
-    theirs, ours = kornia_whitened(), rdd_whitened()
-    diff = float((ours - theirs).abs().max() / theirs.abs().max())
-    print(f"whitened test images: max relative difference {diff:.2e}")
-    if args.record:
-        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        command = "PYTHONPATH=<kornia> benchmarks/parity/zca_parity.py --record"
-        torch.save({"command": command, "whitened": theirs}, FIXTURE)
-        print(f"recorded {FIXTURE.relative_to(REPO)}")
+def reference_figures() -> dict[str, torch.Tensor]:
+    return {"whitened": kornia_whitened()}
+
+
+def rdd_figures() -> dict[str, torch.Tensor]:
+    return {"whitened": rdd_whitened()}
 
 
 if __name__ == "__main__":
-    main()
+    common.main(__doc__, FIXTURE, None, reference_figures, rdd_figures)
