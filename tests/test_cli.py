@@ -129,9 +129,7 @@ def test_summary_table_is_printed(tmp_path) -> None:
     assert Path(tmp_path / "r" / "synset.png").is_file()
 
 
-def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(
-    tmp_path, cli
-) -> None:
+def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(tmp_path, cli) -> None:
     """eval.nets names `net` options as Hydra finds them (no registry of its own): one added
     with hydra.searchpath serves as the run's net and as an evaluation architecture."""
     (tmp_path / "extra" / "net").mkdir(parents=True)

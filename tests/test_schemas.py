@@ -13,7 +13,7 @@ from rdd.config import CONF_DIR
 from rdd.schemas import GENERATED, schema_for, signature_defaults, target_class
 from tests.conftest import compose_config
 
-SCHEMA_GROUPS = ("data", "matching", "risk", "clustering", "eval", "robust")
+SCHEMA_GROUPS = ("data", "net", "matching", "risk", "clustering", "eval", "robust")
 OPTION_FILES = sorted(p for g in SCHEMA_GROUPS for p in (CONF_DIR / g).glob("*.yaml"))
 
 
@@ -68,7 +68,7 @@ def field_default(f: dataclasses.Field):
 # Each option of a constructed group, composed at the published settings (no CPU budget).
 BUILT_OPTIONS = [
     (group, path.stem)
-    for group in ("data", "matching", "risk", "clustering")
+    for group in ("data", "net", "matching", "risk", "clustering")
     for path in sorted((CONF_DIR / group).glob("*.yaml"))
     if path.stem != "none" or group == "risk"
 ]

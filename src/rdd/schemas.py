@@ -35,24 +35,33 @@ from omegaconf import MISSING
 from rdd.eval.corruptions import CORRUPTIONS, SEVERITIES, SHIFTS
 
 
-@functools.cache
-def schema_for(cls: type, exclude: tuple[str, ...] = ()) -> type:
+def schema_for(cls: type, exclude: tuple[str, ...] = (), partial: bool = False) -> type:
     """A dataclass with `_target_` = ``cls`` and one field per keyword of ``cls.__init__``.
 
     A keyword without a default becomes a mandatory field (``???``: the YAML must set it);
     ``exclude`` names keywords that the code passes at build time (a tensor, a size), which
-    are no config keys. The class is made once and lives in this module under its name, so
-    that a config typed by it pickles (DDP's spawned processes receive the config).
+    are no config keys; ``partial`` adds ``_partial_: true`` (a net option is a factory that
+    rdd.nets.build_net completes with the data's shape). The class is made once and lives in
+    this module under its name, so that a config typed by it pickles (DDP's spawned
+    processes receive the config).
     """
+    return _made_schema(cls, tuple(exclude), bool(partial))  # one class per arguments
+
+
+@functools.cache
+def _made_schema(cls: type, exclude: tuple[str, ...], partial: bool) -> type:
     hints = typing.get_type_hints(cls.__init__)
     fields: list[tuple[str, Any, Any]] = [
         ("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))
     ]
+    if partial:
+        fields.append(("_partial_", bool, field(default=True)))
     for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if param.name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         fields.append((param.name, config_type(hints[param.name]), _field_default(param.default)))
-    schema = dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+    name = f"{cls.__name__}{'Partial' if partial else ''}Schema"  # one name per class made
+    schema = dataclasses.make_dataclass(name, fields)
     schema.__module__ = __name__  # make_dataclass's own `module=` needs Python 3.12
     globals()[schema.__name__] = schema
     return schema
@@ -95,8 +104,17 @@ def signature_defaults(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, An
     }
 
 
+# A net's shape comes from the data when it is built (rdd.nets.build_net).
+NET_SHAPE = ("channel", "num_classes", "im_size")
+
 # -- schemas generated from constructors: (group, schema name) -> (class path, build-time keywords)
 GENERATED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("net", "convnet_schema"): ("rdd.nets.convnet.ConvNet", NET_SHAPE),
+    ("net", "mlp_schema"): ("rdd.nets.mlp.MLP", NET_SHAPE),
+    ("net", "vgg11_schema"): ("rdd.nets.vgg.VGG11", NET_SHAPE),
+    ("net", "alexnet_schema"): ("rdd.nets.alexnet.AlexNet", NET_SHAPE),
+    ("net", "resnet18_schema"): ("rdd.nets.resnet.ResNet18", NET_SHAPE),
+    ("net", "resnetap10_schema"): ("rdd.nets.resnet.ResNetAP10", NET_SHAPE),
     ("data", "data_schema"): ("rdd.data.datamodule.RealDataModule", ()),
     ("matching", "gradient_schema"): ("rdd.matching.gradient.GradientMatching", ()),
     ("matching", "distribution_schema"): ("rdd.matching.distribution.DistributionMatching", ()),
@@ -190,7 +208,8 @@ def register_schemas() -> None:
     """Store every schema under its group (idempotent)."""
     store = ConfigStore.instance()
     for (group, name), (path, exclude) in GENERATED.items():
-        store.store(group=group, name=name, node=schema_for(target_class(path), exclude))
+        schema = schema_for(target_class(path), exclude, partial=group == "net")
+        store.store(group=group, name=name, node=schema)
     store.store(group="eval", name="eval_schema", node=EvalSchema)
     store.store(group="robust", name="robust_schema", node=RobustSchema)
     store.store(group="clustering", name="none_schema", node=ClusteringNoneSchema)

@@ -59,7 +59,8 @@ def _hydra_configs() -> Iterator[GlobalHydra]:
 def available_nets() -> list[str]:
     """The options of the `net` config group, as Hydra finds them."""
     with _hydra_configs() as hydra_configs:
-        return sorted(hydra_configs.config_loader().get_group_options("net"))
+        options = hydra_configs.config_loader().get_group_options("net")
+    return sorted(o for o in options if not o.endswith("_schema"))  # rdd.schemas' entries
 
 
 def load_net_config(name: str) -> DictConfig:
