@@ -74,15 +74,13 @@ class GradientMatching(Matcher):
         iterations: Outer iterations.
         init: ``real`` or ``noise`` (the DC paper used noise; both give similar accuracy).
         lr_img, momentum_img: SGD on the synthetic images.
-        lr_net, momentum_net: SGD of the sampled network between matching steps (plain SGD,
-            no momentum, as the reference main.py trains it).
+        lr_net, momentum_net: SGD of the sampled network between matching steps (plain SGD).
         batch_real: Real images per class per matching step.
         batch_train: Batch size when training the network on the synthetic set.
         outer_loop, inner_loop: None: the published table by ipc (:func:`loops_for_ipc`).
         distance: ``layerwise`` (DC's per-output-channel 1 - cos), ``mse`` or ``cosine``.
         bn_images_per_class: Real images per class that set a BatchNorm net's statistics.
-        dsa: Siamese augmentation (DSA) of the real and synthetic batches.
-        dsa_strategy, dsa_mode: Its operations and whether one draw is shared per batch.
+        dsa, dsa_strategy, dsa_mode: Siamese augmentation (DSA): on, its ops, one draw or all.
         net_train_data: ``synthetic``, ``real`` or ``mixed`` (set it as robust.net_train_data).
     """
 
