@@ -225,12 +225,7 @@ class DistributionMatching(Matcher):
         Random draws come in the per-class order of :meth:`class_loss`."""
         reals, syns = [], []
         for c in range(ctx.num_classes):
-            real = ctx.sample_real(c, self.batch_real)
-            rows = slice(c * ctx.ipc, (c + 1) * ctx.ipc)
-            syn, _ = expand(ctx.images[rows], ctx.labels[rows], self.factor)
-            if self.augment is not None:
-                transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
-                real, syn = transform(real), transform(syn)
+            real, syn, _ = self.class_batches(ctx, c, ctx.sample_real(c, self.batch_real))
             reals.append(real)
             syns.append(syn)
         with torch.no_grad():
@@ -239,6 +234,18 @@ class DistributionMatching(Matcher):
         return sum(
             ((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_embed, syn_embed, strict=True)
         )
+
+    def class_batches(
+        self, ctx: DistillContext, c: int, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class c's real batch and its (expanded) synthetic images with their labels, both
+        batches under one DSA transform (the siamese part of DSA)."""
+        rows = slice(c * ctx.ipc, (c + 1) * ctx.ipc)
+        syn, syn_labels = expand(ctx.images[rows], ctx.labels[rows], self.factor)
+        if self.augment is not None:
+            transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
+            real, syn = transform(real), transform(syn)
+        return real, syn, syn_labels
 
     def class_loss(
         self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
@@ -249,12 +256,7 @@ class DistributionMatching(Matcher):
             real, groups = ctx.sample_real_grouped(c, self.batch_real)
         else:
             real, groups = ctx.sample_real(c, self.batch_real), None
-        rows = slice(c * ctx.ipc, (c + 1) * ctx.ipc)
-        syn, syn_labels = expand(ctx.images[rows], ctx.labels[rows], self.factor)
-        if self.augment is not None:
-            # One transform for both batches: the siamese part of DSA.
-            transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
-            real, syn = transform(real), transform(syn)
+        real, syn, syn_labels = self.class_batches(ctx, c, real)
         syn_embed = net.embed(syn)
         mean_syn = syn_embed.mean(0)
         if groups is None:
