@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
+from omegaconf.errors import OmegaConfBaseException
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import UserError
@@ -130,30 +132,18 @@ def restore_env(name: str, value: str | None) -> None:
 
 
 def composition_message(err: Exception) -> str:
-    from hydra.errors import OverrideParseException
-
     if isinstance(err, OverrideParseException):
         return f"cannot parse the command line: {first_line(err)}"
     return explain(err)
 
 
-def _composition_errors() -> tuple[type[Exception], ...]:
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
-    from omegaconf.errors import OmegaConfBaseException
-
-    return (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-        OmegaConfBaseException,
-    )
-
-
-COMPOSITION_ERRORS = _composition_errors()
+# What Hydra raises when the command line does not compose (with HYDRA_FULL_ERROR set).
+COMPOSITION_ERRORS = (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+    OmegaConfBaseException,
+)
 
 
 def requested_out_dir(argv: Sequence[str], multirun: bool) -> Path | None:
