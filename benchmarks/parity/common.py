@@ -49,3 +49,25 @@ def main(
         command = f"benchmarks/parity/{script}{' <reference>' if given else ''} --record"
         torch.save({"command": command, **theirs}, fixture)
         print(f"recorded {fixture.relative_to(REPO)}")
+
+
+class FixedBatches:
+    """What DistributionMatching reads of the learner, on fixed batches: class c's real batch
+    is rows ``[c * per_class, (c + 1) * per_class)`` of ``real``; losses given to image_step
+    are kept in ``losses``."""
+
+    robust_matching = False
+
+    def __init__(self, real: torch.Tensor, syn: torch.Tensor, classes: int, ipc: int) -> None:
+        self.real, self.per_class = real, len(real) // classes
+        self.images = nn.Parameter(syn.clone())
+        self.num_classes, self.ipc = classes, ipc
+        self.labels = torch.arange(classes).repeat_interleave(ipc)
+        self.generator = torch.Generator().manual_seed(0)
+        self.losses: list[torch.Tensor] = []
+
+    def sample_real(self, c: int, n: int) -> torch.Tensor:
+        return self.real[c * self.per_class : c * self.per_class + n]
+
+    def image_step(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss)

@@ -48,30 +48,10 @@ def rdd_net(name: str) -> nn.Module:
     return build_net(name, 3, CLASSES, (SIZE, SIZE))
 
 
-class Context:
-    """What DistributionMatching reads of the learner, on the fixed batches."""
-
-    robust_matching, num_classes, ipc = False, CLASSES, IPC
-
-    def __init__(self) -> None:
-        data = inputs()
-        self.real = data["real"]
-        self.images = nn.Parameter(data["syn"].clone())
-        self.labels = torch.arange(CLASSES).repeat_interleave(IPC)
-        self.generator = torch.Generator().manual_seed(0)
-        self.losses: list[torch.Tensor] = []
-
-    def sample_real(self, c: int, n: int) -> torch.Tensor:
-        return self.real[c * BATCH_REAL : c * BATCH_REAL + n]
-
-    def image_step(self, loss: torch.Tensor) -> None:
-        self.losses.append(loss)
-
-
 def rdd_figures() -> dict[str, torch.Tensor]:
     figures = {}
     for ref_name, name in NETS.items():
-        ctx, net = Context(), rdd_net(name)
+        ctx, net = common.FixedBatches(**inputs(), classes=CLASSES, ipc=IPC), rdd_net(name)
         DistributionMatching(dsa=False, batch_real=BATCH_REAL).match_and_step(net, 0.0, ctx)
         (loss,) = ctx.losses  # DM: one image step on the summed loss
         (grad,) = torch.autograd.grad(loss, ctx.images)

@@ -51,24 +51,8 @@ def rdd_net() -> nn.Module:
     return build_net("convnet", 3, CLASSES, (SIZE, SIZE))
 
 
-class Context:
-    """What DistributionMatching.class_loss reads of the learner, on the fixed batches."""
-
-    robust_matching, num_classes, ipc = False, CLASSES, IPC
-
-    def __init__(self) -> None:
-        data = inputs()
-        self.real = data["real"]
-        self.images = nn.Parameter(data["syn"].clone())
-        self.labels = torch.arange(CLASSES).repeat_interleave(IPC)
-        self.generator = torch.Generator().manual_seed(0)
-
-    def sample_real(self, c: int, n: int) -> torch.Tensor:
-        return self.real[c * BATCH_REAL : c * BATCH_REAL + n]
-
-
 def rdd_figures() -> dict[str, torch.Tensor]:
-    ctx, net = Context(), rdd_net()
+    ctx, net = common.FixedBatches(**inputs(), classes=CLASSES, ipc=IPC), rdd_net()
     matcher = DistributionMatching(dsa=False, factor=2, ce_weight=CE_WEIGHT, batch_real=BATCH_REAL)
     losses = torch.stack([matcher.class_loss(net, ACCURACY, ctx, c) for c in range(CLASSES)])
     (grad,) = torch.autograd.grad(losses.sum(), ctx.images)

@@ -172,3 +172,14 @@ def test_integer_like_arguments_are_accepted() -> None:
         ConvNet(1, 10, (8, 8), width=4.0)
     with pytest.raises(ValueError, match="depth"):
         ConvNet(1, 10, (8, 8), depth=True)
+
+
+def test_a_net_builds_by_name_in_a_fresh_interpreter() -> None:
+    """Library use without rdd.run: the net options start from schemas, which load_net_config
+    registers itself (a bare `from rdd.nets import build_net` once failed with 'unknown net')."""
+    import subprocess
+    import sys
+
+    code = "from rdd.nets import build_net; print(type(build_net('convnet', 3, 10, (32, 32))).__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ConvNet", done.stderr[-2000:]

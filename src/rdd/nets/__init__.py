@@ -49,6 +49,9 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 def _hydra_configs() -> Iterator[GlobalHydra]:
     """Hydra's config repository: the running app's (with its search path, so a net config a
     user adds with ``hydra.searchpath``/``--config-dir`` is found too), else rdd's own."""
+    from rdd.schemas import register_schemas  # the option files start from these schemas
+
+    register_schemas()
     if GlobalHydra.instance().is_initialized():
         yield GlobalHydra.instance()
         return
