@@ -30,6 +30,7 @@ class FakeContext:
 
     iteration = 0
     device = torch.device("cpu")
+    show_progress = False
 
     def __init__(
         self,

@@ -154,6 +154,19 @@ CASES = [
     ),
     Case("expert epochs", "rdd.buffer", ["matching=mtt", "experts.epochs=0"], "experts.epochs"),
     Case("seed", "rdd.run", ["seed=-1"], "seed must be a non-negative integer"),
+    Case(
+        "checkpoint interval",
+        "rdd.run",
+        ["checkpoint_every=-1"],
+        "checkpoint_every must be a number of iterations >= 0",
+    ),
+    Case("gpu without a gpu", "rdd.run", ["trainer=gpu"], "no CUDA GPU is visible here: use"),
+    Case(
+        "comma list without --multirun",
+        "rdd.run",
+        ["eval.nets=convnet,resnet18"],
+        "for a list write eval.nets=[convnet,resnet18], to sweep over the values add --multirun",
+    ),
     Case("net option", "rdd.run", ["net.width=0"], "invalid net setting"),
     Case("severity", "rdd.run", ["eval.severities=[7]"], "eval.severities must lie in 1-5"),
     Case(
@@ -242,6 +255,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     if not any(a.startswith("hydra.") for a in argv):
         argv.append(f"hydra.run.dir={tmp_path / 'new_run'}")
     budget = TINY if case.module != "rdd.evaluate" else ["eval.epochs=1", "eval.num_nets=1"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
     code, lines = call_cli(case.module, [*budget, *argv], monkeypatch, capsys)
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -249,7 +263,8 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     assert snapshot(finished_run) == before  # the finished run is untouched
     after = snapshot(tmp_path)
     assert all(after.get(name) == digest for name, digest in files_before.items())
-    assert not (tmp_path / "new_run" / "synset.pt").exists()
+    # A failed command leaves no directory that looks like a run (Hydra made one first).
+    assert not (tmp_path / "new_run").exists(), sorted((tmp_path / "new_run").rglob("*"))
     assert not (tmp_path / "executed").exists()  # the pickle payload never ran
 
 

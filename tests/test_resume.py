@@ -4,7 +4,9 @@ generator whose state the checkpoint holds)."""
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,22 +108,23 @@ def test_sigkill_mid_distillation_then_resume_equals_an_uninterrupted_run(tmp_pa
     ]
     env = os.environ | {"PYTHONWARNINGS": "ignore"}
 
-    def start(*extra: str) -> subprocess.Popen:
+    def start(*argv: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "rdd.run", *args, *extra],
+            [sys.executable, "-m", "rdd.run", *argv],
             cwd=REPO,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    def finish(proc: subprocess.Popen) -> None:
-        _, err = proc.communicate(timeout=900)
+    def finish(proc: subprocess.Popen) -> tuple[str, str]:
+        out, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-2000:]
+        return out, err
 
-    finish(start(f"hydra.run.dir={tmp_path / 'whole'}"))
-    victim = start(f"hydra.run.dir={tmp_path / 'killed'}")
+    finish(start(*args, f"hydra.run.dir={tmp_path / 'whole'}"))
+    victim = start(*args, "logger=csv", f"hydra.run.dir={tmp_path / 'killed'}")
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -133,7 +136,19 @@ def test_sigkill_mid_distillation_then_resume_equals_an_uninterrupted_run(tmp_pa
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "synset.pt").exists()
-    finish(start(f"resume={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'resumed'}"))
+    resumed_at = torch.load(checkpoint, weights_only=True)["next_iteration"]
+    # resume=<dir> alone: the killed run's overrides come from its .hydra/overrides.yaml.
+    out, err = finish(
+        start(f"resume={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    )
+    assert f"resumed at iteration {resumed_at} of 6" in out
+    # The bar and the logged rows count the run's iterations, not the resumed fit's batches.
+    counts = [int(n) for n in re.findall(r"distilling:.*?\| (\d+)/6", out)]  # on stdout
+    assert counts and min(counts) >= resumed_at and max(counts) == 6, out[-1500:]
+    assert "Epoch 0" not in out
+    with open(tmp_path / "resumed" / "csv" / "metrics.csv") as rows:
+        steps = [int(row["step"]) for row in csv.DictReader(rows) if row.get("step")]
+    assert min(steps) == resumed_at and max(steps) == 5, steps
     whole = SyntheticSet.load(tmp_path / "whole" / "synset.pt").images
     resumed = SyntheticSet.load(tmp_path / "resumed" / "synset.pt").images
     assert torch.equal(whole, resumed)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from rdd.cli import fail, run_cli
+from rdd.cli import fail_job, run_cli
 from rdd.config import CONF_DIR
-from rdd.errors import UserError
+from rdd.errors import Interrupted, UserError
 from rdd.experts.training import make_buffer
 from rdd.schemas import register_schemas
 
@@ -20,8 +20,8 @@ from rdd.schemas import register_schemas
 def main(cfg: DictConfig) -> None:
     try:
         make_buffer(cfg)
-    except UserError as err:
-        fail(err)
+    except (UserError, Interrupted) as err:
+        fail_job(err)
 
 
 register_schemas()

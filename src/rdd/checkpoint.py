@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rdd.cli import killed_run_overrides
 from rdd.config import flatten
 from rdd.distributed import rank
 from rdd.errors import UserError
@@ -47,6 +48,11 @@ class Checkpoints:
         checkpoints."""
         if self.resume_state is not None:
             load_training_state(learner, self.resume_state)
+            if rank() == 0:
+                print(
+                    f"resumed at iteration {learner.start_iteration} of "
+                    f"{learner.matcher.iterations} from {self.resume_state['source']}"
+                )
         return [PeriodicCheckpoint(self.path, self.every, self.meta)] if self.every else []
 
 
@@ -142,16 +148,19 @@ def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | Non
     meta, identity = state.get("meta", {}), run_identity(cfg)
     if meta.get("config") != identity:
         changed = config_differences(meta.get("config", ""), identity)
+        started = " ".join(killed_run_overrides(path.parent)) or "no overrides"
         raise UserError(
             f"the checkpoint '{path}' was made with another config (differs in "
-            f"{', '.join(changed[:5]) or 'its layout'}): resume with the killed run's overrides"
+            f"{', '.join(changed[:5]) or 'its layout'}): the killed run was started with "
+            f"'{started}'; give resume=<its directory> alone, or only volatile keys "
+            f"({', '.join(VOLATILE_KEYS[:4])}) besides"
         )
     if meta.get("test_partition") != tensor_digest(test_groups):
         raise UserError(
             f"the test partition differs from the one of the checkpoint '{path}' (the test "
             "set or eval.partition changed): resume with the same data and eval settings"
         )
-    return state
+    return state | {"source": str(path)}
 
 
 def config_differences(old: str, new: str) -> list[str]:

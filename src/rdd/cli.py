@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
-from rdd.errors import UserError
+from rdd.errors import Interrupted, UserError
+
+# Written into a failed run's directory when it holds outputs worth keeping.
+FAILED_NAME = "FAILED.txt"
 
 # Groups whose options are files in conf/<group>/; checked before Hydra starts so that a typo
 # gives one line instead of Hydra's multi-line report.
@@ -82,10 +90,54 @@ def check_ipc(value: object) -> int:
     return ipc
 
 
-def fail(err: Exception) -> NoReturn:
-    """Print a user error as one line and exit with status 2."""
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+def fail(err: Exception, job_dir: Path | None = None) -> NoReturn:
+    """Print a user error (exit status 2) or an interruption (130) as one line.
+
+    ``job_dir``: the failed job's run directory, cleaned up first (:func:`discard_failed_run`)
+    so that a failed command leaves nothing that looks like a run.
+    """
+    interrupted = isinstance(err, Interrupted)
+    message = f"interrupted: {err or 'nothing was kept'}" if interrupted else f"error: {err}"
+    if job_dir is not None:
+        discard_failed_run(job_dir, message)
+    print(message, file=sys.stderr)
+    sys.exit(130 if interrupted else 2)
+
+
+def fail_job(err: Exception) -> NoReturn:
+    """:func:`fail` from inside a Hydra job (an entry point's main), cleaning up its directory."""
+    fail(err, Path(HydraConfig.get().runtime.output_dir))
+
+
+# What Hydra and the loggers put into a run directory before rdd writes any output of its own
+# (with Hydra's job log, <command>.log).
+SCAFFOLDING = (".hydra", "csv", "wandb")
+
+
+def discard_failed_run(out_dir: Path, message: str) -> None:
+    """A failed command's run directory: removed when it holds only scaffolding (Hydra's
+    files, empty logs, logger folders), so failures do not pile up among real runs; kept
+    with a FAILED.txt that holds the error when it holds outputs (a stopped run's last good
+    set, the metrics of an interrupted evaluation, a checkpoint to resume from)."""
+    if not out_dir.is_dir():
+        return
+    entries = list(out_dir.iterdir())
+    if any(p.name not in SCAFFOLDING and p.suffix != ".log" for p in entries):
+        # An unwritable directory gets no marker: the error line is still printed.
+        with contextlib.suppress(OSError):
+            (out_dir / FAILED_NAME).write_text(message + "\n")
+        return
+    for path in entries:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out_dir.rmdir()
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted()
 
 
 def run_cli(hydra_main: Callable[[], object]) -> None:
@@ -96,6 +148,8 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     that already holds a run or cannot be written (Hydra would write into it first).
     A sweep's every value is composed by Hydra's sweeper before its first job runs.
     """
+    # rdd.run's resume=<dir> alone continues the killed run with the overrides it was given.
+    sys.argv[1:] = with_resumed_overrides(sys.argv[1:])
     argv = sys.argv[1:]
     multirun = bool({"-m", "--multirun"} & set(argv))
     try:
@@ -108,6 +162,12 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
         fail(err)
     existed = out_dir is not None and out_dir.exists()
     RememberSweepDir.path = None
+    # Ctrl-C raises Interrupted, which the entry points turn into one line saying what was
+    # kept (Lightning would turn a KeyboardInterrupt into its own exit(1)).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.getsignal(signal.SIGINT)
+    if main_thread:
+        signal.signal(signal.SIGINT, raise_interrupted)
     # Hydra then raises its errors instead of printing them over several lines.
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -120,8 +180,46 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
         fail(UserError(composition_message(err)))
     except PermissionError as err:
         fail(UserError(f"cannot write to '{err.filename}': choose a writable hydra.run.dir"))
+    except Interrupted as err:  # Ctrl-C outside a job (while Hydra composes or starts)
+        fail(err)
     finally:
         restore_env("HYDRA_FULL_ERROR", previous)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+def with_resumed_overrides(argv: list[str]) -> list[str]:
+    """``resume=<dir>`` alone continues the killed run as it was started: the overrides in
+    its ``.hydra/overrides.yaml`` are added before the command line's own (which win, so a
+    volatile key such as ``trainer`` may still change; any other change is refused by
+    :func:`rdd.checkpoint.load_checkpoint`). Where it goes (``hydra.*``) and ``resume`` are not re-applied."""
+    where = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "resume"), None)
+    if not where or where == "null":
+        return argv
+    run_dir = Path(where) if Path(where).is_dir() else Path(where).parent
+    given = {override_key(a) for a in argv if "=" in a and not a.startswith("-")}
+    added = [
+        o
+        for o in killed_run_overrides(run_dir)
+        if override_key(o) not in given | {"resume"} and not override_key(o).startswith("hydra.")
+    ]
+    if added:
+        print(f"resume: re-applying the killed run's overrides: {' '.join(added)}")
+    return added + argv
+
+
+def killed_run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides a run was started with (Hydra's .hydra/overrides.yaml)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(path))
+    except (OSError, ValueError, OmegaConfBaseException):
+        return []  # no Hydra record: the command line must then give the overrides itself
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def restore_env(name: str, value: str | None) -> None:

@@ -101,6 +101,14 @@ def explain(err: Exception) -> str:
     """One line from Hydra's and OmegaConf's multi-line composition errors."""
     cause = err.__cause__ or err
     text = str(cause)
+    if text.startswith("Ambiguous value for argument"):
+        # Hydra: a comma list without --multirun (e.g. eval.nets=convnet,resnet18).
+        arg = text.split("'")[1] if text.count("'") >= 2 else "key=a,b"
+        key, _, values = arg.partition("=")
+        return (
+            f"'{arg}' is ambiguous: for a list write {key}=[{values}], to sweep over the values "
+            f"add --multirun, for one string quote it: {key}='\"{values}\"'"
+        )
     key = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "full_key:" in ln), "")
     if "not in" in text or "Could not override" in str(err) or "Could not append" in text:
         quoted = first_line(err).split("'")

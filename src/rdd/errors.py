@@ -17,3 +17,12 @@ class NonFiniteError(UserError):
     The learner has already put the last finite images (and step size) back, so the caller
     can keep them.
     """
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT), raised by the handler ``rdd.cli.run_cli`` installs.
+
+    Not a KeyboardInterrupt: Lightning turns that into ``sys.exit(1)`` inside ``Trainer.fit``,
+    with its own message and no chance for us to say what was kept. The message, when set,
+    says what the run kept and how to continue; the CLI prints it on one line (exit 130).
+    """

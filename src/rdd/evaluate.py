@@ -12,9 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.cli import fail, quiet_lightning, run_cli
+from rdd.cli import fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
-from rdd.errors import UserError
+from rdd.errors import Interrupted, UserError
 from rdd.eval.scoring import evaluate_synset
 from rdd.eval.settings import (
     eval_nets,
@@ -87,8 +87,8 @@ def val_line(metrics: dict[str, float]) -> str:
 def main(cfg: DictConfig) -> float | None:
     try:
         return evaluate(cfg).get("val_acc")
-    except UserError as err:
-        fail(err)
+    except (UserError, Interrupted) as err:
+        fail_job(err)
 
 
 register_schemas()

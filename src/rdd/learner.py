@@ -81,6 +81,7 @@ class SyntheticSetLearner(L.LightningModule):
         # exactly the random numbers of the base method and reproduces it bit for bit.
         self.clusterer = clusterer if plan.active else None
         self.iteration = 0
+        self.show_progress = True  # rdd.run.distill: the Trainer's enable_progress_bar
         # A resumed run (rdd.checkpoint.restore) starts later, with optimizer and matcher
         # states that can be applied only once training has started.
         self.start_iteration = 0
@@ -226,6 +227,9 @@ class SyntheticSetLearner(L.LightningModule):
             broadcast_from_rank0_(param)
 
     def on_train_start(self) -> None:
+        # A resumed run logs its rows at their iteration (Lightning would count from 0 again:
+        # the logger's step is the count of batches this fit has run).
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.start_iteration
         # A resumed run: the optimizers exist only now (configure_optimizers ran in fit).
         if self.pending_optimizer_states is not None:
             for opt, state in zip(

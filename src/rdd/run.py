@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -22,11 +23,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_identity
-from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
+from rdd.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoints,
+    load_checkpoint,
+    run_identity,
+)
+from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
-from rdd.errors import NonFiniteError, UserError
-from rdd.eval.scoring import evaluate_synset
+from rdd.errors import Interrupted, NonFiniteError, UserError
+from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
     eval_nets,
     eval_settings,
@@ -38,6 +44,7 @@ from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
+from rdd.iteration_bar import IterationBar
 from rdd.learner import SyntheticSetLearner
 from rdd.loggers import build_loggers, report_to_loggers
 from rdd.matching import Matcher
@@ -69,6 +76,8 @@ def check_config(cfg: DictConfig) -> int:
     ipc = check_ipc(cfg.ipc)
     check_robust_node(cfg)
     check_seed(cfg.seed)
+    check_checkpoint_every(cfg.get("checkpoint_every"))
+    trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
     return ipc
 
 
@@ -115,6 +124,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise UserError(
             f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
         ) from None
+    except Interrupted:
+        raise Interrupted(interrupted_distillation(checkpoints)) from None
     distill_seconds = time.perf_counter() - start
 
     if matcher.whole_dataset:
@@ -130,23 +141,67 @@ def run(cfg: DictConfig) -> dict[str, float]:
     settings = with_learned_lr(settings, synset.meta.get("lr"))
 
     start = time.perf_counter()
-    evaluation = evaluate_synset(
-        *train_set,
-        data,
-        nets,
-        settings,
-        eval_trainer,
-        cfg.seed,
-        test_groups,
-        shifted,
-        known_group=data.subgroup_test_set,
-    )
-    metrics = dict(evaluation)
-    metrics |= {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
-    write_eval_outputs(out_dir, metrics, evaluation, data, settings)
+    metrics: dict[str, Any] = {}
+
+    def write_metrics(evaluation: Evaluation, complete: bool) -> None:
+        # Rewritten as figures arrive: an interrupted evaluation keeps what it computed.
+        seconds = {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
+        metrics.clear()
+        metrics.update(dict(evaluation) | seconds | {"eval_complete": complete})
+        write_eval_outputs(out_dir, metrics, evaluation, data, settings)
+
+    try:
+        evaluate_synset(
+            *train_set,
+            data,
+            nets,
+            settings,
+            eval_trainer,
+            cfg.seed,
+            test_groups,
+            shifted,
+            known_group=data.subgroup_test_set,
+            on_update=write_metrics,
+        )
+    except Interrupted:
+        raise Interrupted(interrupted_evaluation(out_dir, bool(metrics))) from None
     report_to_loggers(loggers, metrics, grid)
     print(format_summary(cfg, data, metrics, out_dir))
     return metrics
+
+
+def interrupted_distillation(checkpoints: Checkpoints) -> str:
+    """What an interrupted distillation kept, and how to continue it."""
+    if checkpoints.path.exists():
+        return (
+            f"distillation stopped; its last checkpoint is {checkpoints.path}: continue with "
+            f"python -m rdd.run resume={checkpoints.path.parent}"
+        )
+    return "distillation stopped before its first checkpoint (checkpoint_every); nothing kept"
+
+
+def interrupted_evaluation(out_dir: Path, scored: bool) -> str:
+    """What an interrupted evaluation kept, and how to evaluate the set again."""
+    kept = (
+        f"the figures computed so far are in {out_dir / 'metrics.json'} (eval_complete: false)"
+        if scored
+        else "no network was scored yet"
+    )
+    return (
+        f"evaluation stopped; {kept}; the set is in {out_dir / FILE_NAME}: evaluate it again "
+        f"with python -m rdd.evaluate synset={out_dir}"
+    )
+
+
+def check_checkpoint_every(every: Any) -> None:
+    """checkpoint_every is a number of iterations (0 or null: no checkpoints)."""
+    if every is None:
+        return
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise UserError(
+            f"checkpoint_every must be a number of iterations >= 0 (0: no checkpoints), got "
+            f"'{every}': set e.g. checkpoint_every=50"
+        )
 
 
 def check_seed(seed: Any) -> int:
@@ -196,6 +251,9 @@ def distill(
     learner.on_nonfinite = keep
     callbacks = checkpoints.attach(learner) if checkpoints is not None else []
     settings = trainer_kwargs(cfg.trainer)
+    learner.show_progress = bool(settings.get("enable_progress_bar", True))
+    if learner.show_progress:
+        callbacks.append(IterationBar())
     trainer = L.Trainer(
         max_epochs=1,
         logger=list(loggers) or False,
@@ -220,8 +278,8 @@ def distill(
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
-    except UserError as err:
-        fail(err)
+    except (UserError, Interrupted) as err:
+        fail_job(err)
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
@@ -56,4 +57,20 @@ def distill_strategy(name: Any) -> Any:
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
     distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
+    check_accelerator(settings.get("accelerator"))
     return settings
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """A GPU accelerator on a machine without one fails at start-up in one line (Lightning
+    would raise only once the Trainer is built, after the data has loaded)."""
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={name} but no CUDA GPU is visible here: use trainer=cpu, or "
+            "trainer=default (which uses a GPU when there is one)"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(
+            "trainer.accelerator=mps but this machine has no Apple GPU: use trainer=cpu"
+        )

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from rdd.eval.shifted_sets import shift_jobs
 from rdd.eval.training import EvalNetModule, train_eval_net
 from rdd.seeds import derived_seed
 
@@ -56,6 +57,7 @@ def evaluate_synset(
     test_groups: torch.Tensor | None = None,
     shifted: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None = None,
     known_group: Callable[[], tuple[str, torch.Tensor] | None] | None = None,
+    on_update: Callable[[Evaluation, bool], None] | None = None,
 ) -> Evaluation:
     """Train ``eval_cfg.num_nets`` networks of every architecture in ``nets`` on the set.
 
@@ -73,6 +75,9 @@ def evaluate_synset(
         known_group: returns ``(transform, fully altered test images)`` of the known rare
             subgroup (same labels, same order), or None; adds ``group_<transform>_acc``,
             ``group_clean_acc`` (= ``test_acc``) and ``worst_group_acc``, the lower of the two.
+        on_update: called with ``(metrics so far, complete)`` after every network's clean
+            figures, after every shifted set and at the end, so that a caller can write them
+            as they arrive (an interrupted evaluation keeps what it computed).
 
     Returns:
         Per architecture ``<arch>/test_acc``, ``_std``, ``<arch>/val_acc``,
@@ -80,9 +85,14 @@ def evaluate_synset(
         architecture's figures without the prefix; per-network details in ``.details``.
     """
     results: dict[str, dict[str, list]] = {arch: {} for arch in nets}
+
+    def report(complete: bool) -> None:
+        if on_update is not None:
+            on_update(summarise(results), complete)
+
     trained = []
     jobs = [(arch, i) for arch in nets for i in range(eval_cfg.num_nets)]
-    for arch, i in tqdm(jobs, desc="evaluating", unit="net", dynamic_ncols=True):
+    for arch, i in tqdm(jobs, desc="training + clean test", unit="net", dynamic_ncols=True):
         module, trainer = train_eval_net(
             nets[arch],
             images,
@@ -95,12 +105,18 @@ def evaluate_synset(
         trained.append((arch, module))
         for key, value in clean_figures(module, trainer, data, test_groups).items():
             results[arch].setdefault(key, []).append(value)
+        report(complete=False)
     if shifted is not None:
-        score_shifted(trained, shifted(), data.test_y, results)
+        sets = len(shift_jobs(eval_cfg)) * len(trained)
+        with tqdm(total=sets, desc="shifted test sets", unit="set", dynamic_ncols=True) as bar:
+            score_shifted(trained, shifted(), data.test_y, results, bar, report)
     group = known_group() if known_group is not None else None
     if group is not None:
         score_known_group(trained, *group, data.test_y, results)
-    return summarise(results)
+    final = summarise(results)
+    if on_update is not None:
+        on_update(final, True)
+    return final
 
 
 def clean_figures(
@@ -134,15 +150,24 @@ def score_shifted(
     shifted: Iterable[tuple[str, torch.Tensor]],
     test_y: torch.Tensor,
     results: dict[str, dict[str, list]],
+    bar: tqdm | None = None,
+    report: Callable[[bool], None] | None = None,
 ) -> None:
-    """Score every trained network on each shifted test set (built once, used by all nets)."""
+    """Score every trained network on each shifted test set (built once, used by all nets),
+    advancing ``bar`` per (set, network) and calling ``report(False)`` after every set."""
     corrupted: dict[int, list[float]] = {}
     for name, x in shifted:
+        if bar is not None:
+            bar.set_postfix_str(name, refresh=False)
         for n, (arch, module) in enumerate(trained):
             acc = accuracy_on(module, x, test_y)
             results[arch].setdefault(f"{name}_acc", []).append(acc)
             if name.startswith("corruption_"):
                 corrupted.setdefault(n, []).append(acc)
+            if bar is not None:
+                bar.update()
+        if report is not None:
+            report(False)
     for n, (arch, _) in enumerate(trained):
         if n in corrupted:
             results[arch].setdefault("corruption_acc", []).append(mean(corrupted[n]))

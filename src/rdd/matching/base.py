@@ -31,6 +31,7 @@ class DistillContext(Protocol):
     syn_lr: torch.Tensor | None  # MTT's learned student step size (a scalar parameter)
     make_net: Callable[[], nn.Module]  # a fresh network on the CPU (unseeded: new_net seeds)
     device: torch.device
+    show_progress: bool  # show a bar over the steps inside a slow iteration (rank 0)
 
     def new_net(self) -> nn.Module: ...
     def regroup(self, net: nn.Module) -> dict[str, float]: ...

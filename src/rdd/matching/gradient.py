@@ -22,6 +22,7 @@ from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
 from rdd.matching.robust import real_data_loss, real_gradient, subgroup_distances
 from rdd.nets import has_batchnorm
+from rdd.progress import inner_steps
 
 # (outer_loop, inner_loop) by IPC, as published for DC/DSA.
 PUBLISHED_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -152,7 +153,7 @@ class GradientMatching(Matcher):
         outer, inner = self.loops(ctx.ipc)
         losses = []
         self.group_losses = []
-        for step in range(outer):
+        for step in inner_steps(range(outer), outer, "outer steps", ctx.show_progress):
             if has_batchnorm(net):
                 self.freeze_batchnorm(net, ctx)
             class_losses = self.class_losses(net, ctx)

@@ -34,6 +34,7 @@ from rdd.experts import Trajectories, unflatten
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
+from rdd.progress import inner_steps
 
 Params = dict[str, torch.Tensor]
 
@@ -174,7 +175,7 @@ class TrajectoryMatching(Matcher):
         n = len(ctx.images)
         batch = min(self.batch_syn or n, n)
         chunks: list[torch.Tensor] = []
-        for _ in range(self.syn_steps):
+        for _ in inner_steps(range(self.syn_steps), self.syn_steps, "unroll", ctx.show_progress):
             if not chunks:  # a new pass over the synthetic set
                 chunks = list(torch.randperm(n, generator=ctx.generator).split(batch))
             idx = chunks.pop()  # the last chunk first, as distill.py pops them
