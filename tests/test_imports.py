@@ -68,7 +68,7 @@ def test_vico_res_file_round_trips_to_pixels_with_the_tool_constants(tmp_path) -
     second = convert(read_foreign(path, "vico", 1), fake_cifar100(), {}, "auto", 1)
     vico_mean = torch.tensor(VICO_CIFAR100[0]).view(1, 3, 1, 1).expand(200, 3, 4, 4)
     torch.testing.assert_close(second.images, normalised(vico_mean, RDD_CIFAR100))
-    with pytest.raises(UserError, match=r"experiment=2 is out of range.*choose experiment=0\.\.1"):
+    with pytest.raises(UserError, match=r"exp=2 is out of range.*choose exp=0\.\.1"):
         read_foreign(path, "vico", experiment=2)
 
 

@@ -184,7 +184,7 @@ def prepare_rdd(cfg: DictConfig, overrides: list[str]) -> Prepared:
 
 def prepare_foreign(cfg: DictConfig, fmt: str) -> Prepared:
     """A set from another tool on ``data=<option>`` with the protocol of ``conf/eval``."""
-    raw = read_foreign(cfg.synset, fmt, int(cfg.experiment))
+    raw = read_foreign(cfg.synset, fmt, int(cfg.exp))
     if cfg.get("data") is None:
         hint = f" (its name suggests data={raw.dataset})" if raw.dataset else ""
         raise UserError(

@@ -44,7 +44,8 @@ def load_torch(path: Path) -> Any:
         with torch.serialization.safe_globals(NUMPY_SCALARS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        # A torch.save archive with code in its pickle; random bytes fail the same way.
+        if "Weights only load failed" in str(err) and zipfile.is_zipfile(path):
             raise UserError(
                 f"'{path}' holds Python objects other than tensors, numbers and strings, which "
                 f"rdd does not load (they could run code): save the images and labels as tensors; "

@@ -131,8 +131,8 @@ def _read_res(path: Path, experiment: int, fmt: str) -> RawSet:
         )
     if not 0 <= experiment < len(data):
         raise UserError(
-            f"experiment={experiment} is out of range: '{path.name}' holds {len(data)} "
-            f"experiment(s), choose experiment=0..{len(data) - 1}"
+            f"exp={experiment} is out of range: '{path.name}' holds {len(data)} "
+            f"experiment(s), choose exp=0..{len(data) - 1}"
         )
     pair = data[experiment]
     if not (isinstance(pair, list | tuple) and len(pair) == 2):
