@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pickle
+import random
 import shutil
 import sys
 from collections import namedtuple
@@ -75,6 +76,7 @@ def image_tree(root: Path, sizes=((8, 8), (8, 8)), corrupt=False, empty_class=Fa
 
 
 Case = namedtuple("Case", "name module argv words")
+DIGITS8 = ["data=digits", "data.image_size=8"]  # foreign test sets are 1x8x8
 
 # {tmp}: this test's folder; {run}: the finished run; every argv gets its own fresh run dir.
 CASES = [
@@ -212,6 +214,68 @@ CASES = [
         ["synset={tmp}/folder8.pt", "data_root={tmp}/mixed16"],
         "does not match the synthetic set",
     ),
+    Case("no synset", "rdd.evaluate", [], "synset is not set: pass synset="),
+    Case("random bytes", "rdd.evaluate", ["synset={tmp}/random.pt"], "not a readable torch file"),
+    Case(
+        "unknown format",
+        "rdd.evaluate",
+        ["synset={tmp}/plain.pt", "synset_format=dc"],
+        "unknown synset_format 'dc': choose one of auto",
+    ),
+    Case(
+        "unknown normalisation",
+        "rdd.evaluate",
+        ["synset={tmp}/plain.pt", *DIGITS8, "normalization=srgb"],
+        "unknown normalization 'srgb'",
+    ),
+    Case(
+        "unstated normalisation",
+        "rdd.evaluate",
+        ["synset={tmp}/plain.pt", *DIGITS8],
+        "cannot be known: state it with normalization=",
+    ),
+    Case(
+        "soft labels of the wrong shape",
+        "rdd.evaluate",
+        ["synset={tmp}/soft7.pt", *DIGITS8, "normalization=pixels"],
+        "soft labels must be (N, 10)",
+    ),
+    Case(
+        "vico experiment out of range",
+        "rdd.evaluate",
+        ["synset={tmp}/res_DC_MNIST_ConvNet_1ipc.pt", *DIGITS8, "exp=3"],
+        "holds 2 experiment(s), choose exp=0..1",
+    ),
+    Case(
+        "labels and images differ in count",
+        "rdd.evaluate",
+        ["synset={tmp}/short.pt", *DIGITS8, "normalization=pixels"],
+        "10 images but 9 labels",
+    ),
+    Case(
+        "foreign set without data",
+        "rdd.evaluate",
+        ["synset={tmp}/res_DC_MNIST_ConvNet_1ipc.pt"],
+        "does not record its dataset (its name suggests data=mnist): pass data=",
+    ),
+    Case(
+        "idm without factor",
+        "rdd.evaluate",
+        ["synset={tmp}/acc_0.5.pkl", *DIGITS8, "normalization=pixels"],
+        "pass factor=2",
+    ),
+    Case(
+        "data root of a bundled dataset",
+        "rdd.evaluate",
+        ["synset={run}", "data_root={tmp}/mixed16"],
+        "digits is bundled with scikit-learn and reads no files; drop data_root",
+    ),
+    Case(
+        "another dataset for an rdd set",
+        "rdd.evaluate",
+        ["synset={run}", "data=cifar10"],
+        "comes from the set (digits), not from data=cifar10: drop data=; use data_root",
+    ),
     # -- outputs -------------------------------------------------------------------------------
     Case("finished run dir", "rdd.run", ["hydra.run.dir={run}"], "already holds a run"),
     Case("a file in the way", "rdd.run", ["hydra.run.dir={tmp}/a_file/run"], "is a file"),
@@ -226,6 +290,18 @@ def folder_set(path: Path, root: Path) -> None:
     SyntheticSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), meta).save(path)
 
 
+def foreign_sets(tmp: Path) -> None:
+    """Sets as other tools write them (rdd.imports), 10 digits of 1x8x8."""
+    images, labels = torch.rand(10, 1, 8, 8), torch.arange(10)
+    torch.save({"images": images, "labels": labels}, tmp / "plain.pt")
+    torch.save({"images": images, "labels": torch.rand(10, 7)}, tmp / "soft7.pt")
+    torch.save({"images": images, "labels": labels[:9]}, tmp / "short.pt")
+    res = {"data": [[images, labels], [images, labels]], "accs_all_exps": {"ConvNet": []}}
+    torch.save(res, tmp / "res_DC_MNIST_ConvNet_1ipc.pt")
+    (tmp / "acc_0.5.pkl").write_bytes(pickle.dumps((images, labels)))
+    (tmp / "random.pt").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4096)))
+
+
 def prepare_files(tmp: Path, finished: Path) -> None:
     image_tree(tmp / "empty", empty_class=True)
     image_tree(tmp / "corrupt", corrupt=True)
@@ -236,6 +312,7 @@ def prepare_files(tmp: Path, finished: Path) -> None:
     good = (finished / "synset.pt").read_bytes()
     (tmp / "truncated.pt").write_bytes(good[: len(good) // 3])
     torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp / "model.pt")
+    foreign_sets(tmp)
     torch.save(
         {"format": "rdd-synset/1", "images": Payload(str(tmp / "executed"))},
         tmp / "evil.pt",

@@ -1,21 +1,33 @@
-"""`python -m rdd.evaluate synset=PATH`: evaluate any saved synthetic set by the protocol.
+"""`python -m rdd.evaluate synset=PATH`: evaluate a saved synthetic set by the protocol.
 
-The dataset and the distillation network come from the config stored in the set; the
-protocol (`eval` group) and the seed from the command line. Results go to this command's own
-run directory, never into the run that made the set.
+An rdd set (a run directory or its synset.pt) brings its dataset, network and evaluation
+protocol in its stored config, so the run's own evaluation is reproduced; ``eval.*`` keys (and
+``eval=<option>``) given on the command line change it, ``data_root`` says where the dataset
+lives now. A set made by another tool (VICO's DC/DSA/DM, MTT, IDM, or a plain
+``{images, labels}`` file: :mod:`rdd.imports`) is evaluated on ``data=<option>`` with the
+protocol of ``conf/eval``. ``baseline=random`` also trains the same networks on a random real
+subset with the same images per class. Results go to this command's own run directory, never
+into the run that made the set.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.cli import fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
+from rdd.data.sources import expand_root, resolve_layout
 from rdd.errors import Interrupted, UserError
-from rdd.eval.scoring import evaluate_synset
+from rdd.eval.baseline import check_baseline, random_subset
+from rdd.eval.protocol import explicit_eval, stored_protocol, task_overrides
+from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
     eval_nets,
     eval_settings,
@@ -24,63 +36,238 @@ from rdd.eval.settings import (
     with_learned_lr,
 )
 from rdd.eval.shifted_sets import shifted_test_sets
-from rdd.io import write_json
+from rdd.imports import convert, read_foreign, resolve_format
+from rdd.io import atomic_write, write_json
 from rdd.outputs import prepare_output_dir, write_eval_outputs
 from rdd.schemas import register_schemas
+from rdd.summary import format_summary
 from rdd.synset import SyntheticSet
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.synset``; returns the metrics (also written to metrics.json)."""
+@dataclass
+class Prepared:
+    """A set ready to evaluate: the data, what trains, the protocol and what to print."""
+
+    data: Any
+    images: torch.Tensor
+    labels: torch.Tensor
+    per_class: torch.Tensor  # stored images per class (K,)
+    run_like: DictConfig  # eval, net (and matching/risk names) as rdd.run's config has them
+    lr: float | None
+    default_net: str | None
+    description: str
+
+
+def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
+    """Evaluate ``cfg.synset``; returns the metrics (also written to metrics.json).
+
+    Args:
+        cfg: the composed ``evaluate`` config.
+        overrides: the command line's overrides; None: read from Hydra (see
+            :func:`rdd.eval.protocol.task_overrides`).
+    """
     quiet_lightning()
-    synset = SyntheticSet.load(cfg.synset)
-    stored = OmegaConf.create(synset.meta["config"])
-    data_cfg = stored.data
-    if cfg.data_root:
-        data_cfg.root = cfg.data_root
-    if synset.zca is not None:
-        # The real data gets the set's own whitening, not a refit (which could differ).
-        data_cfg.zca = False
-    data = build(data_cfg, "data")
-    data.setup()
-    if data.num_classes != synset.meta["num_classes"] or tuple(data.im_size) != tuple(
-        synset.images.shape[-2:]
-    ):
+    if OmegaConf.is_missing(cfg, "synset") or not cfg.synset:
         raise UserError(
-            f"the dataset at '{data_cfg.root}' does not match the synthetic set ({data.num_classes} "
-            f"classes, {tuple(data.im_size)} images): point data_root at the dataset it was made from"
+            "synset is not set: pass synset=<rdd run dir or synset.pt, or a file written by "
+            "VICO (res_*.pt), MTT (images_best.pt) or IDM>"
         )
-    if synset.zca is not None:
-        data.apply_zca(synset.zca)
+    baseline = check_baseline(cfg.baseline)
+    fmt = resolve_format(cfg.synset, cfg.synset_format)
+    overrides = task_overrides(cfg, overrides)
+    prepared = prepare_rdd(cfg, overrides) if fmt == "rdd" else prepare_foreign(cfg, fmt)
+    data, run_like = prepared.data, prepared.run_like
     out_dir = prepare_output_dir(cfg.paths.output_dir)
-    run_like = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval), "net": stored.net})
-    settings = with_learned_lr(eval_settings(run_like, data), synset.meta.get("lr"))
-    evaluation = evaluate_synset(
-        *synset.expanded(),
-        data,
-        eval_nets(run_like, data, default_name=synset.meta.get("net")),
-        settings,
-        eval_trainer_kwargs(cfg),
-        cfg.seed,
-        test_groups=partition_of(data, settings),
-        shifted=shifted_test_sets(data, settings),
-        known_group=data.subgroup_test_set,
-    )
-    metrics = dict(evaluation)
+    base_settings = eval_settings(run_like, data)
+    settings = with_learned_lr(base_settings, prepared.lr)
+    nets = eval_nets(run_like, data, default_name=prepared.default_net)
+    trainer_kwargs = eval_trainer_kwargs(cfg)
+    start = time.perf_counter()
+
+    def write_metrics(evaluation: Evaluation, complete: bool) -> None:
+        # Rewritten as figures arrive: an interrupted evaluation keeps what it computed.
+        seconds = {"eval_seconds": time.perf_counter() - start}
+        done = {"eval_complete": complete and baseline != "random"}  # the baseline comes next
+        write_eval_outputs(out_dir, dict(evaluation) | seconds | done, evaluation, data, settings)
+
+    try:
+        evaluation = evaluate_synset(
+            prepared.images,
+            prepared.labels,
+            data,
+            nets,
+            settings,
+            trainer_kwargs,
+            cfg.seed,
+            test_groups=partition_of(data, settings),
+            shifted=shifted_test_sets(data, settings),
+            known_group=data.subgroup_test_set,
+            on_update=write_metrics,
+        )
+    except Interrupted:
+        kept = (out_dir / "metrics.json").exists()
+        where = f"the figures so far are in {out_dir / 'metrics.json'}" if kept else "nothing kept"
+        raise Interrupted(f"evaluation stopped; {where}") from None
+    metrics = dict(evaluation) | {"eval_seconds": time.perf_counter() - start}
+    metrics["eval_complete"] = True
+    if baseline == "random":
+        # The same networks (seeds) and protocol; only the training images differ.
+        x, y = random_subset(data.train_x, data.train_y, prepared.per_class, cfg.seed)
+        rand = evaluate_synset(x, y, data, nets, settings, trainer_kwargs, cfg.seed)
+        metrics |= {
+            "random_test_acc": rand["test_acc"],
+            "random_test_acc_std": rand["test_acc_std"],
+            "gain_over_random": metrics["test_acc"] - rand["test_acc"],
+        }
     write_eval_outputs(out_dir, metrics, evaluation, data, settings)
     write_json(out_dir / "synset_source.json", {"synset": str(Path(cfg.synset).resolve())})
-    print(
-        f"\n{synset.meta['method']} ipc {synset.ipc} on {synset.meta['dataset']}: "
-        f"test acc {metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, "
-        f"{val_line(metrics)}  ({out_dir})"
-    )
+    summary = summary_text(cfg, prepared, settings, metrics, out_dir)
+    atomic_write(out_dir / "summary.txt", lambda tmp: tmp.write_text(summary + "\n"))
+    print(summary)
     return metrics
+
+
+def summary_text(
+    cfg: DictConfig, prepared: Prepared, settings: DictConfig, metrics: dict, out_dir: Path
+) -> str:
+    """rdd.run's summary table, with the set's source, validation and gain over random."""
+    run_like = OmegaConf.merge(
+        prepared.run_like, {"eval": settings, "seed": cfg.seed}
+    )  # the table shows the protocol actually used
+    lines = [format_summary(run_like, prepared.data, metrics, out_dir)]
+    lines.insert(0, f"set: {prepared.description}")
+    lines.append(
+        f"{run_like.matching.name} ipc {run_like.ipc} on {prepared.data.name}: test acc "
+        f"{metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, {val_line(metrics)}"
+    )
+    if "gain_over_random" in metrics:
+        lines.append(
+            f"random real subset (same images per class, same networks): test acc "
+            f"{metrics['random_test_acc']:.2f} ± {metrics['random_test_acc_std']:.2f} %, "
+            f"gain over random {metrics['gain_over_random']:+.2f} points"
+        )
+    return "\n".join(lines)
 
 
 def val_line(metrics: dict[str, float]) -> str:
     if "val_acc" not in metrics:
         return "no validation split (data.val_fraction=0)"
     return f"val acc {metrics['val_acc']:.2f} ± {metrics['val_acc_std']:.2f} %"
+
+
+def prepare_rdd(cfg: DictConfig, overrides: list[str]) -> Prepared:
+    """An rdd set: its stored dataset, network and protocol (with the explicit eval keys)."""
+    synset = SyntheticSet.load(cfg.synset)
+    stored = OmegaConf.create(synset.meta["config"])
+    data_cfg = stored.data
+    if cfg.get("data") is not None:
+        if cfg.data.name != data_cfg.name:
+            raise UserError(
+                f"the dataset of an rdd set comes from the set ({data_cfg.name}), not from "
+                f"data={cfg.data.name}: drop data=; use data_root=<dir> if its files moved"
+            )
+        if any(o.split("=", 1)[0].lstrip("+~") == "data.root" for o in overrides):
+            data_cfg.root = cfg.data.root
+    data_cfg.root = checked_root(data_cfg, cfg.data_root)
+    if synset.zca is not None:
+        # The real data gets the set's own whitening, not a refit (which could differ).
+        data_cfg.zca = False
+    data = build(data_cfg, "data")
+    data.setup()
+    check_match(data, synset, data_cfg.root)
+    if synset.zca is not None:
+        data.apply_zca(synset.zca)
+    protocol = stored_protocol(cfg.eval, stored.get("eval"), explicit_eval(cfg.eval, overrides))
+    run_like = OmegaConf.create(
+        {
+            "eval": OmegaConf.to_container(protocol),
+            "net": stored.net,
+            "matching": {"name": synset.meta["method"]},
+            "risk": {"name": OmegaConf.select(stored, "risk.name", default="none")},
+            "ipc": synset.ipc,
+        }
+    )
+    images, labels = synset.expanded()
+    per_class = torch.bincount(synset.labels, minlength=data.num_classes)
+    where = f"rdd set {resolve_name(cfg.synset)}, its stored protocol"
+    return Prepared(
+        data, images, labels, per_class, run_like, synset.meta.get("lr"), synset.meta.get("net"),
+        where,
+    )  # fmt: skip
+
+
+def prepare_foreign(cfg: DictConfig, fmt: str) -> Prepared:
+    """A set from another tool on ``data=<option>`` with the protocol of ``conf/eval``."""
+    raw = read_foreign(cfg.synset, fmt, int(cfg.exp))
+    if cfg.get("data") is None:
+        hint = f" (its name suggests data={raw.dataset})" if raw.dataset else ""
+        raise UserError(
+            f"a {fmt} set does not record its dataset{hint}: pass data=<option> (e.g. "
+            "data=cifar10 data.root=<dir>)"
+        )
+    data_cfg = cfg.data.copy()
+    data_cfg.root = checked_root(data_cfg, cfg.data_root)
+    data = build(data_cfg, "data")
+    data.setup()
+    factor = cfg.factor
+    if factor is None:
+        if fmt == "idm":
+            raise UserError(
+                "IDM files do not record whether the set was made with --aug (each image holds "
+                "2x2 tiles): pass factor=2 (IDM's published commands) or factor=1"
+            )
+        factor = 1
+    imported = convert(raw, data, cfg.normalization, cfg.soft_labels, int(factor))
+    per_class = imported.per_class
+    ipc = int(per_class.max()) if int(per_class.min()) == int(per_class.max()) else "mixed"
+    run_like = OmegaConf.create(
+        {
+            "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+            "net": cfg.net,
+            "matching": {"name": raw.method},
+            "risk": {"name": "none"},
+            "ipc": ipc,
+        }
+    )
+    return Prepared(
+        data, imported.images, imported.labels, per_class, run_like, imported.lr, None,
+        f"{resolve_name(cfg.synset)}: {imported.description}",
+    )  # fmt: skip
+
+
+def resolve_name(path: str) -> str:
+    return str(Path(path).expanduser())
+
+
+def checked_root(data_cfg: DictConfig, data_root: str | None) -> Any:
+    """``data_root`` if given (refused for a dataset that reads no files), else the config's."""
+    if not data_root:
+        return data_cfg.get("root")
+    if resolve_layout(data_cfg.name, expand_root(data_root), data_cfg.get("layout", "auto")) == (
+        "bundled"
+    ):
+        raise UserError(
+            f"data_root={data_root} cannot be used: {data_cfg.name} is bundled with "
+            "scikit-learn and reads no files; drop data_root"
+        )
+    return data_root
+
+
+def check_match(data: Any, synset: SyntheticSet, root: Any) -> None:
+    """The real data is the set's dataset: classes, channels, image size (and class names)."""
+    names = synset.meta.get("class_names")
+    if (
+        data.num_classes != synset.meta["num_classes"]
+        or (data.channel, *data.im_size) != tuple(synset.images.shape[1:])
+        or (names is not None and list(names) != list(data.class_names))
+    ):
+        raise UserError(
+            f"the dataset at '{root}' does not match the synthetic set ({data.num_classes} "
+            f"classes, {data.channel}x{'x'.join(map(str, data.im_size))} images, not "
+            f"{synset.meta['num_classes']} classes of "
+            f"{'x'.join(map(str, synset.images.shape[1:]))}): point data_root at the dataset "
+            "it was made from"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

@@ -16,7 +16,9 @@ def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path
         "",
         f"rdd | {data.name} ({data.num_classes} classes, {data.channel}x{h}x{w}) | {cfg.matching.name} "
         f"| risk {cfg.risk.name} | ipc {cfg.ipc} | seed {cfg.seed}",
-        f"distill {metrics['distill_seconds']:.1f} s | evaluation {metrics['eval_seconds']:.1f} s "
+        # rdd.evaluate has no distillation time (and foreign sets never had one).
+        (f"distill {metrics['distill_seconds']:.1f} s | " if "distill_seconds" in metrics else "")
+        + f"evaluation {metrics['eval_seconds']:.1f} s "
         f"({cfg.eval.num_nets} nets x {cfg.eval.epochs} epochs, DSA {'on' if cfg.eval.dsa else 'off'})",
     ]
     columns = summary_columns(metrics, archs[0]) if archs else {}

@@ -83,6 +83,8 @@ class EvalNetModule(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # y: (B,) class indices, or (B, K) probabilities (soft labels of an imported set):
+        # cross_entropy takes either, and one-hot rows give exactly the hard-label loss.
         x, y = batch
         if self.augment is not None:
             x = self.augment(x, self.aug_generator)
@@ -137,7 +139,8 @@ def train_eval_net(
     trainer_kwargs: dict[str, Any],
     seed: int,
 ) -> tuple[EvalNetModule, L.Trainer]:
-    """Train one fresh network on (images (N, C, H, W), labels (N,)) by the protocol."""
+    """Train one fresh network on (images (N, C, H, W), labels (N,) int64 or (N, K) float
+    probabilities) by the protocol."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, "init"))
         net = make_net()

@@ -1,0 +1,69 @@
+"""rdd.evaluate through the command line: the run's own protocol, imported sets, the random
+baseline and its printed summary."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from hydra.utils import instantiate
+
+from rdd.eval.baseline import random_subset
+from tests.conftest import TINY, compose_config
+
+# A protocol that trains in seconds: no shifted or corrupted test sets.
+QUICK = ["eval.epochs=2", "eval.num_nets=1", "eval.shifts=[]", "eval.corruptions=[]"]
+
+
+def test_an_rdd_set_is_evaluated_with_its_own_protocol(tmp_path, cli) -> None:
+    run_dir = tmp_path / "run"
+    made = cli(
+        "rdd.run", *TINY, *QUICK, "eval.dsa=false", "matching=random",
+        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    out = tmp_path / "eval"
+    result = cli("rdd.evaluate", f"synset={run_dir}", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The same protocol and seed as the run's own evaluation: the same figure.
+    assert metrics["test_acc"] == run_metrics["test_acc"]
+    summary = (out / "summary.txt").read_text()
+    assert "1 nets x 2 epochs, DSA off" in summary and "distill" not in summary
+    assert summary.strip() in result.stdout
+    out2 = tmp_path / "eval2"
+    changed = cli(
+        "rdd.evaluate", f"synset={run_dir}", "eval.num_nets=2", f"hydra.run.dir={out2}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "2 nets x 2 epochs, DSA off" in (out2 / "summary.txt").read_text(), changed.stderr
+
+
+def test_a_plain_file_is_evaluated_with_a_random_baseline(tmp_path, cli) -> None:
+    """Gain over random: the random subset, saved as a set of its own and evaluated with the
+    same seed, scores exactly the baseline's figure."""
+    data = instantiate(compose_config("data.image_size=8").data)
+    data.setup()
+    synthetic = tmp_path / "set.pt"
+    torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.arange(10).repeat(2)}, synthetic)
+    common = ["data=digits", "data.image_size=8", *QUICK]
+    out = tmp_path / "eval"
+    result = cli(
+        "rdd.evaluate", f"synset={synthetic}", "normalization=pixels", "baseline=random",
+        *common, f"hydra.run.dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gain_over_random"] == metrics["test_acc"] - metrics["random_test_acc"]
+    assert "gain over random" in result.stdout and "plain set" in result.stdout
+    x, y = random_subset(data.train_x, data.train_y, torch.full((10,), 2), seed=0)
+    subset = tmp_path / "subset.pt"
+    torch.save({"images": x, "labels": y}, subset)
+    again = cli(
+        "rdd.evaluate", f"synset={subset}", "normalization=dataset", *common,
+        f"hydra.run.dir={tmp_path / 'subset_eval'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    direct = json.loads((tmp_path / "subset_eval" / "metrics.json").read_text())
+    assert direct["test_acc"] == metrics["random_test_acc"]
