@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import UserError
+from rdd.help import register_help_resolver
 
 # Groups whose options are files in conf/<group>/; checked before Hydra starts so that a typo
 # gives one line instead of Hydra's multi-line report.
@@ -30,7 +31,10 @@ CHECKED_GROUPS = (
     "eval",
     "trainer",
     "logger",
+    "callbacks",
     "experiment",
+    "hparams_search",
+    "debug",
 )
 
 
@@ -98,6 +102,8 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     """
     argv = sys.argv[1:]
     multirun = bool({"-m", "--multirun"} & set(argv))
+    # A search (conf/hparams_search) sets hydra.mode=MULTIRUN itself.
+    multirun |= any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in argv)
     try:
         check_overrides(argv)
         out_dir = requested_out_dir(argv, multirun)
@@ -107,6 +113,7 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     except UserError as err:
         fail(err)
     existed = out_dir is not None and out_dir.exists()
+    register_help_resolver()  # --help's group list (conf/hydra/default.yaml)
     RememberSweepDir.path = None
     # Hydra then raises its errors instead of printing them over several lines.
     previous = os.environ.get("HYDRA_FULL_ERROR")

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from functools import partial
 from typing import Any
 
@@ -22,9 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from rdd.callbacks import build_callbacks
 from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_identity
 from rdd.cli import check_ipc, fail, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
+from rdd.config_tree import config_tree, print_config_tree
 from rdd.errors import NonFiniteError, UserError
 from rdd.eval.scoring import evaluate_synset
 from rdd.eval.settings import (
@@ -195,6 +198,7 @@ def distill(
     )
     learner.on_nonfinite = keep
     callbacks = checkpoints.attach(learner) if checkpoints is not None else []
+    callbacks += build_callbacks(cfg)  # conf/callbacks
     settings = trainer_kwargs(cfg.trainer)
     trainer = L.Trainer(
         max_epochs=1,
@@ -218,10 +222,15 @@ def distill(
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("print_config"):
+        print_config_tree(cfg)
     try:
         metrics = run(cfg)
     except UserError as err:
         fail(err)
+    # Kept with the finished run only: a refused run leaves no file of its own.
+    if cfg.get("print_config"):
+        write_text(Path(cfg.paths.output_dir) / "config_tree.log", config_tree(cfg))
     return metrics.get(cfg.get("optimized_metric"))
 
 
