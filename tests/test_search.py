@@ -20,7 +20,11 @@ def test_a_tiny_search_on_digits_writes_its_best_params(tmp_path, cli) -> None:
     sweep = tmp_path / "sweep"
     # No -m: the search sets hydra.mode=MULTIRUN itself.
     result = cli(
-        "rdd.run", *TINY_SEARCH, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+        "rdd.run",
+        *TINY_SEARCH,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(sweep.glob("*/metrics.json"))

@@ -7,8 +7,6 @@ evaluation networks' Trainers get none: they train one small network each, by th
 
 from __future__ import annotations
 
-from typing import Any
-
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
@@ -50,4 +48,3 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
             continue
         callbacks.append(callback)
     return callbacks
-
