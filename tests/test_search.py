@@ -88,3 +88,13 @@ def test_a_search_space_names_real_keys_and_parses(overrides: list[str]) -> None
     if cfg.matching.name == "mtt":  # a student's target epoch must lie in the buffer
         last = spaces["max_start_epoch"].high + max(spaces["expert_epochs"].choices)
         assert last <= cfg.experts.epochs
+
+
+def test_an_unknown_search_or_preset_fails_in_one_line(tmp_path, cli) -> None:
+    for override, words in (
+        ("hparams_search=optuna", ("unknown hparams_search 'optuna'", "mtt_optuna")),
+        ("debug=fast", ("unknown debug 'fast'", "fdr")),
+        ("callbacks=early", ("unknown callbacks 'early'", "rich_progress")),
+    ):
+        assert_one_line_error(cli("rdd.run", override, cwd=tmp_path), *words)
+    assert not (tmp_path / "logs").exists()
