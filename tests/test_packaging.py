@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -46,3 +47,26 @@ def test_a_wheel_installed_elsewhere_runs_from_any_directory(tmp_path) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert (outside / "run" / "metrics.json").is_file()
+    check_console_scripts(site, outside, env)
+
+
+SCRIPTS = {
+    "rdd-run": "rdd.scripts:run",
+    "rdd-evaluate": "rdd.scripts:evaluate",
+    "rdd-buffer": "rdd.scripts:buffer",
+    "rdd-report": "rdd.scripts:report",
+}
+
+
+def check_console_scripts(site, cwd, env) -> None:
+    """The wheel declares the console scripts, they resolve, and the installed ones run."""
+    (dist,) = importlib.metadata.distributions(path=[str(site)])
+    scripts = {ep.name: ep for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert {name: ep.value for name, ep in scripts.items()} == SCRIPTS
+    assert all(callable(ep.load()) for ep in scripts.values())
+    for name, words in (("rdd-run", "matching: "), ("rdd-report", "runs=")):
+        shown = subprocess.run(
+            [site / "bin" / name, "--help"], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        assert shown.returncode == 0 and words in shown.stdout, shown.stderr[-2000:]
+    assert not (cwd / "logs").exists()

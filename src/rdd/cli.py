@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import Interrupted, UserError
+from rdd.help import register_help_resolver
 
 # Written into a failed run's directory when it holds outputs worth keeping.
 FAILED_NAME = "FAILED.txt"
@@ -38,7 +39,10 @@ CHECKED_GROUPS = (
     "eval",
     "trainer",
     "logger",
+    "callbacks",
     "experiment",
+    "hparams_search",
+    "debug",
 )
 
 
@@ -152,6 +156,8 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     sys.argv[1:] = with_resumed_overrides(sys.argv[1:])
     argv = sys.argv[1:]
     multirun = bool({"-m", "--multirun"} & set(argv))
+    # A search (conf/hparams_search) sets hydra.mode=MULTIRUN itself.
+    multirun |= any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in argv)
     try:
         check_overrides(argv)
         out_dir = requested_out_dir(argv, multirun)
@@ -161,6 +167,7 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     except UserError as err:
         fail(err)
     existed = out_dir is not None and out_dir.exists()
+    register_help_resolver()  # --help's group list (conf/hydra/default.yaml)
     RememberSweepDir.path = None
     # Ctrl-C raises Interrupted, which the entry points turn into one line saying what was
     # kept (Lightning would turn a KeyboardInterrupt into its own exit(1)).

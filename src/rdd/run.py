@@ -23,14 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rdd.checkpoint import (
-    CHECKPOINT_NAME,
-    Checkpoints,
-    load_checkpoint,
-    run_identity,
-)
+from rdd.callbacks import build_callbacks
+from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_identity
 from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
+from rdd.config_tree import config_tree, print_config_tree
 from rdd.errors import Interrupted, NonFiniteError, UserError
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
@@ -44,7 +41,6 @@ from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
-from rdd.iteration_bar import IterationBar
 from rdd.learner import SyntheticSetLearner
 from rdd.loggers import build_loggers, report_to_loggers
 from rdd.matching import Matcher
@@ -250,10 +246,9 @@ def distill(
     )
     learner.on_nonfinite = keep
     callbacks = checkpoints.attach(learner) if checkpoints is not None else []
+    callbacks += build_callbacks(cfg)  # conf/callbacks
     settings = trainer_kwargs(cfg.trainer)
     learner.show_progress = bool(settings.get("enable_progress_bar", True))
-    if learner.show_progress:
-        callbacks.append(IterationBar())
     trainer = L.Trainer(
         max_epochs=1,
         logger=list(loggers) or False,
@@ -276,10 +271,15 @@ def distill(
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("print_config"):
+        print_config_tree(cfg)
     try:
         metrics = run(cfg)
     except (UserError, Interrupted) as err:
         fail_job(err)
+    # Kept with the finished run only: a refused run leaves no file of its own.
+    if cfg.get("print_config"):
+        write_text(Path(cfg.paths.output_dir) / "config_tree.log", config_tree(cfg))
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -23,9 +23,11 @@ def outputs_of(notebook: nbformat.NotebookNode, mime: str) -> list[str]:
 
 
 def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch) -> None:
-    sweep = build_sweep(tmp_path / "sweep")
+    # Where runs write by default: <RDD_LOG_DIR>/distill/multiruns (conf/paths/default.yaml).
+    sweep = build_sweep(tmp_path / "logs" / "distill" / "multiruns" / "sweep")
     write_subgroup_run(sweep / "c" / "0", 0, 60.0, 20.0)  # the known rare subgroup benchmark
-    monkeypatch.setenv("RDD_RUNS", str(sweep))  # the kernel inherits this environment
+    monkeypatch.delenv("RDD_RUNS", raising=False)  # the kernel inherits this environment
+    monkeypatch.setenv("RDD_LOG_DIR", str(tmp_path / "logs"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(REPO)}}
@@ -45,9 +47,10 @@ def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch) -> None:
 def test_committed_notebook_has_no_outputs() -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(notebook)
-    assert notebook.cells[0].source.splitlines()[-1] == (
-        'RUNS = os.environ.get("RDD_RUNS", "logs/distill/multiruns")'
-    )
+    assert notebook.cells[0].source.splitlines()[-2:] == [
+        'LOG_DIR = os.environ.get("RDD_LOG_DIR", "logs")',
+        'RUNS = os.environ.get("RDD_RUNS", os.path.join(LOG_DIR, "distill", "multiruns"))',
+    ]
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
