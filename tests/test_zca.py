@@ -118,9 +118,11 @@ def damaged(change: dict) -> dict:
 
 def legacy(change: dict) -> dict:
     """An old file's state (eigendecomposition of a 4-value covariance), changed."""
-    return {"mean": torch.zeros(4), "eigvecs": torch.eye(4), "eigvals": torch.ones(4)} | {
-        "eps": 0.1
-    } | change
+    return (
+        {"mean": torch.zeros(4), "eigvecs": torch.eye(4), "eigvals": torch.ones(4)}
+        | {"eps": 0.1}
+        | change
+    )
 
 
 @pytest.mark.parametrize(

@@ -143,10 +143,10 @@ class ZCA:
             ValueError: entries missing, of the wrong type or shape, not finite, or eps <= 0.
         """
         if not isinstance(state, dict) or not (
-            STATE_KEYS <= state.keys() or LEGACY_KEYS <= state.keys()
+            state.keys() >= STATE_KEYS or state.keys() >= LEGACY_KEYS
         ):
             raise ValueError("ZCA state must be a dict with mean, transform, transform_inv and eps")
-        legacy = not STATE_KEYS <= state.keys()
+        legacy = not state.keys() >= STATE_KEYS
         names = ("mean", "eigvecs", "eigvals") if legacy else ("mean", "transform", "transform_inv")
         mean, first, second = (state[k] for k in names)
         if not all(isinstance(t, Tensor) and t.is_floating_point() for t in (mean, first, second)):
