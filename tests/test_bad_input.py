@@ -155,6 +155,12 @@ CASES = [
         "iterations", "rdd.run", ["matching.iterations=-3"], "matching.iterations must be positive"
     ),
     Case("expert epochs", "rdd.buffer", ["matching=mtt", "experts.epochs=0"], "experts.epochs"),
+    Case(
+        "buffer shorter than MTT's start epochs",
+        "rdd.buffer",
+        ["matching=mtt", "experts.epochs=3"],
+        "experts.epochs=3 is too short for MTT",
+    ),
     Case("seed", "rdd.run", ["seed=-1"], "seed must be a non-negative integer"),
     Case(
         "checkpoint interval",

@@ -7,10 +7,12 @@ module reads it (16x16, raw [0, 1] pixels) -- and the whitened test images are c
 Prints the max relative difference; ``--record`` writes kornia's output to the fixture that
 ``tests/test_zca.py`` checks rdd against on every ``make test``.
 
-Usage (kornia installed anywhere on PYTHONPATH; it is not one of rdd's dependencies):
+rdd now fits with kornia's ``zca_mean`` itself (kornia is a dependency), so this checks that
+rdd's data module feeds kornia what MTT feeds it and applies the fit as kornia's module does.
 
-    pip install --target /tmp/kornia --no-deps kornia kornia_rs
-    PYTHONPATH=/tmp/kornia .venv/bin/python benchmarks/parity/zca_parity.py [--record]
+Usage:
+
+    .venv/bin/python benchmarks/parity/zca_parity.py [--record]
 """
 
 from __future__ import annotations

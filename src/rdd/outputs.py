@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.config import check_fresh, check_writable
+from rdd.eval.official_corruptions import corruption_source
 from rdd.io import write_json
 from rdd.nets import net_name
 from rdd.synset import SyntheticSet
@@ -72,6 +73,7 @@ def write_eval_outputs(
             for name in settings.get("corruptions") or []
         },
         "subgroup": None if data.subgroup is None else data.subgroup.key(),
+        "corruptions_source": corruption_source(settings),
     }
     write_json(out_dir / "eval_details.json", details)
     write_json(out_dir / "metrics.json", metrics)

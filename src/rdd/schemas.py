@@ -197,6 +197,9 @@ class EvalSchema:
     corruptions: list[str] = field(default_factory=list)
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
     shift_seed: int = 0
+    # a CIFAR-10-C / CIFAR-100-C folder (labels.npy, <corruption>.npy): score the published
+    # corrupted images instead of regenerating them (rdd.eval.official_corruptions)
+    corruptions_root: str | None = None
 
 
 @dataclass

@@ -1,14 +1,19 @@
-"""ZCA whitening of flattened images, as MTT (Cazenavette et al. 2022) uses for CIFAR.
+"""ZCA whitening of flattened images, fitted with kornia exactly as MTT (Cazenavette et al.
+2022) fits it for CIFAR.
 
-Fitted on the raw [0, 1] training images x (N, D) with D = C*H*W (as MTT fits kornia's
-ZCAWhitening(eps=0.1) on ToTensor() images; rdd.data applies no mean/std with ZCA): the mean over samples, the
-unbiased covariance of the centred data and its eigen-decomposition cov = U diag(S) U^T. Then
+MTT fits ``kornia.enhance.ZCAWhitening(eps=0.1, compute_inv=True)`` on the raw [0, 1] float32
+training images (ToTensor(), no mean/std; rdd.data applies none with ZCA either). The fit here
+is kornia's ``zca_mean`` on the same images, so the transforms are kornia's own: with the
+unbiased covariance of the centred flattened images x (N, D), D = C*H*W, decomposed as
+cov = U diag(S) U^T,
 
-    whiten(x)   = (x - mean) @ U diag(1 / sqrt(S + eps)) U^T
-    unwhiten(y) = y @ U diag(sqrt(S + eps)) U^T + mean
+    whiten(x)   = (x - mean) @ T,               T     = U diag(1 / sqrt(S + eps)) U^T
+    unwhiten(y) = (y + mean @ T) @ T_inv,        T_inv = U diag(sqrt(S + eps)) U^T
 
-eps regularises the small eigenvalues, so the fit also works when N < D (rank-deficient
-covariance). Only the decomposition is stored; the D x D transforms are built on first use.
+(kornia's ``forward`` and ``inverse_transform``, applied with its ``linear_transform``). eps
+regularises the small eigenvalues, so the fit also works when N < D. What stays ours: the
+input checks, applying the transforms in row chunks on any device and dtype, and the saved
+state (tensors and floats only, loadable with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -23,34 +28,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kornia.enhance import linear_transform, zca_mean
 from torch import Tensor
 
 from rdd.io import atomic_write
 
-# Bump when the fit changes so old cache files are not reused.
-ZCA_VERSION = 1
+# Bump when the fit changes so old cache files are not reused (2: kornia's fit).
+ZCA_VERSION = 2
 CHUNK_ROWS = 4096  # rows per matmul: bounds the temporaries when whitening 45000 images
-# A D x D float64 covariance plus eigh's workspace; 64x64 RGB (Tiny ImageNet) is the largest.
+# A D x D covariance plus the SVD's workspace; 64x64 RGB (Tiny ImageNet) is the largest.
 MAX_DIM = 64 * 64 * 3
+STATE_KEYS = {"mean", "transform", "transform_inv", "eps"}
+# Sets and cache files written before kornia was used store the eigendecomposition instead.
+LEGACY_KEYS = {"mean", "eigvecs", "eigvals", "eps"}
 
 
 @dataclass(eq=False)
 class ZCA:
-    """A fitted ZCA whitening transform.
+    """A fitted ZCA whitening transform (kornia's ``ZCAWhitening`` buffers, flattened).
 
     Attributes:
-        mean: float32 (D,) mean of the flattened training images.
-        eigvecs: float32 (D, D) eigenvectors U of their covariance, one per column.
-        eigvals: float32 (D,) eigenvalues S >= 0.
+        mean: float32 (D,) mean of the flattened training images (kornia's ``mean_vector``).
+        transform: float32 (D, D) whitening matrix T (kornia's ``transform_matrix``).
+        transform_inv: float32 (D, D) its inverse T_inv (kornia's ``transform_inv``).
         eps: Regulariser added to the eigenvalues (> 0).
     """
 
     mean: Tensor
-    eigvecs: Tensor
-    eigvals: Tensor
+    transform: Tensor
+    transform_inv: Tensor
     eps: float
-    # (kind, device, dtype) -> matrix or mean; rebuilt on demand, never saved.
-    _cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = field(
+    # (kind, device, dtype) -> (matrix, mean) as linear_transform takes them; never saved.
+    _cache: dict[tuple[str, torch.device, torch.dtype], tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, repr=False
     )
 
@@ -61,48 +70,35 @@ class ZCA:
 
     @classmethod
     def fit(cls, x: Tensor, eps: float = 0.1) -> ZCA:
-        """Fit on images x (N, C, H, W), N >= 2, in float64, reading CHUNK_ROWS rows at a time.
+        """Fit on images x (N, C, H, W), N >= 2, with kornia's ``zca_mean``.
 
-        Two passes (the mean, then the centred X^T X) avoid both a float64 copy of the whole
-        dataset and the cancellation of the one-pass formula X^T X - N mean mean^T.
+        The covariance is computed in x's dtype (MTT passes float32; kornia then decomposes it
+        in float64); pass float64 images for a more accurate fit.
         """
         _check_eps(eps)
         if x.ndim != 4 or len(x) < 2:
             raise ValueError(f"ZCA.fit needs images (N, C, H, W) with N >= 2, got {tuple(x.shape)}")
-        flat = x.detach().reshape(len(x), -1)
-        n, d = flat.shape
+        d = math.prod(x.shape[1:])
         if d > MAX_DIM:
             raise ValueError(
                 f"ZCA needs a {d} x {d} covariance for images of {d} values (at most {MAX_DIM}): "
                 "set data.zca=false or a smaller data.image_size"
             )
-        total = torch.zeros(d, dtype=torch.float64, device=x.device)
-        for rows in flat.split(CHUNK_ROWS):
-            total += rows.double().sum(0)
-        mean = total / n
-        cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-        for rows in flat.split(CHUNK_ROWS):
-            centred = rows.double() - mean
-            cov.addmm_(centred.T, centred)
-        cov /= n - 1
-        eigvals, eigvecs = torch.linalg.eigh(cov)
-        # Rounding makes the zero eigenvalues of a rank-deficient covariance slightly negative.
-        eigvals = eigvals.clamp_min(0.0)
+        x = x.detach() if x.is_floating_point() else x.detach().float()
+        transform, mean, transform_inv = zca_mean(x, dim=0, eps=float(eps), return_inverse=True)
         as_f32 = lambda t: t.float().cpu().contiguous()  # noqa: E731
-        return cls(as_f32(mean), as_f32(eigvecs), as_f32(eigvals), float(eps))
+        return cls(as_f32(mean.view(-1)), as_f32(transform), as_f32(transform_inv), float(eps))
 
-    def _get(self, kind: str, device: torch.device, dtype: torch.dtype) -> Tensor:
+    def _get(self, kind: str, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         key = (kind, device, dtype)
         if key not in self._cache:
-            if kind == "mean":
-                value = self.mean
-            else:
-                # U diag(s) U^T with s = (S + eps)^(-1/2) (whiten) or (S + eps)^(1/2) (unwhiten),
-                # built in float64 so the product is accurate before the cast.
-                u = self.eigvecs.double()
-                power = -0.5 if kind == "whiten" else 0.5
-                value = (u * (self.eigvals.double() + self.eps).pow(power)) @ u.T
-            self._cache[key] = value.to(device=device, dtype=dtype)
+            mean = self.mean.view(1, -1).to(device=device, dtype=dtype)
+            transform = self.transform.to(device=device, dtype=dtype)
+            if kind == "whiten":
+                self._cache[key] = (transform, mean)
+            else:  # kornia's inverse_transform: centre on -mean @ T, then multiply by T_inv
+                inverse = self.transform_inv.to(device=device, dtype=dtype)
+                self._cache[key] = (inverse, -mean.mm(transform))
         return self._cache[key]
 
     def _apply(self, x: Tensor, kind: str) -> Tensor:
@@ -113,15 +109,12 @@ class ZCA:
             )
         # float64 stays float64; half precision and integers are computed in float32.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        matrix, mean = self._get(kind, x.device, dtype), self._get("mean", x.device, dtype)
+        matrix, mean = self._get(kind, x.device, dtype)
         flat = x.reshape(-1, self.dim)
         out = torch.empty(flat.shape, dtype=dtype, device=x.device)
         for start in range(0, len(flat), CHUNK_ROWS):
             rows = flat[start : start + CHUNK_ROWS].to(dtype)
-            if kind == "whiten":
-                out[start : start + CHUNK_ROWS] = (rows - mean) @ matrix
-            else:
-                out[start : start + CHUNK_ROWS] = torch.addmm(mean, rows, matrix)
+            out[start : start + CHUNK_ROWS] = linear_transform(rows, matrix, mean)
         out = out.view(x.shape)
         return out.to(x.dtype) if x.is_floating_point() else out
 
@@ -137,36 +130,49 @@ class ZCA:
         """Tensors and a float only, so it loads with ``torch.load(weights_only=True)``."""
         return {
             "mean": self.mean,
-            "eigvecs": self.eigvecs,
-            "eigvals": self.eigvals,
+            "transform": self.transform,
+            "transform_inv": self.transform_inv,
             "eps": self.eps,
         }
 
     @classmethod
     def from_state(cls, state: Any) -> ZCA:
-        """Rebuild from :meth:`state`.
+        """Rebuild from :meth:`state`, or from the eigendecomposition older files store.
 
         Raises:
             ValueError: entries missing, of the wrong type or shape, not finite, or eps <= 0.
         """
-        if not isinstance(state, dict) or not {"mean", "eigvecs", "eigvals", "eps"} <= state.keys():
-            raise ValueError("ZCA state must be a dict with mean, eigvecs, eigvals and eps")
-        mean, vecs, vals, eps = (state[k] for k in ("mean", "eigvecs", "eigvals", "eps"))
-        if not all(isinstance(t, Tensor) and t.is_floating_point() for t in (mean, vecs, vals)):
-            raise ValueError("ZCA state: mean, eigvecs and eigvals must be float tensors")
+        if not isinstance(state, dict) or not (
+            state.keys() >= STATE_KEYS or state.keys() >= LEGACY_KEYS
+        ):
+            raise ValueError("ZCA state must be a dict with mean, transform, transform_inv and eps")
+        legacy = not state.keys() >= STATE_KEYS
+        names = ("mean", "eigvecs", "eigvals") if legacy else ("mean", "transform", "transform_inv")
+        mean, first, second = (state[k] for k in names)
+        if not all(isinstance(t, Tensor) and t.is_floating_point() for t in (mean, first, second)):
+            raise ValueError(f"ZCA state: {', '.join(names)} must be float tensors")
         d = mean.numel()
-        if mean.shape != (d,) or vecs.shape != (d, d) or vals.shape != (d,) or d == 0:
-            raise ValueError(
-                f"ZCA state: inconsistent shapes mean {tuple(mean.shape)}, eigvecs "
-                f"{tuple(vecs.shape)}, eigvals {tuple(vals.shape)} (expected (D,), (D, D), (D,))"
-            )
-        if not all(bool(torch.isfinite(t).all()) for t in (mean, vecs, vals)):
-            raise ValueError("ZCA state: mean, eigvecs or eigvals hold NaN or inf")
-        if bool((vals < 0).any()):
-            raise ValueError("ZCA state: negative eigenvalues")
+        shapes = [(d,), (d, d), (d,) if legacy else (d, d)]
+        if d == 0 or [tuple(t.shape) for t in (mean, first, second)] != shapes:
+            got = ", ".join(f"{k} {tuple(state[k].shape)}" for k in names)
+            raise ValueError(f"ZCA state: inconsistent shapes {got} (expected {shapes})")
+        if not all(bool(torch.isfinite(t).all()) for t in (mean, first, second)):
+            raise ValueError(f"ZCA state: {', '.join(names)} hold NaN or inf")
+        eps = state["eps"]
         _check_eps(eps)
+        if legacy:
+            if bool((second < 0).any()):
+                raise ValueError("ZCA state: negative eigenvalues")
+            first, second = _transforms_from_eigh(first, second, float(eps))
         as_f32 = lambda t: t.detach().float().cpu().contiguous()  # noqa: E731
-        return cls(as_f32(mean), as_f32(vecs), as_f32(vals), float(eps))
+        return cls(as_f32(mean), as_f32(first), as_f32(second), float(eps))
+
+
+def _transforms_from_eigh(eigvecs: Tensor, eigvals: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """T and T_inv of an old file's U, S: U diag((S + eps)^(-+1/2)) U^T, as kornia builds them,
+    in float64 so the products are accurate before the cast."""
+    u, s = eigvecs.double(), eigvals.double() + eps
+    return (u * s.rsqrt()) @ u.T, (u * s.sqrt()) @ u.T
 
 
 def _check_eps(eps: Any) -> None:

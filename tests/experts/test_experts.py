@@ -14,6 +14,7 @@ from rdd.experts.training import ExpertTrainer, make_buffer
 from tests.conftest import compose_config
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
+SMALL += ["matching.max_start_epoch=2"]  # MTT needs 2 - 1 + expert_epochs 2 = 3 epochs
 
 
 def buffer_config(root, *overrides: str):
@@ -123,6 +124,30 @@ def test_robust_experts_on_the_known_subgroup_weigh_its_groups(tmp_path) -> None
     assert torch.equal(robust[0], plain[0]) and not torch.allclose(robust[-1], plain[-1])
     with pytest.raises(UserError, match="data.subgroup"):
         make_buffer(buffer_config(tmp_path, "risk=cvar", "clustering=known", one[0]))
+
+
+def test_the_buffer_refuses_before_training_what_mtt_would_refuse(tmp_path, monkeypatch) -> None:
+    """rdd.buffer and rdd.run matching=mtt share one check (TrajectoryMatching's)."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an expert trained before the settings were checked")
+
+    monkeypatch.setattr(ExpertTrainer, "train", no_training)
+    default_start = buffer_config(tmp_path, "matching.max_start_epoch=20")  # needs 21 epochs
+    with pytest.raises(UserError, match=r"experts.epochs=3 is too short .* set experts.epochs=21"):
+        make_buffer(default_start)
+    with pytest.raises(UserError, match="need experts of 6 epochs"):
+        make_buffer(buffer_config(tmp_path, "matching.expert_epochs=5"))
+    with pytest.raises(UserError, match="lr_teacher must be positive"):  # the matcher's own
+        make_buffer(buffer_config(tmp_path, "matching.lr_teacher=0"))
+    with pytest.raises(UserError, match="add matching=mtt"):
+        make_buffer(compose_config("matching=dc", f"experts.root={tmp_path}", config_name="buffer"))
+    assert not (tmp_path / "buffers").exists() and not list(tmp_path.iterdir())
+    # What the buffer accepts, MTT accepts too: exactly long enough.
+    matcher = instantiate(buffer_config(tmp_path).matching)
+    matcher.check_expert_epochs(3, made=True)
+    with pytest.raises(UserError, match="re-make the buffer with experts.epochs=3"):
+        matcher.check_expert_epochs(2, made=True)
 
 
 def test_a_corrupt_expert_file_is_a_clear_error(tmp_path) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from rdd.eval.metrics import group_accuracy
 from rdd.eval.shifted_sets import shift_jobs
 from rdd.eval.training import EvalNetModule, train_eval_net
 from rdd.seeds import derived_seed
@@ -224,23 +225,3 @@ def summarise(results: dict[str, dict[str, list]]) -> Evaluation:
         if arch == headline:
             metrics[name] = metrics[key]
     return Evaluation(metrics, details)
-
-
-def group_accuracy(correct: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Accuracy in percent of every non-empty group.
-
-    Args:
-        correct: (N,) bool, whether each sample was classified right.
-        groups: (N,) int64 group ids.
-
-    Returns:
-        (G',) accuracies of the groups that have samples, in group-id order.
-    """
-    if correct.shape != groups.shape:
-        raise ValueError(
-            f"{len(correct)} predictions but {len(groups)} group ids: the partition is not of this test set"
-        )
-    counts = torch.bincount(groups)
-    hits = torch.bincount(groups, weights=correct.double())
-    present = counts > 0
-    return (100.0 * hits[present] / counts[present]).float()

@@ -7,7 +7,9 @@ network meets exactly the same shifted images. Like CIFAR-10-C's files, every sh
 stored as uint8 images: it is cached on disk (``data.cache_dir``, keyed by a digest of the
 test images, the shift and the seed), so a sweep builds each set once instead of once per run
 (all 48 sets of CIFAR-10 take ~100 s to build on one CPU core, 1.4 GiB to cache). Sets are
-loaded one at a time, when scored: held together as floats they would take 5 GiB.
+loaded one at a time, when scored: held together as floats they would take 5 GiB. With
+``eval.corruptions_root`` the corruptions are the published CIFAR-10-C / CIFAR-100-C images
+instead (rdd.eval.official_corruptions), under the same names.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rdd.eval.corruptions import (
     apply_shift,
     quantise,
 )
+from rdd.eval.official_corruptions import OfficialCorruptions, check_names
 from rdd.io import load_or_build_tensor, tensor_digest
 from rdd.seeds import derived_seed
 
@@ -36,7 +39,12 @@ ShiftedSets = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
 def check_shift_settings(settings: Any) -> None:
     """Unknown shift or corruption names and severities outside 1-5 fail before any work."""
+    root = settings.get("corruptions_root")
+    if root:  # the official arrays: any corruption that has its file
+        check_names(root, list(settings.get("corruptions") or []))
     for key, known in (("shifts", SHIFTS), ("corruptions", CORRUPTIONS)):
+        if key == "corruptions" and root:
+            continue
         for name in settings.get(key) or []:
             if name not in known:
                 raise UserError(
@@ -57,16 +65,26 @@ def shifted_test_sets(data: Any, settings: Any) -> ShiftedSets:
     Args:
         data: a set-up RealDataModule (``test_uint8``, ``test_pixels``, ``from_pixels``,
             ``cache_dir``).
-        settings: the `eval` config (shifts, corruptions, severities, shift_seed).
+        settings: the `eval` config (shifts, corruptions, severities, shift_seed, and
+            corruptions_root: read the corruptions from the official arrays there).
     """
     check_shift_settings(settings)
     seed = int(settings.get("shift_seed", 0))
+    official = None
+    if settings.get("corruptions_root"):  # checked now, not after hours of distillation
+        names = list(settings.get("corruptions") or [])
+        official = OfficialCorruptions(
+            settings.corruptions_root, names, data.test_uint8, data.test_y
+        )
 
     def sets() -> Iterator[tuple[str, torch.Tensor]]:
         digest = tensor_digest(data.test_uint8, str(tuple(data.test_uint8.shape)))
         cache = Path(data.cache_dir).expanduser() / "shifted" if data.cache_dir else None
         for name, severity in shift_jobs(settings):
             label = name if severity is None else corruption_name(name, severity)
+            if official is not None and severity is not None:
+                yield label, data.from_pixels(official.images(name, severity))
+                continue
             path = cache / f"{digest}-{label}-seed{seed}.pt" if cache else None
             build = partial(make_shifted, data, name, severity, seed)
             images = load_or_build_tensor(path, build, lambda x: x.dtype == torch.uint8)

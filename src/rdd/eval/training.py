@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from rdd.augment import DSA
+from rdd.eval.metrics import ClassAccuracy
 from rdd.seeds import derived_seed
 
 
@@ -44,7 +45,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class EvalNetModule(L.LightningModule):
-    """Trains one network on a synthetic set; counts per-class hits when validating/testing.
+    """Trains one network on a synthetic set; scores it per class when validating/testing.
 
     Args:
         net: a freshly initialised network.
@@ -76,8 +77,9 @@ class EvalNetModule(L.LightningModule):
         )
         self.augment = augment
         self.aug_generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("hits", torch.zeros(num_classes, dtype=torch.long))
-        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.long))
+        # Each network is scored on one device in its own Trainer; syncing would sum the
+        # states of the other ranks' identical evaluations (or wait for them) after DDP.
+        self.class_metrics = ClassAccuracy(num_classes, sync_on_compute=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -92,14 +94,12 @@ class EvalNetModule(L.LightningModule):
 
     def _count(self, batch: Sequence[torch.Tensor]) -> None:
         x, y = batch
-        hit = (self.net(x).argmax(1) == y).long()
-        self.correct.append(hit.bool().cpu())  # loaders are unshuffled: order = dataset order
-        self.hits.index_add_(0, y, hit)
-        self.counts.index_add_(0, y, torch.ones_like(hit))
+        pred = self.net(x).argmax(1)
+        self.correct.append((pred == y).cpu())  # loaders are unshuffled: order = dataset order
+        self.class_metrics.update(pred, y)
 
     def on_validation_epoch_start(self) -> None:
-        self.hits.zero_()
-        self.counts.zero_()
+        self.class_metrics.reset()
         self.correct: list[torch.Tensor] = []
 
     on_test_epoch_start = on_validation_epoch_start
@@ -111,9 +111,9 @@ class EvalNetModule(L.LightningModule):
         self._count(batch)
 
     def accuracy(self) -> tuple[float, torch.Tensor]:
-        """(overall accuracy, per-class accuracy (K,)) in percent from the last counts."""
-        per_class = 100.0 * self.hits.float() / self.counts.clamp_min(1).float()
-        return 100.0 * float(self.hits.sum()) / max(int(self.counts.sum()), 1), per_class.cpu()
+        """(overall accuracy, per-class accuracy (K,)) in percent of the last pass; a class
+        without samples scores 0."""
+        return self.class_metrics.percent()
 
     def correct_flags(self) -> torch.Tensor:
         """(N,) bool: which samples of the last validation/test pass were classified right."""

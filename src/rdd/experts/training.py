@@ -24,6 +24,7 @@ from rdd.errors import UserError
 from rdd.experts.store import ExpertStore, buffer_key, experts_train_on_risk
 from rdd.experts.trajectories import flat_parameters
 from rdd.matching.robust import real_data_loss
+from rdd.matching.trajectory import TrajectoryMatching
 from rdd.nets import net_factory, net_name
 from rdd.realpool import RealPool
 from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
@@ -34,6 +35,7 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     """Train every missing expert of the buffer for ``cfg``; returns its store."""
     quiet_lightning()
     check_settings(cfg.experts)
+    check_mtt_settings(cfg)
     check_robust_node(cfg)
     data = build(cfg.data, "data")
     data.setup()
@@ -58,6 +60,18 @@ def check_settings(experts: Any) -> None:
             raise UserError(f"experts.{key} must be >= 1, got {experts[key]}")
     if experts.lr <= 0:
         raise UserError(f"experts.lr must be positive, got {experts.lr}")
+
+
+def check_mtt_settings(cfg: DictConfig) -> None:
+    """Refuse, before any expert trains, a buffer that ``rdd.run`` with the same overrides
+    would refuse: the MTT matcher is built (its own checks) and checks the expert length."""
+    matcher = build(cfg.matching, "matching")
+    if not isinstance(matcher, TrajectoryMatching):
+        raise UserError(
+            f"rdd.buffer makes expert trajectories for MTT, not matching={matcher.name}: add "
+            "matching=mtt (with the matching.* overrides of the rdd.run that will use them)"
+        )
+    matcher.check_expert_epochs(cfg.experts.epochs, made=False)
 
 
 def pick_device(accelerator: str) -> torch.device:

@@ -129,14 +129,33 @@ class TrajectoryMatching(Matcher):
 
     def attach(self, trajectories: Trajectories) -> None:
         """Use these expert trajectories; they must be long enough for the start epochs."""
-        needed = self.max_start_epoch - 1 + self.expert_epochs
-        if trajectories.epochs < needed:
-            raise UserError(
-                f"the expert buffer has {trajectories.epochs} epochs but max_start_epoch="
-                f"{self.max_start_epoch} and expert_epochs={self.expert_epochs} need {needed}: "
-                f"lower them or re-make the buffer with experts.epochs={needed}"
-            )
+        self.check_expert_epochs(trajectories.epochs, made=True)
         self.trajectories = trajectories
+
+    def check_expert_epochs(self, epochs: int, made: bool) -> None:
+        """Whether experts ``epochs`` long reach every target: the last start epoch
+        (max_start_epoch - 1) plus expert_epochs. ``rdd.buffer`` checks the same before it
+        trains any expert (``made=False``), so a buffer it makes is one ``rdd.run`` accepts.
+
+        Raises:
+            UserError: too short; the message names the key to change.
+        """
+        needed = self.max_start_epoch - 1 + self.expert_epochs
+        if epochs >= needed:
+            return
+        need = (
+            f"matching.max_start_epoch={self.max_start_epoch} and matching.expert_epochs="
+            f"{self.expert_epochs} need experts of {needed} epochs"
+        )
+        if made:
+            raise UserError(
+                f"the expert buffer has {epochs} epochs but {need}: lower them or re-make the "
+                f"buffer with experts.epochs={needed}"
+            )
+        raise UserError(
+            f"experts.epochs={epochs} is too short for MTT: {need}; set experts.epochs={needed} "
+            "or lower matching.max_start_epoch (the same in rdd.run)"
+        )
 
     def step(self, ctx: DistillContext) -> dict[str, float]:
         """One iteration: unroll the student, match the expert, step images and step size."""
