@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from rdd.outputs import read_metrics
 from tests.conftest import TINY, run_module
 
 
@@ -84,7 +85,7 @@ def test_multirun_sweeps_methods_and_seeds(tmp_path) -> None:
     assert len(jobs) == 6
     seen = set()
     for job in jobs:
-        assert {"test_acc", "test_acc_std", "val_acc"} <= json.loads(job.read_text()).keys()
+        assert {"test_acc", "test_acc_std", "val_acc"} <= read_metrics(job).keys()
         cfg = yaml.safe_load((job.parent / "config.yaml").read_text())
         seen.add((cfg["matching"]["name"], cfg["seed"]))
     assert seen == {(m, s) for m in ("dc", "dsa", "random") for s in (0, 1)}
@@ -104,7 +105,7 @@ def test_evaluate_a_saved_set(tmp_path, cli) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert 0 <= metrics["test_acc"] <= 100 and "convnet_w32/test_acc" in metrics
 
 
@@ -148,5 +149,5 @@ def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(tmp_
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert {"tiny_mlp/test_acc", "convnet_w32/test_acc"} <= metrics.keys()

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from rdd.errors import UserError
+from rdd.outputs import read_metrics
 from rdd.run import run
 from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config
@@ -26,8 +27,11 @@ def test_run_writes_every_output(matching: str, tmp_path) -> None:
     metrics = run(cfg)
     for name in ("synset.pt", "synset.png", "config.yaml", "metrics.json"):
         assert (tmp_path / name).is_file(), name
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["test_acc"] == pytest.approx(metrics["test_acc"])
+    saved = read_metrics(tmp_path)
+    assert saved == pytest.approx(metrics)
+    stored = json.loads((tmp_path / "metrics.json").read_text())  # each figure once
+    assert stored["headline_net"] == "convnet_w32" and "test_acc" not in stored
+    assert {"convnet_w32/test_acc", "distill_seconds", "eval_seconds"} <= stored.keys()
     assert 0 <= saved["test_acc"] <= 100 and saved["test_acc_std"] >= 0
     assert saved["worst_cluster_acc"] <= saved["mean_cluster_acc"] <= 100
     synset = SyntheticSet.load(tmp_path)
