@@ -16,8 +16,8 @@ from scipy import ndimage
 from rdd.data import RealDataModule
 from rdd.data.subgroup import TRANSFORMS, Subgroup, alter_subgroup, pick_members
 from rdd.errors import UserError
-from rdd.outputs import read_metrics
 from rdd.eval.scoring import evaluate_synset
+from rdd.outputs import read_metrics
 from rdd.report import aggregate, find_runs, markdown_table
 from rdd.run import run
 from tests.conftest import TINY, compose_config
