@@ -9,16 +9,20 @@ are not repeated there: they are in metrics.json.
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.config import build
 from rdd.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 # The first columns, in this order; every other logged key follows, sorted.
 LEADING = ["iteration", "seconds", "train/match_loss"]
@@ -146,6 +150,40 @@ def _iteration(row: dict[str, str]) -> float:
         return float(row.get("iteration") or "-inf")
     except ValueError:
         return float("-inf")
+
+
+class ProgressLog(L.Callback):
+    """A line to the run's log (run.log and the console) about every tenth of the
+    distillation and at its end: iteration, matching loss, seconds per iteration.
+
+    Args:
+        lines: about how many lines a whole distillation gets.
+    """
+
+    def __init__(self, lines: int = 10) -> None:
+        self.lines = lines
+        self.started, self.first = time.perf_counter(), None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.started, self.first = time.perf_counter(), None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        if trainer.global_rank != 0:
+            return
+        done, total = pl_module.iteration + 1, pl_module.matcher.iterations
+        self.first = done - 1 if self.first is None else self.first  # a resumed run starts late
+        every = max(1, total // self.lines)
+        if done % every and done != total:
+            return
+        loss = trainer.callback_metrics.get("train/match_loss")
+        rate = (time.perf_counter() - self.started) / max(done - self.first, 1)
+        log.info(
+            "distill: iteration %d/%d, matching loss %s, %.2f s/iteration",
+            done,
+            total,
+            "–" if loss is None else f"{float(loss):.4g}",
+            rate,
+        )
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
