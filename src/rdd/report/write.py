@@ -34,9 +34,11 @@ class Report:
     unfinished: list[Path]
 
 
-def make_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> Report:
-    """Find the runs under ``dirs`` and write report.md, report.json and the plots into ``out``
-    (default ``<first dir>/report``)."""
+def make_report(
+    dirs: Sequence[str | Path], out: str | Path | None = None, plots: bool = True
+) -> Report:
+    """Find the runs under ``dirs`` and write report.md, report.json and (unless ``plots`` is
+    false: tables only, in a second) the plots into ``out`` (default ``<first dir>/report``)."""
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise UserError("no run directory given: pass runs=DIR (a run or Hydra multirun directory)")
@@ -48,7 +50,7 @@ def make_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> Re
         )
     out = Path(out) if out is not None else dirs[0] / "report"
     rows = aggregate(runs)
-    images = save_plots(runs, rows, out)
+    images = save_plots(runs, rows, out) if plots else []
     report = Report(out, runs, rows, images, unfinished)
     previous = owned_files(out)
     write_text(out / "report.md", report_markdown(report, dirs))
