@@ -7,10 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rdd.report import aggregate, find_runs, headline_details, markdown_table, mixed_settings
+from rdd.report import (
+    aggregate,
+    find_runs,
+    headline_details,
+    markdown_table,
+    mixed_settings,
+    plot_accuracy_vs_ipc,
+    plot_cluster_bars,
+    std_note,
+)
 from tests.conftest import TINY, run_module
 from tests.test_cli import assert_one_line_error
 
@@ -31,7 +41,7 @@ HEADER = [
     "method",
     "ipc",
     "risk",
-    "n",
+    "seeds",
     "clean",
     "mean cluster",
     "worst cluster",
@@ -161,6 +171,14 @@ def test_table_is_the_mean_and_std_over_seeds(reported) -> None:
     assert table_lines[0] in result.stdout and str(sweep / "report" / "report.md") in result.stdout
     assert "skipped 1 unfinished" in result.stdout
     assert "note:" not in result.stdout  # the seeds of a group share every other setting
+    # Rows of 2-3 seeds and rows of one: the line under every table says which std is which.
+    note = (
+        "± is the std over seeds (over evaluation networks where there is one seed); "
+        "the seeds column counts the runs."
+    )
+    assert note in result.stdout and markdown.count(f"\n\n{note}\n") == 3
+    assert std_note(aggregate(find_runs([sweep]))[1:3]).startswith("± is the std over seeds;")
+    assert "std over evaluation networks (one seed)" in std_note(aggregate(find_runs([sweep]))[:1])
 
 
 def test_architecture_and_severity_tables(reported) -> None:
@@ -196,6 +214,27 @@ def test_plots_are_written(reported) -> None:
             assert image.width > 100 and image.height > 100, name
     assert sorted(p.stem for p in out.glob("*.png")) == names
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_every_line_and_bar_has_its_own_colour_and_says_what_its_error_bars_are(
+    tmp_path,
+) -> None:
+    runs = find_runs([build_sweep(tmp_path / "sweep")])
+    [ax] = plot_accuracy_vs_ipc(aggregate(runs)).axes
+    colours = {c.get_label(): c.lines[0].get_color() for c in ax.containers}
+    assert colours.keys() == {"dsa", "dsa + cvar", "random"}  # lines with error bars
+    assert len(set(colours.values())) == 3  # base and robust dsa differ too
+    title = ax.get_legend().get_title().get_text()
+    assert title == "error bars: std over seeds (over evaluation networks where there is one seed)"
+    [ax] = plot_cluster_bars(runs, "digits", "dsa", 10).axes
+    bars = {
+        c.get_label(): c.patches[0].get_facecolor()
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+    }
+    assert bars.keys() == {"base (3 seeds)", "cvar (2 seeds)"}
+    assert len(set(bars.values())) == 2
+    assert ax.get_legend().get_title().get_text() == "error bars: std over seeds"
 
 
 def test_api_used_by_the_notebook(tmp_path) -> None:
@@ -253,7 +292,7 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
     [run_dir] = (out / "wandb").glob("offline-run-*")
     [table_file] = (run_dir / "files" / "media" / "table").glob("report_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"][:6] == ["dataset", "method", "ipc", "risk", "n", "clean"]
+    assert table["columns"][:6] == ["dataset", "method", "ipc", "risk", "seeds", "clean"]
     expected = expected_table()
     assert [row[:5] for row in table["data"]] == [row[:4] + [int(row[4])] for row in expected]
     dsa = table["data"][1]

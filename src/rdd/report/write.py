@@ -11,7 +11,14 @@ from typing import Any
 
 from rdd.errors import UserError
 from rdd.io import write_json, write_text
-from rdd.report.aggregate import MISSING, Row, aggregate, mixed_notes, mixed_settings
+from rdd.report.aggregate import (
+    MISSING,
+    Row,
+    aggregate,
+    mixed_notes,
+    mixed_settings,
+    std_note,
+)
 from rdd.report.plots import (
     cluster_groups,
     grid_groups,
@@ -99,11 +106,11 @@ def report_markdown(report: Report, dirs: Sequence[Path]) -> str:
     parts = [
         "# rdd report",
         f"{plural(len(report.runs), 'run')} in {plural(len(report.rows), 'group')} from "
-        f"{', '.join(f'`{d}`' for d in dirs)}. Test accuracy in %, mean ± std over runs "
-        "(seeds); a group with one run shows the std over its evaluation networks. "
+        f"{', '.join(f'`{d}`' for d in dirs)}. Test accuracy in %, mean ± std; "
         f"{MISSING}: not measured.",
         "## Accuracy (headline architecture)",
         markdown_table(report.rows),
+        f"{std_note(report.rows)}.",
     ]
     if notes := mixed_notes(report.rows):
         parts += [
@@ -111,9 +118,17 @@ def report_markdown(report: Report, dirs: Sequence[Path]) -> str:
             "\n".join(f"- {n}" for n in notes),
         ]
     if table := arch_table(report.rows):
-        parts += ["## Clean accuracy per evaluation architecture", table]
+        parts += [
+            "## Clean accuracy per evaluation architecture",
+            table,
+            f"{std_note(report.rows)}.",
+        ]
     if table := severity_table(report.rows):
-        parts += ["## Corruption accuracy per severity (mean over corruptions)", table]
+        parts += [
+            "## Corruption accuracy per severity (mean over corruptions)",
+            table,
+            f"{std_note(report.rows)}.",
+        ]
     if report.images:
         parts += ["## Plots", "\n\n".join(f"![{p.stem}]({p.name})" for p in report.images)]
     return "\n\n".join(parts) + "\n"
@@ -127,7 +142,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "method": row.method,
             "ipc": row.ipc,
             "risk": row.risk,
-            "n": row.n,
+            "n": row.n,  # runs (seeds)
             "runs": [str(run.path) for run in row.runs],
             "mixed_settings": mixed_settings(row.runs),
             "figures": {k: {"mean": m, "std": s} for k, (m, s) in row.figures.items()},
