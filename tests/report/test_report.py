@@ -21,6 +21,7 @@ from rdd.report import (
     plot_cluster_bars,
     std_note,
 )
+from rdd.report.sweep import WriteSweepTable
 from tests.conftest import TINY, run_module
 from tests.test_cli import assert_one_line_error
 
@@ -324,6 +325,15 @@ def test_bad_input_fails_in_one_line(
     assert_one_line_error(cli("rdd.report", *args, cwd=tmp_path), *words)
 
 
+def test_a_sweep_whose_table_cannot_be_written_still_ends_quietly(tmp_path, capsys) -> None:
+    (tmp_path / "0").mkdir()  # a job that never finished
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    WriteSweepTable().on_multirun_end(config)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no sweep table (no finished runs" in err
+    assert f"python -m rdd.report {tmp_path}" in err and not (tmp_path / "report").exists()
+
+
 def test_report_of_a_real_multirun(tmp_path, cli) -> None:
     sweep = tmp_path / "sweep"
     made = run_module(
@@ -336,6 +346,11 @@ def test_report_of_a_real_multirun(tmp_path, cli) -> None:
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr[-3000:]
+    # The sweep wrote its table as it ended (rdd.report.sweep.WriteSweepTable): no plots.
+    assert f"sweep table: {sweep / 'report' / 'report.md'}" in made.stdout
+    [written] = tables((sweep / "report" / "report.md").read_text())[:1]
+    assert written[1][:5] == ["digits", "random", "2", "none", "2"]
+    assert not list((sweep / "report").glob("*.png"))
     result = cli("rdd.report", str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "found 2 runs in 1 group" in result.stdout and "note:" not in result.stdout
