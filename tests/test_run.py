@@ -30,8 +30,9 @@ def test_run_writes_every_output(matching: str, tmp_path) -> None:
     saved = read_metrics(tmp_path)
     assert saved == pytest.approx(metrics)
     stored = json.loads((tmp_path / "metrics.json").read_text())  # each figure once
-    assert stored["headline_net"] == "convnet_w32" and "test_acc" not in stored
-    assert {"convnet_w32/test_acc", "distill_seconds", "eval_seconds"} <= stored.keys()
+    net = stored["headline_net"]  # the run's own net (eval.nets: null)
+    assert net == SyntheticSet.load(tmp_path).meta["net"] and "test_acc" not in stored
+    assert {f"{net}/test_acc", "distill_seconds", "eval_seconds"} <= stored.keys()
     assert 0 <= saved["test_acc"] <= 100 and saved["test_acc_std"] >= 0
     assert saved["worst_cluster_acc"] <= saved["mean_cluster_acc"] <= 100
     synset = SyntheticSet.load(tmp_path)

@@ -7,21 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.container import BarContainer
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rdd.report import (
-    aggregate,
-    find_runs,
-    headline_details,
-    markdown_table,
-    mixed_settings,
-    plot_accuracy_vs_ipc,
-    plot_cluster_bars,
-    std_note,
-)
-from rdd.report.sweep import WriteSweepTable
+from rdd.report import aggregate, find_runs, headline_details, markdown_table, mixed_settings
 from tests.conftest import TINY, run_module
 from tests.test_cli import assert_one_line_error
 
@@ -178,8 +167,6 @@ def test_table_is_the_mean_and_std_over_seeds(reported) -> None:
         "the seeds column counts the runs."
     )
     assert note in result.stdout and markdown.count(f"\n\n{note}\n") == 3
-    assert std_note(aggregate(find_runs([sweep]))[1:3]).startswith("± is the std over seeds;")
-    assert "std over evaluation networks (one seed)" in std_note(aggregate(find_runs([sweep]))[:1])
 
 
 def test_architecture_and_severity_tables(reported) -> None:
@@ -215,27 +202,6 @@ def test_plots_are_written(reported) -> None:
             assert image.width > 100 and image.height > 100, name
     assert sorted(p.stem for p in out.glob("*.png")) == names
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
-
-
-def test_every_line_and_bar_has_its_own_colour_and_says_what_its_error_bars_are(
-    tmp_path,
-) -> None:
-    runs = find_runs([build_sweep(tmp_path / "sweep")])
-    [ax] = plot_accuracy_vs_ipc(aggregate(runs)).axes
-    colours = {c.get_label(): c.lines[0].get_color() for c in ax.containers}
-    assert colours.keys() == {"dsa", "dsa + cvar", "random"}  # lines with error bars
-    assert len(set(colours.values())) == 3  # base and robust dsa differ too
-    title = ax.get_legend().get_title().get_text()
-    assert title == "error bars: std over seeds (over evaluation networks where there is one seed)"
-    [ax] = plot_cluster_bars(runs, "digits", "dsa", 10).axes
-    bars = {
-        c.get_label(): c.patches[0].get_facecolor()
-        for c in ax.containers
-        if isinstance(c, BarContainer)
-    }
-    assert bars.keys() == {"base (3 seeds)", "cvar (2 seeds)"}
-    assert len(set(bars.values())) == 2
-    assert ax.get_legend().get_title().get_text() == "error bars: std over seeds"
 
 
 def test_api_used_by_the_notebook(tmp_path) -> None:
@@ -275,33 +241,6 @@ def test_regenerating_replaces_only_the_reports_files(tmp_path, cli) -> None:
     assert "cvar" not in (out / "report.md").read_text()
 
 
-def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
-    sweep = build_sweep(tmp_path / "sweep")
-    out = tmp_path / "out"
-    result = run_module(
-        "rdd.report",
-        str(sweep),
-        f"out={out}",
-        "logger=wandb",
-        "logger.wandb.offline=true",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [run_dir] = (out / "wandb").glob("offline-run-*")
-    [table_file] = (run_dir / "files" / "media" / "table").glob("report_*.table.json")
-    table = json.loads(table_file.read_text())
-    assert table["columns"][:6] == ["dataset", "method", "ipc", "risk", "seeds", "clean"]
-    expected = expected_table()
-    assert [row[:5] for row in table["data"]] == [row[:4] + [int(row[4])] for row in expected]
-    dsa = table["data"][1]
-    assert dsa[5] == pytest.approx(52.0) and dsa[6] == pytest.approx(np.std([50, 52, 54]))
-    images = {p.name.split("_")[0] for p in (run_dir / "files" / "media" / "images").glob("*.png")}
-    assert images == {"acc", "clusters", "grids"}
-
-
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -323,15 +262,6 @@ def test_bad_input_fails_in_one_line(
     (tmp_path / "sweep").mkdir()
     write_run(tmp_path / "sweep" / "0", SPECS[0])
     assert_one_line_error(cli("rdd.report", *args, cwd=tmp_path), *words)
-
-
-def test_a_sweep_whose_table_cannot_be_written_still_ends_quietly(tmp_path, capsys) -> None:
-    (tmp_path / "0").mkdir()  # a job that never finished
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    WriteSweepTable().on_multirun_end(config)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no sweep table (no finished runs" in err
-    assert f"python -m rdd.report {tmp_path}" in err and not (tmp_path / "report").exists()
 
 
 def test_report_of_a_real_multirun(tmp_path, cli) -> None:
