@@ -10,11 +10,12 @@ given with --by, and the std is over the runs of a group (the seeds).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from rdd.outputs import read_metrics
 
 METRICS = ("test_acc", "mean_cluster_acc", "worst_cluster_acc", "worst_class_acc")
 
@@ -23,9 +24,7 @@ def load_runs(sweep_dir: Path) -> list[tuple[dict, dict]]:
     runs = []
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
         cfg = OmegaConf.load(metrics_file.parent / ".hydra" / "config.yaml")
-        runs.append(
-            (OmegaConf.to_container(cfg, resolve=False), json.loads(metrics_file.read_text()))
-        )
+        runs.append((OmegaConf.to_container(cfg, resolve=False), read_metrics(metrics_file)))
     if not runs:
         raise SystemExit(f"error: no */metrics.json under {sweep_dir}; pass a multirun directory")
     return runs

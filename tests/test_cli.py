@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
+from rdd.outputs import read_metrics
 from tests.conftest import TINY, run_module
 
 
@@ -84,7 +84,7 @@ def test_multirun_sweeps_methods_and_seeds(tmp_path) -> None:
     assert len(jobs) == 6
     seen = set()
     for job in jobs:
-        assert {"test_acc", "test_acc_std", "val_acc"} <= json.loads(job.read_text()).keys()
+        assert {"test_acc", "test_acc_std", "val_acc"} <= read_metrics(job).keys()
         cfg = yaml.safe_load((job.parent / "config.yaml").read_text())
         seen.add((cfg["matching"]["name"], cfg["seed"]))
     assert seen == {(m, s) for m in ("dc", "dsa", "random") for s in (0, 1)}
@@ -104,7 +104,7 @@ def test_evaluate_a_saved_set(tmp_path, cli) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert 0 <= metrics["test_acc"] <= 100 and "convnet_w32/test_acc" in metrics
 
 
@@ -120,13 +120,25 @@ def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path, cli) -> None:
     )
 
 
-def test_summary_table_is_printed(tmp_path) -> None:
-    result = run_module(
-        "rdd.run", *TINY, "matching=random", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path
-    )
-    assert result.returncode == 0
-    assert "clean %" in result.stdout and "convnet_w32" in result.stdout
-    assert Path(tmp_path / "r" / "synset.png").is_file()
+def test_the_runs_messages_reach_the_console_run_log_and_summary_txt(tmp_path) -> None:
+    out = tmp_path / "r"
+    result = run_module("rdd.run", *TINY, "matching=dc", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The console: plain lines (no time stamps); the table's rows start the line.
+    console = result.stdout.splitlines()
+    assert any(line.startswith("net ") and "clean %" in line for line in console)
+    assert any(line.startswith("convnet_w32 ") for line in console)
+    assert not any("[INFO]" in line for line in console)
+    summary = (out / "summary.txt").read_text()
+    assert summary.startswith("rdd | digits") and "clean %" in summary
+    assert f"outputs: {out}" in summary
+    # run.log: the same messages, time-stamped (Hydra's job logging).
+    run_log = (out / "run.log").read_text()
+    for words in ("rdd.run: dc on digits, ipc 2", "distill: iteration 1/1, matching loss"):
+        assert words in run_log, words
+    assert summary.splitlines()[-2] in run_log and "[rdd.run][INFO]" in run_log
+    assert "━" not in run_log and "evaluating" not in run_log  # progress bars: console only
+    assert Path(out / "synset.png").is_file()
 
 
 def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(tmp_path, cli) -> None:
@@ -148,5 +160,5 @@ def test_a_net_config_on_the_search_path_is_a_run_net_and_an_evaluation_net(tmp_
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert {"tiny_mlp/test_acc", "convnet_w32/test_acc"} <= metrics.keys()

@@ -3,7 +3,6 @@ run, and an evaluation's figures written as they arrive."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 
 import rdd.eval.scoring
 from rdd.errors import Interrupted
+from rdd.outputs import read_metrics
 from tests.conftest import REPO, TINY
 
 
@@ -31,7 +31,7 @@ def test_an_interrupted_evaluation_keeps_the_clean_figures(tmp_path, cli, monkey
     lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1 and "evaluation stopped" in lines[0], result.stderr
     assert f"rdd.evaluate synset={out}" in lines[0]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert metrics["eval_complete"] is False
     assert 0 <= metrics["test_acc"] <= 100 and "noise_acc" not in metrics
     assert (out / "synset.pt").exists()
@@ -42,7 +42,7 @@ def test_a_finished_evaluation_is_marked_complete(tmp_path, cli) -> None:
     out = tmp_path / "run"
     result = cli("rdd.run", *TINY, "matching=random", f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert metrics["eval_complete"] is True and "noise_acc" in metrics
     assert not (out / "FAILED.txt").exists()
 

@@ -147,7 +147,7 @@ def test_sigkill_mid_distillation_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert counts and min(counts) >= resumed_at and max(counts) == 6, out[-1500:]
     assert "Epoch 0" not in out
     with open(tmp_path / "resumed" / "csv" / "metrics.csv") as rows:
-        steps = [int(row["step"]) for row in csv.DictReader(rows) if row.get("step")]
+        steps = [int(row["iteration"]) for row in csv.DictReader(rows)]
     assert min(steps) == resumed_at and max(steps) == 5, steps
     whole = SyntheticSet.load(tmp_path / "whole" / "synset.pt").images
     resumed = SyntheticSet.load(tmp_path / "resumed" / "synset.pt").images

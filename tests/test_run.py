@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 import yaml
 
 from rdd.errors import UserError
+from rdd.outputs import read_metrics
 from rdd.run import run
 from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config
@@ -25,8 +27,12 @@ def test_run_writes_every_output(matching: str, tmp_path) -> None:
     metrics = run(cfg)
     for name in ("synset.pt", "synset.png", "config.yaml", "metrics.json"):
         assert (tmp_path / name).is_file(), name
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["test_acc"] == pytest.approx(metrics["test_acc"])
+    saved = read_metrics(tmp_path)
+    assert saved == pytest.approx(metrics)
+    stored = json.loads((tmp_path / "metrics.json").read_text())  # each figure once
+    net = stored["headline_net"]  # the run's own net (eval.nets: null)
+    assert net == SyntheticSet.load(tmp_path).meta["net"] and "test_acc" not in stored
+    assert {f"{net}/test_acc", "distill_seconds", "eval_seconds"} <= stored.keys()
     assert 0 <= saved["test_acc"] <= 100 and saved["test_acc_std"] >= 0
     assert saved["worst_cluster_acc"] <= saved["mean_cluster_acc"] <= 100
     synset = SyntheticSet.load(tmp_path)
@@ -88,17 +94,19 @@ def test_wandb_offline_logs_without_a_network_or_account(tmp_path, monkeypatch) 
     assert list(offline_runs[0].glob("*.wandb"))  # the run's log, ready for `wandb sync`
 
 
-def test_csv_logger_records_the_matching_loss_per_iteration(tmp_path) -> None:
+def test_csv_logger_writes_one_named_row_per_iteration(tmp_path) -> None:
     run(
         compose_config(
             *TINY, "matching=dc", "matching.iterations=2", "logger=csv", output_dir=tmp_path
         )
     )
-    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    column = header.index("train/match_loss")
-    losses = [line.split(",")[column] for line in lines[1:] if line.split(",")[column]]
-    assert len(losses) == 2 and all(float(v) > 0 for v in losses)
+    with (tmp_path / "csv" / "metrics.csv").open(newline="") as file:
+        reader = csv.DictReader(file)
+        header, rows = reader.fieldnames, list(reader)
+    assert header[:3] == ["iteration", "seconds", "train/match_loss"]
+    assert "epoch" not in header and not any(key.startswith("eval/") for key in header)
+    assert [row["iteration"] for row in rows] == ["0", "1"]
+    assert all(float(row["train/match_loss"]) > 0 for row in rows)
 
 
 def test_evaluation_on_several_architectures(tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -36,12 +37,28 @@ def test_round_trip(tmp_path) -> None:
     assert loaded.meta == original.meta | {"zca": False} and loaded.zca is None
 
 
-def test_grid_has_one_row_per_class(tmp_path) -> None:
+def test_grid_has_one_labelled_readable_row_per_class(tmp_path) -> None:
     synset = make_set(num_classes=3, ipc=2)
+    synset.meta["class_names"] = ["cat", "dog", "zebra"]
+    levels = [0.2, 0.5, 0.8]  # every image of class c is one grey level, after de-normalising
+    mean, std = torch.tensor(synset.meta["mean"]), torch.tensor(synset.meta["std"])
+    grey = torch.tensor(levels).repeat_interleave(2).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)
+    synset.images = (grey - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     synset.save_grid(tmp_path / "grid.png")
-    width, height = Image.open(tmp_path / "grid.png").size
-    # make_grid: ipc columns, one row per class, 1-pixel padding around every 8x8 tile.
-    assert (width, height) == (2 * 9 + 1, 3 * 9 + 1)
+    pixels = np.asarray(Image.open(tmp_path / "grid.png").convert("L")).astype(int)
+    # 8x8 images enlarged (nearest neighbour) to 64x64: three rows of 64 pixels at least.
+    assert pixels.shape[0] >= 3 * 64
+    values = [round(v * 255) for v in levels]
+    rightmost = pixels[:, -5]  # inside the last image of every row
+    rows = [np.flatnonzero(np.abs(rightmost - v) <= 1) for v in values]
+    assert all(len(r) == 64 and r[-1] - r[0] == 63 for r in rows)  # sharp 64-pixel rows
+    assert rows[0][0] < rows[1][0] < rows[2][0]  # in class order
+    first_image = np.flatnonzero(np.abs(pixels[rows[0][0]] - values[0]) <= 1)[0]
+    assert first_image > 20  # room for the names on the left
+    labels = [pixels[r[0] : r[-1] + 1, :first_image] for r in rows]
+    assert all((label < 128).sum() > 10 for label in labels)  # each row has its name
+    widths = [np.flatnonzero((label < 128).any(axis=0))[-1] for label in labels]
+    assert widths[2] > widths[0]  # "zebra" is longer than "cat"
 
 
 def test_denormalisation_inverts_the_normalisation() -> None:

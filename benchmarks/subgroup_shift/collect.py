@@ -17,6 +17,8 @@ import re
 import statistics
 from pathlib import Path
 
+from rdd.outputs import read_metrics
+
 NAME = re.compile(r"(?P<method>[a-z]+)_(?P<risk>[a-z_]+?)_s(?P<seed>\d+)(?P<tag>.*)$")
 KEYS = ("test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc")
 HEADERS = ("clean test", "worst group", "worst cluster", "altered test")
@@ -28,7 +30,7 @@ def rows(runs: Path) -> list[dict]:
         match = NAME.match(metrics.parent.name)
         if not match:
             continue
-        values = json.loads(metrics.read_text())
+        values = read_metrics(metrics)
         altered = [k for k in values if k.startswith("group_") and k.endswith("_acc")]
         altered.remove("group_clean_acc")
         values["altered_acc"] = values[altered[0]]

@@ -1,7 +1,15 @@
-"""What a run writes into its directory: the set, its metadata and the evaluation files."""
+"""What a run writes into its directory: the set, its metadata and the evaluation files.
+
+metrics.json holds every per-architecture figure once, as ``<net>/<figure>`` (with
+``<net>/<figure>_std``, the std over that net's evaluation networks), ``headline_net`` (the
+architecture whose figures are the run's headline ones) and the run-level figures
+(``distill_seconds``, ``eval_seconds``). :func:`read_metrics` gives back the in-memory form
+rdd.run returns, with the headline figures also unprefixed (``test_acc``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.config import check_fresh, check_writable
+from rdd.errors import UserError
 from rdd.eval.official_corruptions import corruption_source
 from rdd.io import write_json
 from rdd.nets import net_name
@@ -76,4 +85,52 @@ def write_eval_outputs(
         "corruptions_source": corruption_source(settings),
     }
     write_json(out_dir / "eval_details.json", details)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", stored_metrics(metrics))
+
+
+def headline_of(metrics: dict[str, float]) -> str | None:
+    """The architecture whose ``<net>/<figure>`` equal the unprefixed figures (the first one
+    evaluated, in the order the metrics list them); None without per-architecture figures."""
+    archs = dict.fromkeys(key.split("/", 1)[0] for key in metrics if "/" in key)
+    for arch in archs:
+        prefix = f"{arch}/"
+        mine = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+        if all(same(metrics.get(name), value) for name, value in mine.items()):
+            return arch
+    return None
+
+
+def same(a: float | None, b: float) -> bool:
+    return a == b or (a is not None and a != a and b != b)  # NaN figures are equal too
+
+
+def stored_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
+    """metrics as metrics.json stores them: the headline aliases dropped, ``headline_net``
+    naming their architecture."""
+    headline = headline_of(metrics)
+    if headline is None:
+        return dict(metrics)
+    aliases = {k.split("/", 1)[1] for k in metrics if k.startswith(f"{headline}/")}
+    return {"headline_net": headline} | {k: v for k, v in metrics.items() if k not in aliases}
+
+
+def read_metrics(path: str | Path) -> dict[str, float]:
+    """A run's metrics.json (or the run directory holding it) as rdd.run returned them: every
+    ``<net>/<figure>``, the headline net's figures also unprefixed, the run-level figures.
+    Files written before ``headline_net`` (which hold the aliases already) read unchanged."""
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    try:
+        stored = json.loads(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read '{path}' ({err.strerror}): pass a finished run") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"'{path}' is not valid JSON ({err}): rerun or remove that run") from None
+    if not isinstance(stored, dict):
+        raise UserError(f"'{path}' is not an rdd metrics file: rerun or remove that run")
+    headline = stored.pop("headline_net", None)
+    metrics = {k: float(v) for k, v in stored.items() if isinstance(v, int | float)}
+    if isinstance(headline, str):
+        prefix = f"{headline}/"
+        metrics |= {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+    return metrics

@@ -42,7 +42,7 @@ from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
 from rdd.learner import SyntheticSetLearner
-from rdd.loggers import build_loggers, report_to_loggers
+from rdd.loggers import ProgressLog, build_loggers, report_to_loggers
 from rdd.matching import Matcher
 from rdd.nets import checked_net_factory
 from rdd.outputs import prepare_output_dir, save_synset, synset_meta, write_eval_outputs
@@ -53,7 +53,7 @@ from rdd.strategy import distill_strategy, trainer_kwargs
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rdd.run")  # named so in run.log under python -m too, not __main__
 
 
 @dataclass
@@ -93,6 +93,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     quiet_lightning()
     check_config(cfg)
     out_dir = prepare_output_dir(cfg.paths.output_dir)
+    # Through logging, not print: Hydra's job logging copies every line into <run dir>/run.log.
+    log.info(
+        "rdd.run: %s on %s, ipc %s, risk %s, seed %s -> %s",
+        *(cfg.matching.name, cfg.data.name, cfg.ipc, cfg.risk.name, cfg.seed, out_dir),
+    )
     prepared = prepare(cfg)
     data, matcher, ipc = prepared.data, prepared.matcher, prepared.ipc
     loggers = build_loggers(cfg)
@@ -162,7 +167,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except Interrupted:
         raise Interrupted(interrupted_evaluation(out_dir, bool(metrics))) from None
     report_to_loggers(loggers, metrics, grid)
-    print(format_summary(cfg, data, metrics, out_dir))
+    summary = format_summary(cfg, data, metrics, out_dir)
+    write_text(out_dir / "summary.txt", summary.lstrip("\n") + "\n")
+    log.info(summary)
     return metrics
 
 
@@ -257,7 +264,7 @@ def distill(
         enable_model_summary=False,
         # Every rank runs every iteration (the "batches" are iteration numbers, not data).
         use_distributed_sampler=False,
-        callbacks=callbacks,
+        callbacks=[*callbacks, ProgressLog()],
         **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
     trainer.fit(learner)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image, ImageDraw, ImageFont
 
 from rdd.errors import UserError
 from rdd.expansion import expand
@@ -23,6 +23,9 @@ from rdd.zca import ZCA
 FORMAT = "rdd-synset/1"
 FILE_NAME = "synset.pt"
 GRID_NAME = "synset.png"
+# Images are enlarged by a whole factor to at least this side in the grid (digits: 8 -> 64 px).
+GRID_MIN_SIDE = 64
+GRID_PAD = 2  # pixels between images
 
 
 @dataclass
@@ -80,13 +83,10 @@ class SyntheticSet:
         return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     def save_grid(self, path: str | Path) -> Path:
-        """A PNG grid of the de-normalised images, one row per class."""
-        return atomic_write(
-            path,
-            lambda tmp: save_image(
-                self.denormalized(), tmp, nrow=self.ipc, padding=1, format="png"
-            ),
-        )
+        """A PNG of the de-normalised images, one row per class with its name on the left,
+        small images enlarged (nearest neighbour, so pixels stay sharp) to about
+        ``GRID_MIN_SIDE`` pixels."""
+        return atomic_write(path, lambda tmp: labelled_grid(self).save(tmp, format="PNG"))
 
     @classmethod
     def load(cls, path: str | Path) -> SyntheticSet:
@@ -167,6 +167,48 @@ def resolve_synset_path(path: str | Path) -> Path:
             "python -m rdd.run"
         )
     return path
+
+
+def labelled_grid(synset: SyntheticSet) -> Image.Image:
+    """The grid :meth:`SyntheticSet.save_grid` writes: row c holds class c's images."""
+    images = synset.denormalized()
+    labels = synset.labels.detach().cpu()
+    num_classes = int(synset.meta.get("num_classes", int(labels.max()) + 1))
+    names = list(synset.meta.get("class_names") or [])
+    names += [str(c) for c in range(len(names), num_classes)]  # sets saved without names
+    _, channels, h, w = images.shape
+    scale = max(1, -(-GRID_MIN_SIDE // max(h, w)))  # ceil: never shrink
+    cell_h, cell_w = h * scale, w * scale
+    font = grid_font()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = 12 + max(int(draw.textlength(name, font=font)) for name in names[:num_classes])
+    columns = max(int((labels == c).sum()) for c in range(num_classes))
+    canvas = Image.new(
+        "RGB",
+        (margin + columns * (cell_w + GRID_PAD), GRID_PAD + num_classes * (cell_h + GRID_PAD)),
+        "white",
+    )
+    draw = ImageDraw.Draw(canvas)
+    pixels = (images * 255).round().to(torch.uint8)
+    for c in range(num_classes):
+        top = GRID_PAD + c * (cell_h + GRID_PAD)
+        box = draw.textbbox((0, 0), names[c], font=font)  # centred on the row by hand:
+        y = top + (cell_h - (box[3] - box[1])) // 2 - box[1]  # a bitmap font has no anchors
+        draw.text((6, y), names[c], fill="black", font=font)
+        for i, image in enumerate(pixels[labels == c]):
+            array = image.permute(1, 2, 0).numpy()
+            tile = Image.fromarray(array[..., 0] if channels == 1 else array)
+            tile = tile.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST)
+            canvas.paste(tile, (margin + i * (cell_w + GRID_PAD), top))
+    return canvas
+
+
+def grid_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's own font at a readable size (its tiny bitmap font without FreeType)."""
+    try:
+        return ImageFont.load_default(size=14)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 
 
 def class_grouped_labels(num_classes: int, ipc: int) -> torch.Tensor:

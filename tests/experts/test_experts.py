@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from rdd.errors import UserError
 from rdd.experts import ExpertStore, Trajectories, buffer_key
 from rdd.experts.training import ExpertTrainer, make_buffer
+from rdd.outputs import read_metrics
 from tests.conftest import compose_config
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
@@ -181,4 +182,4 @@ def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path,
     assert synset.meta["method"] == "mtt" and synset.meta["lr"] > 0
     assert synset.zca is not None and synset.meta["zca"]  # the evaluator whitens its test data
     assert any("-zca-" in p.name for p in (tmp_path / "buffers").iterdir())
-    assert json.loads((out / "metrics.json").read_text())["test_acc"] > 0
+    assert read_metrics(out)["test_acc"] > 0

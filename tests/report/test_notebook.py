@@ -35,7 +35,7 @@ def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch) -> None:
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     # Cells padded to the widest one: compare with single spaces.
     markdown = re.sub(" +", " ", "\n".join(outputs_of(notebook, "text/markdown")))
-    assert "| dataset | method | ipc | risk | n | clean" in markdown
+    assert "| dataset | method | ipc | risk | seeds | clean" in markdown
     assert "52.00 ± 1.63" in markdown
     assert "| worst cluster | invert group | worst group |" in markdown
     assert "| digits+invert | dm | 10 | none | 1 | 60.00 ± 1.00 |" in markdown

@@ -31,7 +31,7 @@ HEADER = [
     "method",
     "ipc",
     "risk",
-    "n",
+    "seeds",
     "clean",
     "mean cluster",
     "worst cluster",
@@ -161,6 +161,12 @@ def test_table_is_the_mean_and_std_over_seeds(reported) -> None:
     assert table_lines[0] in result.stdout and str(sweep / "report" / "report.md") in result.stdout
     assert "skipped 1 unfinished" in result.stdout
     assert "note:" not in result.stdout  # the seeds of a group share every other setting
+    # Rows of 2-3 seeds and rows of one: the line under every table says which std is which.
+    note = (
+        "± is the std over seeds (over evaluation networks where there is one seed); "
+        "the seeds column counts the runs."
+    )
+    assert note in result.stdout and markdown.count(f"\n\n{note}\n") == 3
 
 
 def test_architecture_and_severity_tables(reported) -> None:
@@ -235,33 +241,6 @@ def test_regenerating_replaces_only_the_reports_files(tmp_path, cli) -> None:
     assert "cvar" not in (out / "report.md").read_text()
 
 
-def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
-    sweep = build_sweep(tmp_path / "sweep")
-    out = tmp_path / "out"
-    result = run_module(
-        "rdd.report",
-        str(sweep),
-        f"out={out}",
-        "logger=wandb",
-        "logger.wandb.offline=true",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [run_dir] = (out / "wandb").glob("offline-run-*")
-    [table_file] = (run_dir / "files" / "media" / "table").glob("report_*.table.json")
-    table = json.loads(table_file.read_text())
-    assert table["columns"][:6] == ["dataset", "method", "ipc", "risk", "n", "clean"]
-    expected = expected_table()
-    assert [row[:5] for row in table["data"]] == [row[:4] + [int(row[4])] for row in expected]
-    dsa = table["data"][1]
-    assert dsa[5] == pytest.approx(52.0) and dsa[6] == pytest.approx(np.std([50, 52, 54]))
-    images = {p.name.split("_")[0] for p in (run_dir / "files" / "media" / "images").glob("*.png")}
-    assert images == {"acc", "clusters", "grids"}
-
-
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -297,6 +276,11 @@ def test_report_of_a_real_multirun(tmp_path, cli) -> None:
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr[-3000:]
+    # The sweep wrote its table as it ended (rdd.report.sweep.WriteSweepTable): no plots.
+    assert f"sweep table: {sweep / 'report' / 'report.md'}" in made.stdout
+    [written] = tables((sweep / "report" / "report.md").read_text())[:1]
+    assert written[1][:5] == ["digits", "random", "2", "none", "2"]
+    assert not list((sweep / "report").glob("*.png"))
     result = cli("rdd.report", str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "found 2 runs in 1 group" in result.stdout and "note:" not in result.stdout

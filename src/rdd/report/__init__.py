@@ -10,7 +10,15 @@ mean ± std), ``tables``, ``plots``, ``write`` (one report on disk and on W&B), 
 (the command line).
 """
 
-from rdd.report.aggregate import Row, aggregate, mixed_notes, mixed_settings, run_figures
+from rdd.report.aggregate import (
+    Row,
+    aggregate,
+    mixed_notes,
+    mixed_settings,
+    run_figures,
+    std_kind,
+    std_note,
+)
 from rdd.report.plots import (
     cluster_accuracy,
     cluster_groups,
@@ -46,6 +54,8 @@ __all__ = [
     "run_figures",
     "scan_runs",
     "severity_table",
+    "std_kind",
+    "std_note",
     "table_columns",
     "write_report",
 ]

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from rdd.cli import check_overrides, fail
 from rdd.config import compose_or_explain
 from rdd.errors import UserError
-from rdd.report.aggregate import mixed_notes
+from rdd.report.aggregate import mixed_notes, std_note
 from rdd.report.tables import markdown_table
 from rdd.report.write import Report, log_to_wandb, make_report, plural
 
@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for note in mixed_notes(report.rows):
             print(f"note: {note}")
         print(markdown_table(report.rows))
+        print(f"{std_note(report.rows)}.")
         if "wandb" in cfg.logger:
             log_to_wandb(report, cfg.logger.wandb.project, cfg.logger.wandb.offline)
     except UserError as err:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +92,22 @@ def combine(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     values = np.array([value for value, _ in pairs])
     std = float(values.std()) if len(pairs) >= 2 else pairs[0][1]
     return float(values.mean()), std
+
+
+def std_kind(seeds: Iterable[int]) -> str:
+    """What the std of rows (or plot points) averaging ``seeds`` runs each is: over seeds,
+    over a single run's evaluation networks (see :func:`combine`), or which is which."""
+    kinds = {n >= 2 for n in seeds}
+    if kinds == {True}:
+        return "std over seeds"
+    if kinds == {False}:
+        return "std over evaluation networks (one seed)"
+    return "std over seeds (over evaluation networks where there is one seed)"
+
+
+def std_note(rows: Sequence[Row]) -> str:
+    """The line under a table that says what its ± is."""
+    return f"± is the {std_kind(row.n for row in rows)}; the seeds column counts the runs"
 
 
 def mixed_settings(runs: Sequence[Run]) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rdd.io import atomic_write
-from rdd.report.aggregate import Row
+from rdd.report.aggregate import Row, std_kind
 from rdd.report.runs import Run, sort_key
 
 # line style per risk measure in the IPC plot, the base (risk none) first
@@ -27,24 +27,26 @@ RISK_STYLES = [
 
 
 def plot_accuracy_vs_ipc(rows: Sequence[Row], path: str | Path | None = None) -> Figure:
-    """Clean test accuracy against IPC, one line per method x risk (error bars: std), one
-    panel per dataset; the whole-dataset reference (`full`) as a dashed horizontal line."""
+    """Clean test accuracy against IPC, one line per method x risk, each its own colour (error
+    bars: std, the legend's title says over what), one panel per dataset; the whole-dataset
+    reference (`full`) as a dashed horizontal line."""
     datasets = sorted({row.dataset for row in rows})
     fig = Figure(figsize=(5.5 * max(len(datasets), 1), 4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(len(datasets), 1)))
     for ax, dataset in zip(axes, datasets, strict=False):
         mine = [r for r in rows if r.dataset == dataset and "test_acc" in r.figures]
-        methods = list(dict.fromkeys(r.method for r in mine))
         risks = list(dict.fromkeys(r.risk for r in sorted(mine, key=lambda r: r.risk != "none")))
+        lines = list(dict.fromkeys((r.method, r.risk) for r in mine if r.ipc is not None))
         for method, risk in dict.fromkeys((r.method, r.risk) for r in mine):
             line = [r for r in mine if (r.method, r.risk) == (method, risk)]
             label = method if risk == "none" else f"{method} + {risk}"
             if line[0].ipc is None:
                 ax.axhline(line[0].figures["test_acc"][0], ls="--", c="k", label=f"{label} (all)")
                 continue
-            # A method keeps its colour across risks, so base and robust lines pair up.
+            # Every line its own colour (a base and its robust run must not look alike); the
+            # line style and marker name the risk, so the lines of one risk still pair up.
             style = RISK_STYLES[risks.index(risk) % len(RISK_STYLES)]
-            colour = f"C{methods.index(method) % 10}"
+            colour = f"C{lines.index((method, risk)) % 10}"
             means, stds = zip(*(r.figures["test_acc"] for r in line), strict=True)
             ipcs = [r.ipc for r in line]
             ax.errorbar(ipcs, means, yerr=stds, c=colour, capsize=3, label=label, **style)
@@ -54,7 +56,9 @@ def plot_accuracy_vs_ipc(rows: Sequence[Row], path: str | Path | None = None) ->
             ax.set_xticks(ipcs, [str(i) for i in ipcs])
             ax.minorticks_off()
         ax.set(title=dataset, xlabel="images per class", ylabel="test accuracy (%)")
-        ax.legend(fontsize="small")
+        points = [r.n for r in mine if r.ipc is not None]
+        title = f"error bars: {std_kind(points)}" if points else None
+        ax.legend(fontsize="small", title=title, title_fontsize="small")
     return save(fig, path)
 
 
@@ -82,14 +86,16 @@ def plot_cluster_bars(
     for i, (risk, group) in enumerate(by_risk.items()):
         means, stds = cluster_accuracy(group)
         x = np.arange(len(means)) + (i - (len(by_risk) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=stds, capsize=2, label="base" if risk == "none" else risk)
+        label = f"{'base' if risk == 'none' else risk} ({len(group)} seed{'s' * (len(group) > 1)})"
+        ax.bar(x, means, width, yerr=stds, capsize=2, color=f"C{i % 10}", label=label)
         ax.set_xticks(range(len(means)))
     ax.set(
         title=f"{dataset} {method} ipc {ipc}: accuracy per test cluster",
         xlabel="cluster",
         ylabel="test accuracy (%)",
     )
-    ax.legend(fontsize="small")
+    bars = std_kind(len(group) for group in by_risk.values())  # as cluster_accuracy takes it
+    ax.legend(fontsize="small", title=f"error bars: {bars}", title_fontsize="small")
     return save(fig, path)
 
 

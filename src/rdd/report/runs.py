@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.errors import UserError
+from rdd.outputs import read_metrics
 
 
 @dataclass
@@ -90,7 +91,7 @@ def load_run(path: Path) -> Run:
     return Run(
         path=path,
         config=OmegaConf.load(path / "config.yaml"),
-        metrics=read_json(path / "metrics.json"),
+        metrics=read_metrics(path / "metrics.json"),
         details=read_json(details_path) if details_path.is_file() else None,
     )
 

@@ -9,7 +9,8 @@ from typing import Any
 from rdd.columns import figure_columns
 from rdd.report.aggregate import Row
 
-LABELS = ["dataset", "method", "ipc", "risk", "n"]
+# "seeds": how many runs (seeds) a row averages; what its ± is says rdd.report.aggregate.std_note.
+LABELS = ["dataset", "method", "ipc", "risk", "seeds"]
 
 
 def format_table(header: list[str], body: list[list[str]]) -> str:
@@ -29,7 +30,8 @@ def table_columns(rows: Sequence[Row]) -> dict[str, str]:
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """Headline architecture: clean, subgroup and shifted accuracy, one row per group."""
+    """Headline architecture: clean, subgroup and shifted accuracy, one row per group (its
+    ± is :func:`rdd.report.aggregate.std_note`)."""
     columns = table_columns(rows)
     body = [row.labels() + [row.cell(key) for key in columns] for row in rows]
     return format_table(LABELS + list(columns.values()), body)

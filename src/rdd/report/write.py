@@ -11,7 +11,14 @@ from typing import Any
 
 from rdd.errors import UserError
 from rdd.io import write_json, write_text
-from rdd.report.aggregate import MISSING, Row, aggregate, mixed_notes, mixed_settings
+from rdd.report.aggregate import (
+    MISSING,
+    Row,
+    aggregate,
+    mixed_notes,
+    mixed_settings,
+    std_note,
+)
 from rdd.report.plots import (
     cluster_groups,
     grid_groups,
@@ -34,9 +41,11 @@ class Report:
     unfinished: list[Path]
 
 
-def make_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> Report:
-    """Find the runs under ``dirs`` and write report.md, report.json and the plots into ``out``
-    (default ``<first dir>/report``)."""
+def make_report(
+    dirs: Sequence[str | Path], out: str | Path | None = None, plots: bool = True
+) -> Report:
+    """Find the runs under ``dirs`` and write report.md, report.json and (unless ``plots`` is
+    false: tables only, in a second) the plots into ``out`` (default ``<first dir>/report``)."""
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise UserError("no run directory given: pass runs=DIR (a run or Hydra multirun directory)")
@@ -48,7 +57,7 @@ def make_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> Re
         )
     out = Path(out) if out is not None else dirs[0] / "report"
     rows = aggregate(runs)
-    images = save_plots(runs, rows, out)
+    images = save_plots(runs, rows, out) if plots else []
     report = Report(out, runs, rows, images, unfinished)
     previous = owned_files(out)
     write_text(out / "report.md", report_markdown(report, dirs))
@@ -97,11 +106,11 @@ def report_markdown(report: Report, dirs: Sequence[Path]) -> str:
     parts = [
         "# rdd report",
         f"{plural(len(report.runs), 'run')} in {plural(len(report.rows), 'group')} from "
-        f"{', '.join(f'`{d}`' for d in dirs)}. Test accuracy in %, mean ± std over runs "
-        "(seeds); a group with one run shows the std over its evaluation networks. "
+        f"{', '.join(f'`{d}`' for d in dirs)}. Test accuracy in %, mean ± std; "
         f"{MISSING}: not measured.",
         "## Accuracy (headline architecture)",
         markdown_table(report.rows),
+        f"{std_note(report.rows)}.",
     ]
     if notes := mixed_notes(report.rows):
         parts += [
@@ -109,9 +118,17 @@ def report_markdown(report: Report, dirs: Sequence[Path]) -> str:
             "\n".join(f"- {n}" for n in notes),
         ]
     if table := arch_table(report.rows):
-        parts += ["## Clean accuracy per evaluation architecture", table]
+        parts += [
+            "## Clean accuracy per evaluation architecture",
+            table,
+            f"{std_note(report.rows)}.",
+        ]
     if table := severity_table(report.rows):
-        parts += ["## Corruption accuracy per severity (mean over corruptions)", table]
+        parts += [
+            "## Corruption accuracy per severity (mean over corruptions)",
+            table,
+            f"{std_note(report.rows)}.",
+        ]
     if report.images:
         parts += ["## Plots", "\n\n".join(f"![{p.stem}]({p.name})" for p in report.images)]
     return "\n\n".join(parts) + "\n"
@@ -125,7 +142,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "method": row.method,
             "ipc": row.ipc,
             "risk": row.risk,
-            "n": row.n,
+            "n": row.n,  # runs (seeds)
             "runs": [str(run.path) for run in row.runs],
             "mixed_settings": mixed_settings(row.runs),
             "figures": {k: {"mean": m, "std": s} for k, (m, s) in row.figures.items()},
