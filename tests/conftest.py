@@ -89,7 +89,7 @@ def mtt_buffer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rdd.experts.training import make_buffer
 
     root = tmp_path_factory.mktemp("buffers")
-    make_buffer(
-        compose_config("matching=mtt", *MTT_EXPERTS, f"experts.root={root}", config_name="buffer")
-    )
+    # Two epochs reach every target of a run with max_start_epoch 1 (what the runs use).
+    settings = ["matching=mtt", "matching.max_start_epoch=1", *MTT_EXPERTS]
+    make_buffer(compose_config(*settings, f"experts.root={root}", config_name="buffer"))
     return root

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 import yaml
 
+from rdd.outputs import read_metrics
 from tests.conftest import compose_config
 
 
@@ -40,7 +40,7 @@ def test_a_debug_run_finishes_in_seconds_and_prints_its_config(tmp_path, cli) ->
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "logs" / "debug" / "runs").iterdir()  # task_name: debug
-    assert {"test_acc", "val_acc"} <= json.loads((run_dir / "metrics.json").read_text()).keys()
+    assert {"test_acc", "val_acc"} <= read_metrics(run_dir).keys()
     assert not (run_dir / "csv").exists()  # logger none
     assert not (run_dir / "checkpoint.pt").exists()
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())

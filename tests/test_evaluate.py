@@ -3,12 +3,11 @@ baseline and its printed summary."""
 
 from __future__ import annotations
 
-import json
-
 import torch
 from hydra.utils import instantiate
 
 from rdd.eval.baseline import random_subset
+from rdd.outputs import read_metrics
 from tests.conftest import TINY, compose_config
 
 # A protocol that trains in seconds: no shifted or corrupted test sets.
@@ -22,11 +21,11 @@ def test_an_rdd_set_is_evaluated_with_its_own_protocol(tmp_path, cli) -> None:
         f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-2000:]
-    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_metrics = read_metrics(run_dir)
     out = tmp_path / "eval"
     result = cli("rdd.evaluate", f"synset={run_dir}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     # The same protocol and seed as the run's own evaluation: the same figure.
     assert metrics["test_acc"] == run_metrics["test_acc"]
     summary = (out / "summary.txt").read_text()
@@ -54,7 +53,7 @@ def test_a_plain_file_is_evaluated_with_a_random_baseline(tmp_path, cli) -> None
         *common, f"hydra.run.dir={out}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     assert metrics["gain_over_random"] == metrics["test_acc"] - metrics["random_test_acc"]
     assert "gain over random" in result.stdout and "plain set" in result.stdout
     x, y = random_subset(data.train_x, data.train_y, torch.full((10,), 2), seed=0)
@@ -65,5 +64,5 @@ def test_a_plain_file_is_evaluated_with_a_random_baseline(tmp_path, cli) -> None
         f"hydra.run.dir={tmp_path / 'subset_eval'}", cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
-    direct = json.loads((tmp_path / "subset_eval" / "metrics.json").read_text())
+    direct = read_metrics(tmp_path / "subset_eval")
     assert direct["test_acc"] == metrics["random_test_acc"]

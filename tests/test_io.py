@@ -51,5 +51,6 @@ def test_every_file_of_a_run_arrives_by_rename(tmp_path, monkeypatch) -> None:
         "config.yaml",
         "metrics.json",
         "eval_details.json",
+        "summary.txt",
     }
     assert written <= set(renamed)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 
 from rdd.config import compose_or_explain
+from rdd.outputs import read_metrics
 from tests.test_cli import assert_one_line_error
 
 TINY_SEARCH = ["hparams_search=dm_optuna", "debug=default", "matching.iterations=1"]
@@ -33,7 +32,7 @@ def test_a_tiny_search_on_digits_writes_its_best_params(tmp_path, cli) -> None:
     assert all(m["name"] == "dm" and 0.1 <= m["lr_img"] <= 10 for m in tried)
     assert tried[0]["lr_img"] != tried[1]["lr_img"]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    scores = [json.loads(j.read_text())["val_acc"] for j in jobs]
+    scores = [read_metrics(j)["val_acc"] for j in jobs]
     assert best["best_value"] == pytest.approx(max(scores))
     assert best["best_params"]["matching.lr_img"] in [m["lr_img"] for m in tried]
 
@@ -60,7 +59,7 @@ def test_a_grid_sweep_may_leave_val_acc_out(tmp_path, cli) -> None:
     args = ["-m", "debug=fdr", "matching=random", "data.val_fraction=0", f"hydra.sweep.dir={out}"]
     result = cli("rdd.run", *args, "print_config=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "val_acc" not in json.loads((out / "0" / "metrics.json").read_text())
+    assert "val_acc" not in read_metrics(out / "0")
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ def rdd_figures() -> dict[str, torch.Tensor]:
         images=syn.detach(),
         labels=torch.arange(CLASSES).repeat_interleave(IPC),
         generator=torch.Generator().manual_seed(0),
+        show_progress=False,
     )
     before = [p.detach().clone() for p in net.parameters()]
     matcher.train_net(net, matcher.net_optimizer(net), ctx, INNER_EPOCHS)

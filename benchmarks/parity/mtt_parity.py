@@ -62,6 +62,7 @@ def rdd_figures() -> dict[str, torch.Tensor]:
         images=nn.Parameter(data["images"].clone()),
         labels=data["labels"],
         generator=torch.Generator().manual_seed(0),
+        show_progress=False,
         syn_lr=nn.Parameter(torch.tensor(LR)),
     )
     student = matcher.unroll(ctx, net, unflatten(data["start"], net))

@@ -25,8 +25,10 @@ class IterationBar(TQDMProgressBar):
         if self._leave:
             self.train_progress_bar = self.init_train_tqdm()
         bar = self.train_progress_bar
-        bar.reset(total=pl_module.matcher.iterations)
-        bar.initial = bar.n = pl_module.start_iteration
+        # Not bar.reset(), which would show 0/N first; tqdm rates count from `initial`.
+        bar.total = pl_module.matcher.iterations
+        bar.n = bar.initial = bar.last_print_n = pl_module.start_iteration
+        bar.refresh()
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int

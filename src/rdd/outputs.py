@@ -129,7 +129,12 @@ def read_metrics(path: str | Path) -> dict[str, float]:
     if not isinstance(stored, dict):
         raise UserError(f"'{path}' is not an rdd metrics file: rerun or remove that run")
     headline = stored.pop("headline_net", None)
-    metrics = {k: float(v) for k, v in stored.items() if isinstance(v, int | float)}
+    # Figures are floats; eval_complete stays a bool (False: an interrupted evaluation).
+    metrics = {
+        k: v if isinstance(v, bool) else float(v)
+        for k, v in stored.items()
+        if isinstance(v, int | float)
+    }
     if isinstance(headline, str):
         prefix = f"{headline}/"
         metrics |= {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
