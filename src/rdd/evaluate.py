@@ -12,6 +12,7 @@ into the run that made the set.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from rdd.outputs import prepare_output_dir, write_eval_outputs
 from rdd.schemas import register_schemas
 from rdd.summary import format_summary
 from rdd.synset import SyntheticSet
+
+log = logging.getLogger("rdd.evaluate")  # named so in evaluate.log under python -m too
 
 
 @dataclass
@@ -123,7 +126,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     write_json(out_dir / "synset_source.json", {"synset": str(Path(cfg.synset).resolve())})
     summary = summary_text(cfg, prepared, settings, metrics, out_dir)
     atomic_write(out_dir / "summary.txt", lambda tmp: tmp.write_text(summary + "\n"))
-    print(summary)
+    log.info(summary)  # through logging: Hydra's job logging copies it into evaluate.log
     return metrics
 
 

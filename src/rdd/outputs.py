@@ -21,7 +21,7 @@ from rdd.errors import UserError
 from rdd.eval.official_corruptions import corruption_source
 from rdd.io import write_json
 from rdd.nets import net_name
-from rdd.synset import SyntheticSet
+from rdd.synset import FILE_NAME, SyntheticSet
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -139,3 +139,27 @@ def read_metrics(path: str | Path) -> dict[str, float]:
         prefix = f"{headline}/"
         metrics |= {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
     return metrics
+
+
+def interrupted_distillation(checkpoint: Path) -> str:
+    """What an interrupted distillation kept (its checkpoint file, if written), and how to
+    continue it."""
+    if checkpoint.exists():
+        return (
+            f"distillation stopped; its last checkpoint is {checkpoint}: continue with "
+            f"python -m rdd.run resume={checkpoint.parent}"
+        )
+    return "distillation stopped before its first checkpoint (checkpoint_every); nothing kept"
+
+
+def interrupted_evaluation(out_dir: Path, scored: bool) -> str:
+    """What an interrupted evaluation kept, and how to evaluate the set again."""
+    kept = (
+        f"the figures computed so far are in {out_dir / 'metrics.json'} (eval_complete: false)"
+        if scored
+        else "no network was scored yet"
+    )
+    return (
+        f"evaluation stopped; {kept}; the set is in {out_dir / FILE_NAME}: evaluate it again "
+        f"with python -m rdd.evaluate synset={out_dir}"
+    )

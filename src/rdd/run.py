@@ -45,7 +45,14 @@ from rdd.learner import SyntheticSetLearner
 from rdd.loggers import ProgressLog, build_loggers, report_to_loggers
 from rdd.matching import Matcher
 from rdd.nets import checked_net_factory
-from rdd.outputs import prepare_output_dir, save_synset, synset_meta, write_eval_outputs
+from rdd.outputs import (
+    interrupted_distillation,
+    interrupted_evaluation,
+    prepare_output_dir,
+    save_synset,
+    synset_meta,
+    write_eval_outputs,
+)
 from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
@@ -126,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
         ) from None
     except Interrupted:
-        raise Interrupted(interrupted_distillation(checkpoints)) from None
+        raise Interrupted(interrupted_distillation(checkpoints.path)) from None
     distill_seconds = time.perf_counter() - start
 
     if matcher.whole_dataset:
@@ -171,29 +178,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     write_text(out_dir / "summary.txt", summary.lstrip("\n") + "\n")
     log.info(summary)
     return metrics
-
-
-def interrupted_distillation(checkpoints: Checkpoints) -> str:
-    """What an interrupted distillation kept, and how to continue it."""
-    if checkpoints.path.exists():
-        return (
-            f"distillation stopped; its last checkpoint is {checkpoints.path}: continue with "
-            f"python -m rdd.run resume={checkpoints.path.parent}"
-        )
-    return "distillation stopped before its first checkpoint (checkpoint_every); nothing kept"
-
-
-def interrupted_evaluation(out_dir: Path, scored: bool) -> str:
-    """What an interrupted evaluation kept, and how to evaluate the set again."""
-    kept = (
-        f"the figures computed so far are in {out_dir / 'metrics.json'} (eval_complete: false)"
-        if scored
-        else "no network was scored yet"
-    )
-    return (
-        f"evaluation stopped; {kept}; the set is in {out_dir / FILE_NAME}: evaluate it again "
-        f"with python -m rdd.evaluate synset={out_dir}"
-    )
 
 
 def check_checkpoint_every(every: Any) -> None:
