@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import Interrupted, UserError
 from rdd.help import register_help_resolver
+from rdd.launch import launcher_overrides
 
 # Written into a failed run's directory when it holds outputs worth keeping.
 FAILED_NAME = "FAILED.txt"
@@ -152,13 +153,14 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     that already holds a run or cannot be written (Hydra would write into it first).
     A sweep's every value is composed by Hydra's sweeper before its first job runs.
     """
-    # rdd.run's resume=<dir> alone continues the killed run with the overrides it was given.
-    sys.argv[1:] = with_resumed_overrides(sys.argv[1:])
     argv = sys.argv[1:]
     multirun = bool({"-m", "--multirun"} & set(argv))
     # A search (conf/hparams_search) sets hydra.mode=MULTIRUN itself.
     multirun |= any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in argv)
     try:
+        # rdd.run's resume=<dir> alone continues the killed run with the overrides it was
+        # given; under torchrun/srun the ranks share one run directory (rdd.launch).
+        sys.argv[1:] = argv = launcher_overrides(with_resumed_overrides(argv))
         check_overrides(argv)
         out_dir = requested_out_dir(argv, multirun)
         if out_dir is not None:

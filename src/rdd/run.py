@@ -41,6 +41,7 @@ from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
 from rdd.io import tensor_digest, write_text
+from rdd.launch import check_num_nodes, is_launched_rank0
 from rdd.learner import SyntheticSetLearner
 from rdd.loggers import ProgressLog, build_loggers, report_to_loggers
 from rdd.matching import Matcher
@@ -81,6 +82,7 @@ def check_config(cfg: DictConfig) -> int:
     check_seed(cfg.seed)
     check_checkpoint_every(cfg.get("checkpoint_every"))
     trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
+    check_num_nodes(cfg.trainer)  # trainer.num_nodes against torchrun's / srun's world
     return ipc
 
 
@@ -135,6 +137,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except Interrupted:
         raise Interrupted(interrupted_distillation(checkpoints.path)) from None
     distill_seconds = time.perf_counter() - start
+    if not is_launched_rank0():
+        return {}  # under torchrun/srun: rank 0 saves and evaluates the (identical) set
 
     if matcher.whole_dataset:
         # The reference trains on the dataset itself: store only a preview, not a copy of it.
@@ -262,14 +266,15 @@ def distill(
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.get("print_config"):
+    show_tree = cfg.get("print_config") and is_launched_rank0()
+    if show_tree:
         print_config_tree(cfg)
     try:
         metrics = run(cfg)
     except (UserError, Interrupted) as err:
         fail_job(err)
     # Kept with the finished run only: a refused run leaves no file of its own.
-    if cfg.get("print_config"):
+    if show_tree:
         write_text(Path(cfg.paths.output_dir) / "config_tree.log", config_tree(cfg))
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -16,9 +16,11 @@ evaluate.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
@@ -30,10 +32,30 @@ REFUSED_WORDS = ("ddp", "fsdp", "deepspeed", "xla")
 
 
 class ReplicatedDDPStrategy(DDPStrategy):
-    """DDP with replicated parameters whose gradients the LightningModule reduces itself."""
+    """DDP with replicated parameters whose gradients the LightningModule reduces itself.
+
+    Ranks are spawned from this process, unless a launcher (torchrun, srun) started them:
+    then every rank is already running this command, and Lightning's "popen" launcher only
+    joins the process group the launcher's environment describes.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(start_method="spawn", **kwargs)
+        super().__init__(start_method="popen" if launched_externally() else "spawn", **kwargs)
+
+
+def launched_externally() -> bool:
+    """Whether torchrun (TorchElastic) or srun (SLURM, several tasks) started the ranks."""
+    if TorchElasticEnvironment.detect():
+        return True
+    return SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def launcher_world() -> tuple[int, int] | None:
+    """(global rank, world size) set by an external launcher, or None."""
+    if not launched_externally():
+        return None
+    env = TorchElasticEnvironment() if TorchElasticEnvironment.detect() else SLURMEnvironment()
+    return env.global_rank(), env.world_size()
 
     def configure_ddp(self) -> None:
         # No DistributedDataParallel wrapper: see the module docstring.

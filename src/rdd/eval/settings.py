@@ -17,7 +17,7 @@ from rdd.strategy import trainer_kwargs
 def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """Evaluation networks train one at a time on one device, whatever the distillation used."""
     # The evaluator shows one bar over networks instead of Lightning's bar per network.
-    settings = trainer_kwargs(cfg.trainer) | {"devices": 1, "strategy": "auto"}
+    settings = trainer_kwargs(cfg.trainer) | {"devices": 1, "num_nodes": 1, "strategy": "auto"}
     settings.pop("enable_progress_bar")
     return settings
 
