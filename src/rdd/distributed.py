@@ -19,14 +19,44 @@ def rank() -> int:
     return dist.get_rank() if world_size() > 1 else 0
 
 
+# Class-parallel DDP (trainer.class_parallel): each rank owns the classes c with
+# c % world == rank and computes their losses on whole real batches, so the real data is not
+# split; the functions below that split or reduce real batches then act locally. Set in each
+# rank by the learner (rdd.learner), never in the launching process.
+_class_parallel = False
+
+
+def set_class_parallel(on: bool) -> None:
+    global _class_parallel
+    _class_parallel = bool(on)
+
+
+def class_parallel() -> bool:
+    return _class_parallel and world_size() > 1
+
+
+def owns_class(c: int) -> bool:
+    """Whether this rank computes class c's loss (always, except class-parallel)."""
+    return not class_parallel() or c % world_size() == rank()
+
+
+def data_world() -> int:
+    """Ranks a real batch is split over: 1 under class-parallel (whole batches per rank)."""
+    return 1 if _class_parallel else world_size()
+
+
 def shard(x: torch.Tensor) -> torch.Tensor:
-    """This rank's share of a batch that every rank holds in full: rows rank, rank + W, ..."""
+    """This rank's share of a batch that every rank holds in full: rows rank, rank + W, ...
+    (the whole batch under class-parallel)."""
+    if data_world() == 1:
+        return x
     return x[rank() :: world_size()]
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` over ranks (a new tensor; ``t`` itself in a single process)."""
-    if world_size() == 1:
+    """Sum of ``t`` over the ranks sharing a real batch (a new tensor; ``t`` itself in a single
+    process or under class-parallel)."""
+    if data_world() == 1:
         return t
     total = t.detach().clone()
     dist.all_reduce(total)
@@ -39,14 +69,26 @@ def global_sums(local_sums: torch.Tensor) -> torch.Tensor:
     The value is the global sum; d(value)/d(local_sums) is the identity, so a risk of the
     global figures back-propagates exactly this rank's share of the global gradient.
     """
-    if world_size() == 1:
+    if data_world() == 1:
         return local_sums
     return local_sums + (all_reduce_sum(local_sums) - local_sums.detach())
 
 
 def all_reduce_grads(module: torch.nn.Module) -> None:
-    """Sum the gradients of a module that is not DDP-wrapped (a sampled network) over ranks."""
-    sum_grads(list(module.parameters()))
+    """Sum the gradients of a module that is not DDP-wrapped (a sampled network) over the
+    ranks sharing its real batches (none under class-parallel: each rank has them whole)."""
+    if data_world() > 1:
+        sum_grads(list(module.parameters()))
+
+
+def sum_owned(t: torch.Tensor) -> torch.Tensor:
+    """Class-parallel: the sum over ranks of a detached per-class figure that each rank holds
+    for its own classes only (zeros elsewhere), e.g. for logging; else ``t``."""
+    if not class_parallel():
+        return t
+    total = t.detach().clone()
+    dist.all_reduce(total)
+    return total
 
 
 def average_grads(params: list[torch.Tensor]) -> None:

@@ -16,7 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rdd.distributed import average_grads, broadcast_from_rank0_, rank, sum_grads
+from rdd.distributed import (
+    average_grads,
+    broadcast_from_rank0_,
+    rank,
+    set_class_parallel,
+    sum_grads,
+)
 from rdd.errors import NonFiniteError
 from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
@@ -82,6 +88,7 @@ class SyntheticSetLearner(L.LightningModule):
         self.clusterer = clusterer if plan.active else None
         self.iteration = 0
         self.show_progress = True  # rdd.run.distill: the Trainer's enable_progress_bar
+        self.class_parallel = False  # trainer.class_parallel: each rank owns some classes
         # A resumed run (rdd.checkpoint.restore) starts later, with optimizer and matcher
         # states that can be applied only once training has started.
         self.start_iteration = 0
@@ -194,7 +201,8 @@ class SyntheticSetLearner(L.LightningModule):
         Most matchers give every rank the full image gradient (averaged: exact, and it keeps
         replicas identical); MTT's ranks each hold their shards' part (summed).
         """
-        if self.matcher.image_grad_reduction == "sum":
+        if self.matcher.image_grad_reduction == "sum" or self.class_parallel:
+            # MTT and class-parallel: each rank holds a part of the image gradient.
             sum_grads([self.images])
         else:
             average_grads([self.images])
@@ -222,9 +230,13 @@ class SyntheticSetLearner(L.LightningModule):
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        set_class_parallel(self.class_parallel)  # in this rank's process (spawned or launched)
         # DDP: the ranks start from rank 0's images (they are seeded alike; this makes it certain).
         for param in self.learned_parameters():
             broadcast_from_rank0_(param)
+
+    def on_fit_end(self) -> None:
+        set_class_parallel(False)  # a launched rank 0 evaluates next, in this process
 
     def on_train_start(self) -> None:
         # A resumed run logs its rows at their iteration (Lightning would count from 0 again:

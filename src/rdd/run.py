@@ -25,6 +25,11 @@ from torch import nn
 
 from rdd.callbacks import build_callbacks
 from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_identity
+from rdd.class_parallel import (
+    check_class_parallel,
+    check_one_forward_per_class,
+    check_ranks_for_classes,
+)
 from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.config_tree import config_tree, print_config_tree
@@ -83,6 +88,7 @@ def check_config(cfg: DictConfig) -> int:
     check_checkpoint_every(cfg.get("checkpoint_every"))
     trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
     check_num_nodes(cfg.trainer)  # trainer.num_nodes against torchrun's / srun's world
+    check_class_parallel(cfg)
     return ipc
 
 
@@ -240,6 +246,11 @@ def distill(
         plan=plan,
     )
     learner.on_nonfinite = keep
+    if check_class_parallel(cfg):
+        check_ranks_for_classes(cfg.trainer, data.num_classes)
+        with torch.random.fork_rng(devices=[]):  # a probe net must not move the global RNG
+            check_one_forward_per_class(matcher, make_net(), learner)
+        learner.class_parallel = True
     callbacks = checkpoints.attach(learner) if checkpoints is not None else []
     callbacks += build_callbacks(cfg)  # conf/callbacks
     settings = trainer_kwargs(cfg.trainer)

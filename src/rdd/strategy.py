@@ -78,6 +78,7 @@ def distill_strategy(name: Any) -> Any:
 
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+    settings.pop("class_parallel", None)  # rdd's own DDP mode (rdd.class_parallel), not Lightning's
     distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
     check_accelerator(settings.get("accelerator"))
     return settings

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
+from rdd.distributed import owns_class, sum_owned
 from rdd.expansion import check_factor, expand
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import (
@@ -210,7 +211,7 @@ class DistributionMatching(Matcher):
             losses = torch.stack(class_losses)
             if not self.step_per_class:
                 ctx.image_step(losses.sum())
-        return losses.detach().mean()
+        return sum_owned(losses.detach()).mean()
 
     def batchnorm_branch(self, ctx: DistillContext) -> bool:
         """DM's published BatchNorm branch applies: one image step on the plain loss (no
@@ -257,6 +258,8 @@ class DistributionMatching(Matcher):
         else:
             real, groups = ctx.sample_real(c, self.batch_real), None
         real, syn, syn_labels = self.class_batches(ctx, c, real)
+        if not owns_class(c):  # class-parallel: another rank's class (its draws made)
+            return syn.sum() * 0.0
         syn_embed = net.embed(syn)
         mean_syn = syn_embed.mean(0)
         if groups is None:

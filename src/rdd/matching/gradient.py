@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
-from rdd.distributed import all_reduce_grads
+from rdd.distributed import all_reduce_grads, owns_class, sum_owned
 from rdd.errors import UserError
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
@@ -158,7 +158,7 @@ class GradientMatching(Matcher):
                 self.freeze_batchnorm(net, ctx)
             class_losses = self.class_losses(net, ctx)
             ctx.image_step(class_losses.sum())
-            losses.append(class_losses.detach().mean())
+            losses.append(sum_owned(class_losses.detach()).mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
         stats["match_loss"] = float(torch.stack(losses).mean())
@@ -189,6 +189,9 @@ class GradientMatching(Matcher):
                 # One transform for both batches: the siamese part of DSA.
                 transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
                 real, syn = transform(real), transform(syn)
+            if not owns_class(c):  # class-parallel: another rank's class (its draws made)
+                losses.append(syn.sum() * 0.0)
+                continue
             if groups is None:
                 losses.append(self.match(net, params, real, syn, c))
                 continue

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.distributed import all_reduce_sum, global_sums, shard, world_size
+from rdd.distributed import all_reduce_sum, data_world, global_sums, shard
 from rdd.risk.mean import MeanRisk
 
 
@@ -109,7 +109,7 @@ def risk_cross_entropy(
     sums, counts = group_sums(losses, groups, num_groups)
     sums, counts = global_sums(sums), all_reduce_sum(counts)
     samples = (
-        (losses, groups) if world_size() == 1 else (None, None)
+        (losses, groups) if data_world() == 1 else (None, None)
     )  # per-sample risks: one process
     return risk(sums, counts, *samples), sums.detach(), counts
 
@@ -180,7 +180,7 @@ def real_data_loss(
     and counts. Each rank works on its shard; its gradients are summed over ranks by the caller
     (``sgd_step(..., net)``).
     """
-    if risk is None and world_size() == 1:
+    if risk is None and data_world() == 1:
         logits = net(x)
         return F.cross_entropy(logits, y), logits, y
     x, y, groups = shard(x), shard(y), shard(groups)
