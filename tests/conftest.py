@@ -90,6 +90,15 @@ def mtt_buffer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("buffers")
     make_buffer(
-        compose_config("matching=mtt", *MTT_EXPERTS, f"experts.root={root}", config_name="buffer")
+        compose_config(
+            "matching=mtt",
+            # rdd.buffer refuses experts too short for the matcher's start epochs (the digits
+            # budget's max_start_epoch 10); the tests' runs start at epoch 0.
+            "matching.max_start_epoch=1",
+            "matching.expert_epochs=1",
+            *MTT_EXPERTS,
+            f"experts.root={root}",
+            config_name="buffer",
+        )
     )
     return root

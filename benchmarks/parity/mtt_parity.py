@@ -54,15 +54,16 @@ def inputs() -> dict[str, torch.Tensor]:
     }
 
 
-def rdd_figures() -> dict[str, torch.Tensor]:
+def rdd_figures(memory: str = "full") -> dict[str, torch.Tensor]:
     data = inputs()
-    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS, batch_syn=BATCH_SYN)
+    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS, batch_syn=BATCH_SYN, memory=memory)
     net = build_net("convnet", 3, CLASSES, (SIZE, SIZE))
     ctx = types.SimpleNamespace(
         images=nn.Parameter(data["images"].clone()),
         labels=data["labels"],
         generator=torch.Generator().manual_seed(0),
         syn_lr=nn.Parameter(torch.tensor(LR)),
+        show_progress=False,
     )
     student = matcher.unroll(ctx, net, unflatten(data["start"], net))
     target = unflatten(data["target"], net)
