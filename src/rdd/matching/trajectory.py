@@ -9,7 +9,8 @@ relative to how far the expert itself moved:
     ||theta_student - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2
 
 The student is functional (``torch.func.functional_call``), so the loss is differentiable
-with respect to the images and the step size through every unrolled step.
+with respect to the images and the step size through every unrolled step
+(``memory=constant``: the same gradients from a reverse pass, ``rdd.matching.adjoint``).
 
 Robust layer: with the risk on matching, the student's group risk on a clustered real batch
 is added with weight ``robust_weight`` (subgroups found in the expert's feature space at the
