@@ -54,9 +54,9 @@ def inputs() -> dict[str, torch.Tensor]:
     }
 
 
-def rdd_figures() -> dict[str, torch.Tensor]:
+def rdd_figures(memory: str = "full") -> dict[str, torch.Tensor]:
     data = inputs()
-    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS, batch_syn=BATCH_SYN)
+    matcher = TrajectoryMatching(dsa=False, syn_steps=SYN_STEPS, batch_syn=BATCH_SYN, memory=memory)
     net = build_net("convnet", 3, CLASSES, (SIZE, SIZE))
     ctx = types.SimpleNamespace(
         images=nn.Parameter(data["images"].clone()),

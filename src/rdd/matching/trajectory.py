@@ -9,7 +9,8 @@ relative to how far the expert itself moved:
     ||theta_student - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2
 
 The student is functional (``torch.func.functional_call``), so the loss is differentiable
-with respect to the images and the step size through every unrolled step.
+with respect to the images and the step size through every unrolled step
+(``memory=constant``: the same gradients from a reverse pass, ``rdd.matching.adjoint``).
 
 Robust layer: with the risk on matching, the student's group risk on a clustered real batch
 is added with weight ``robust_weight`` (subgroups found in the expert's feature space at the
@@ -22,21 +23,26 @@ give the single-process loss and gradients.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rdd.augment import DSA
+from rdd.augment import DSA, DSATransform
 from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
 from rdd.errors import UserError
 from rdd.experts import Trajectories, unflatten
+from rdd.matching.adjoint import adjoint_unroll
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
 from rdd.progress import inner_steps
 
 Params = dict[str, torch.Tensor]
+MEMORY_MODES = ("full", "constant")
+Batch = tuple[torch.Tensor, DSATransform | None]  # a student step's indices and DSA draw
 
 
 class TrajectoryMatching(Matcher):
@@ -59,6 +65,10 @@ class TrajectoryMatching(Matcher):
         dsa, dsa_strategy, dsa_mode: Independent DSA parameters per image in every student step.
         robust_weight: Weight of the student's group risk on clustered real data.
         batch_real: Real images for that term.
+        memory: ``full``: backpropagate through the whole unroll (memory grows with
+            syn_steps); ``constant``: the same loss and gradients from a reverse (adjoint)
+            pass that recomputes one student step at a time (``rdd.matching.adjoint``):
+            memory flat in syn_steps, one more first-order pass of time.
     """
 
     needs_experts = True
@@ -86,6 +96,7 @@ class TrajectoryMatching(Matcher):
         dsa_mode: str = "single",
         robust_weight: float = 1.0,
         batch_real: int = 256,
+        memory: str = "full",
     ) -> None:
         positive = {"iterations": iterations, "lr_img": lr_img, "lr_lr": lr_lr}
         positive |= {"lr_teacher": lr_teacher, "lr_min": lr_min, "syn_steps": syn_steps}
@@ -104,6 +115,11 @@ class TrajectoryMatching(Matcher):
             )
         if robust_weight < 0:
             raise UserError(f"matching.robust_weight must be >= 0, got {robust_weight}")
+        if memory not in MEMORY_MODES:
+            raise UserError(
+                f"matching.memory={memory!r} is not one of {', '.join(MEMORY_MODES)}: "
+                "full backpropagates through the unroll, constant recomputes it step by step"
+            )
         check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img = lr_img, momentum_img
@@ -116,6 +132,7 @@ class TrajectoryMatching(Matcher):
         )
         self.batch_syn, self.batch_real, self.robust_weight = batch_syn, batch_real, robust_weight
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
+        self.memory = memory
         self.trajectories: Trajectories | None = None
 
     @property
@@ -190,7 +207,18 @@ class TrajectoryMatching(Matcher):
 
     def unroll(self, ctx: DistillContext, net: nn.Module, begin: Params) -> Params:
         """``syn_steps`` student SGD steps on synthetic mini-batches; returns the last params."""
+        if self.memory == "constant":
+            return adjoint_unroll(self, ctx, net, begin)
         params = {name: p.clone().requires_grad_(True) for name, p in begin.items()}
+        for idx, transform in self.minibatches(ctx):
+            x, y = self.batch(ctx, idx, transform)
+            params = self.student_step(net, params, x, y, len(idx), ctx.syn_lr)
+        return params
+
+    def minibatches(self, ctx: DistillContext) -> Iterator[Batch]:
+        """Each student step's image indices and DSA transform, drawn from ``ctx.generator``
+        as the step comes (a permutation per pass over the set, then the step's DSA draw), so
+        both memory modes consume the generator identically."""
         n = len(ctx.images)
         batch = min(self.batch_syn or n, n)
         chunks: list[torch.Tensor] = []
@@ -203,18 +231,39 @@ class TrajectoryMatching(Matcher):
                     f"a synthetic batch of {len(idx)} images cannot be split over {world_size()} "
                     "processes: choose matching.batch_syn dividing the set into batches of at least that size"
                 )
-            x = ctx.images[idx.to(ctx.images.device)]
+            transform = None
             if self.augment is not None:  # independent parameters per image, as published
-                x = self.augment(x, ctx.generator)
-            y = ctx.labels[idx.to(ctx.labels.device)]
-            params = self.student_step(net, params, shard(x), shard(y), len(idx), ctx.syn_lr)
-        return params
+                size = tuple(ctx.images.shape[-2:])
+                transform = self.augment.sample(ctx.generator, batch_size=len(idx), image_size=size)
+            yield idx, transform
+
+    @staticmethod
+    def batch(
+        ctx: DistillContext,
+        idx: torch.Tensor,
+        transform: DSATransform | None,
+        images: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's shard of the step's (augmented) images of ``images`` (default
+        ``ctx.images``) and of their labels."""
+        images = ctx.images if images is None else images
+        x = images[idx.to(images.device)]
+        if transform is not None:
+            x = transform(x)
+        return shard(x), shard(ctx.labels[idx.to(ctx.labels.device)])
 
     @staticmethod
     def student_step(
-        net: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, batch: int, lr
+        net: nn.Module,
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch: int,
+        lr,
+        create_graph: bool = True,
     ) -> Params:
-        """theta - lr * grad of the batch's mean cross-entropy, kept differentiable.
+        """theta - lr * grad of the batch's mean cross-entropy, kept differentiable
+        (``create_graph=False``: only the value, for the constant-memory forward pass).
 
         ``x``/``y`` are this rank's shard of a batch of ``batch`` images: the summed shard loss
         over ``batch`` is summed over ranks, giving the gradient of the whole batch's mean.
@@ -222,7 +271,7 @@ class TrajectoryMatching(Matcher):
         inputs = {name: replicated_input(p) for name, p in params.items()}
         logits = functional_call(net, inputs, (x,))
         loss = F.cross_entropy(logits, y, reduction="sum") / batch
-        grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=True)
+        grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=create_graph)
         return {
             name: p - lr * sum_over_ranks(g)
             for (name, p), g in zip(params.items(), grads, strict=True)
