@@ -200,6 +200,10 @@ class EvalSchema:
     # a CIFAR-10-C / CIFAR-100-C folder (labels.npy, <corruption>.npy): score the published
     # corrupted images instead of regenerating them (rdd.eval.official_corruptions)
     corruptions_root: str | None = None
+    # Train the num_nets networks of an architecture together (stacked parameters under
+    # torch.func.vmap, rdd.eval.stacked): same seeds, batches and DSA draws as one by one, equal
+    # to float rounding. Mixed precision and networks vmap cannot run train one by one (warned).
+    batched_nets: bool = True
 
 
 @dataclass
