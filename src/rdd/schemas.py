@@ -202,8 +202,10 @@ class EvalSchema:
     corruptions_root: str | None = None
     # Train the num_nets networks of an architecture together (stacked parameters under
     # torch.func.vmap, rdd.eval.stacked): same seeds, batches and DSA draws as one by one, equal
-    # to float rounding. Mixed precision and networks vmap cannot run train one by one (warned).
-    batched_nets: bool = True
+    # to float rounding. null: stacked on a GPU, one by one on the CPU (where stacking measured
+    # ~1.5x slower: benchmarks/README.md); true: stacked anywhere; false: one by one. Mixed
+    # precision and networks vmap cannot run always train one by one (with a warning).
+    batched_nets: bool | None = None
 
 
 @dataclass

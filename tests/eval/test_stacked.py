@@ -167,13 +167,18 @@ def test_a_network_vmap_cannot_run_falls_back_to_one_by_one_with_a_warning(caplo
     assert fallback == evaluate(False, {"reads": ReadsValues})
 
 
-def test_mixed_precision_and_batched_nets_false_train_one_by_one(caplog) -> None:
+def test_null_false_and_mixed_precision_train_one_by_one(caplog) -> None:
+    """null stacks only off the CPU; false never; mixed precision never (with a warning)."""
     x, _ = train_set()
-    settings = OmegaConf.merge(PROTOCOL, {"batched_nets": True})
-    assert use_stacked("convnet", convnet(), x, settings, CPU)
-    assert not use_stacked(
-        "convnet", convnet(), x, OmegaConf.merge(settings, {"batched_nets": False}), CPU
-    )
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+
+    def stacks(setting, device=cpu, trainer=CPU) -> bool:
+        settings = OmegaConf.merge(PROTOCOL, {"batched_nets": setting})
+        return use_stacked("convnet", convnet(), x, settings, trainer, device)
+
+    assert stacks(True) and not stacks(False) and not stacks(None)
+    assert not stacks(False, gpu)
+    assert stacks(None, gpu)  # the decision only: the probe itself runs on the CPU
     with caplog.at_level(logging.WARNING, logger="rdd.eval.stacked"):
-        assert not use_stacked("convnet", convnet(), x, settings, CPU | {"precision": "bf16-mixed"})
+        assert not stacks(True, trainer=CPU | {"precision": "bf16-mixed"})
     assert "trainer.precision=bf16-mixed" in caplog.text

@@ -136,8 +136,8 @@ def train_architecture(
 ) -> Iterator[tuple[TrainedNets, list[dict[str, Any]]]]:
     """Train one network per seed; yield (trained networks, their clean figures) as they
     finish: all at once when stacked (eval.batched_nets), else one by one through Lightning."""
-    if use_stacked(arch, make_net, images, eval_cfg, trainer_kwargs):
-        device = eval_device(trainer_kwargs)
+    device = eval_device(trainer_kwargs)
+    if use_stacked(arch, make_net, images, eval_cfg, trainer_kwargs, device):
         stack = train_stacked(make_net, images, labels, eval_cfg, seeds, device)
         yield stack, stacked_clean_figures(stack, data, test_groups)
         return

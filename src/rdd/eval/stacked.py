@@ -132,11 +132,14 @@ def use_stacked(
     images: Tensor,
     eval_cfg: Any,
     trainer_kwargs: dict[str, Any],
+    device: torch.device,
 ) -> bool:
-    """Whether the networks of ``arch`` train stacked: ``eval.batched_nets`` (default true),
-    full precision (the Lightning path's mixed precision is not reproduced here) and
-    networks that vmap can run; otherwise they train one by one, with a one-line warning."""
-    if not eval_cfg.get("batched_nets", True):
+    """Whether the networks of ``arch`` train stacked on ``device``: ``eval.batched_nets``
+    (null: only off the CPU, where stacking is slower), full precision (the Lightning path's
+    mixed precision is not reproduced here) and networks that vmap can run; otherwise they
+    train one by one, with a one-line warning if stacking was asked for."""
+    setting = eval_cfg.get("batched_nets")
+    if setting is False or (setting is None and device.type == "cpu"):
         return False
     precision = str(trainer_kwargs.get("precision", "32-true"))
     if precision not in ("32", "32-true"):
