@@ -203,7 +203,7 @@ class EvalSchema:
     # Train the num_nets networks of an architecture together (stacked parameters under
     # torch.func.vmap, rdd.eval.stacked): same seeds, batches and DSA draws as one by one, equal
     # to float rounding. null: stacked on a GPU, one by one on the CPU (where stacking measured
-    # ~1.5x slower: benchmarks/README.md); true: stacked anywhere; false: one by one. Mixed
+    # slower, 0.6-0.85x: benchmarks/README.md); true: stacked anywhere; false: one by one. Mixed
     # precision and networks vmap cannot run always train one by one (with a warning).
     batched_nets: bool | None = None
 

@@ -1,9 +1,10 @@
 """Stacked evaluation (eval.batched_nets) against the oracle: networks trained one by one.
 
 vmap runs a stack's convolutions as one grouped convolution and its linear layers as a batched
-matmul, whose sums may be accumulated in another order than one network's own kernels; the
-weights therefore agree to float rounding, not bitwise (the tolerances below), and the figures
-(argmax predictions) agree exactly on these sets.
+matmul, whose sums may be accumulated in another order than one network's own kernels (grouped
+convolution; group norm with its affine as a separate step); the weights therefore agree to
+float rounding, not bitwise (the tolerances below). The figures (argmax predictions) agree
+exactly on these easy sets; on data with near-ties an image can flip.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ SGD, momentum, weight decay and the step decay act elementwise, so the stacked o
 applies exactly each network's own update. The forward and backward passes are the same
 mathematics but not the same kernels: vmap turns a convolution of M networks into a grouped
 convolution and a linear layer into a batched matmul, whose sums may be accumulated in another
-order. Results therefore equal the sequential ones to float rounding (tests/eval/
-test_stacked.py), not bitwise. BatchNorm is handled: its running statistics are stacked
+order (~1e-7 after a step). Weights therefore equal the sequential ones to float rounding
+(tests/eval/test_stacked.py), not bitwise, and a test image at a decision boundary may be
+classified differently (benchmarks/bench_eval_speed.py reports the largest difference). BatchNorm is handled: its running statistics are stacked
 buffers that every network updates from its own batch.
 """
 
