@@ -200,6 +200,12 @@ class EvalSchema:
     # a CIFAR-10-C / CIFAR-100-C folder (labels.npy, <corruption>.npy): score the published
     # corrupted images instead of regenerating them (rdd.eval.official_corruptions)
     corruptions_root: str | None = None
+    # Train the num_nets networks of an architecture together (stacked parameters under
+    # torch.func.vmap, rdd.eval.stacked): same seeds, batches and DSA draws as one by one, equal
+    # to float rounding. null: stacked on a GPU, one by one on the CPU (where stacking measured
+    # slower, 0.6-0.85x: benchmarks/README.md); true: stacked anywhere; false: one by one. Mixed
+    # precision and networks vmap cannot run always train one by one (with a warning).
+    batched_nets: bool | None = None
 
 
 @dataclass

@@ -7,7 +7,7 @@ test set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from statistics import mean
 from typing import Any
 
@@ -19,11 +19,16 @@ from tqdm.auto import tqdm
 
 from rdd.eval.metrics import group_accuracy
 from rdd.eval.shifted_sets import shift_jobs
+from rdd.eval.stacked import (
+    SingleNet,
+    TrainedNets,
+    eval_device,
+    stacked_clean_figures,
+    train_stacked,
+    use_stacked,
+)
 from rdd.eval.training import EvalNetModule, train_eval_net
 from rdd.seeds import derived_seed
-
-# Test images per batch when scoring shifted copies of the test set.
-SHIFTED_BATCH = 512
 
 
 def score(
@@ -77,7 +82,8 @@ def evaluate_synset(
             subgroup (same labels, same order), or None; adds ``group_<transform>_acc``,
             ``group_clean_acc`` (= ``test_acc``) and ``worst_group_acc``, the lower of the two.
         on_update: called with ``(metrics so far, complete)`` after every network's clean
-            figures, after every shifted set and at the end, so that a caller can write them
+            figures (after all of an architecture's when they train stacked,
+            ``eval.batched_nets``), after every shifted set and at the end, so that a caller can write them
             as they arrive (an interrupted evaluation keeps what it computed).
 
     Returns:
@@ -91,24 +97,21 @@ def evaluate_synset(
         if on_update is not None:
             on_update(summarise(results), complete)
 
-    trained = []
-    jobs = [(arch, i) for arch in nets for i in range(eval_cfg.num_nets)]
-    for arch, i in tqdm(jobs, desc="training + clean test", unit="net", dynamic_ncols=True):
-        module, trainer = train_eval_net(
-            nets[arch],
-            images,
-            labels,
-            data.num_classes,
-            eval_cfg,
-            trainer_kwargs,
-            derived_seed(seed, arch, i),
-        )
-        trained.append((arch, module))
-        for key, value in clean_figures(module, trainer, data, test_groups).items():
-            results[arch].setdefault(key, []).append(value)
-        report(complete=False)
+    trained: list[tuple[str, TrainedNets]] = []
+    jobs = len(nets) * eval_cfg.num_nets
+    with tqdm(total=jobs, desc="training + clean test", unit="net", dynamic_ncols=True) as bar:
+        for arch, make_net in nets.items():
+            seeds = [derived_seed(seed, arch, i) for i in range(eval_cfg.num_nets)]
+            for group, figures in train_architecture(
+                arch, make_net, images, labels, data, eval_cfg, trainer_kwargs, seeds, test_groups
+            ):
+                trained.append((arch, group))
+                for one in figures:
+                    add_figures(results[arch], one)
+                bar.update(group.num_nets)
+                report(complete=False)
     if shifted is not None:
-        sets = len(shift_jobs(eval_cfg)) * len(trained)
+        sets = len(shift_jobs(eval_cfg)) * len(nets) * eval_cfg.num_nets
         with tqdm(total=sets, desc="shifted test sets", unit="set", dynamic_ncols=True) as bar:
             score_shifted(trained, shifted(), data.test_y, results, bar, report)
     group = known_group() if known_group is not None else None
@@ -118,6 +121,37 @@ def evaluate_synset(
     if on_update is not None:
         on_update(final, True)
     return final
+
+
+def train_architecture(
+    arch: str,
+    make_net: Callable[[], nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    data: Any,
+    eval_cfg: Any,
+    trainer_kwargs: dict[str, Any],
+    seeds: list[int],
+    test_groups: torch.Tensor | None,
+) -> Iterator[tuple[TrainedNets, list[dict[str, Any]]]]:
+    """Train one network per seed; yield (trained networks, their clean figures) as they
+    finish: all at once when stacked (eval.batched_nets), else one by one through Lightning."""
+    device = eval_device(trainer_kwargs)
+    if use_stacked(arch, make_net, images, eval_cfg, trainer_kwargs, device):
+        stack = train_stacked(make_net, images, labels, eval_cfg, seeds, device)
+        yield stack, stacked_clean_figures(stack, data, test_groups)
+        return
+    for seed in seeds:
+        module, trainer = train_eval_net(
+            make_net, images, labels, data.num_classes, eval_cfg, trainer_kwargs, seed
+        )
+        yield SingleNet(module), [clean_figures(module, trainer, data, test_groups)]
+
+
+def add_figures(results: dict[str, list], figures: dict[str, Any]) -> None:
+    """Append one network's figures to its architecture's lists."""
+    for key, value in figures.items():
+        results.setdefault(key, []).append(value)
 
 
 def clean_figures(
@@ -147,7 +181,7 @@ def clean_figures(
 
 
 def score_shifted(
-    trained: list[tuple[str, EvalNetModule]],
+    trained: list[tuple[str, TrainedNets]],
     shifted: Iterable[tuple[str, torch.Tensor]],
     test_y: torch.Tensor,
     results: dict[str, dict[str, list]],
@@ -155,27 +189,26 @@ def score_shifted(
     report: Callable[[bool], None] | None = None,
 ) -> None:
     """Score every trained network on each shifted test set (built once, used by all nets),
-    advancing ``bar`` per (set, network) and calling ``report(False)`` after every set."""
-    corrupted: dict[int, list[float]] = {}
+    advancing ``bar`` per network and calling ``report(False)`` after every set."""
+    corruptions: list[str] = []
     for name, x in shifted:
         if bar is not None:
             bar.set_postfix_str(name, refresh=False)
-        for n, (arch, module) in enumerate(trained):
-            acc = accuracy_on(module, x, test_y)
-            results[arch].setdefault(f"{name}_acc", []).append(acc)
-            if name.startswith("corruption_"):
-                corrupted.setdefault(n, []).append(acc)
+        for arch, group in trained:
+            results[arch].setdefault(f"{name}_acc", []).extend(accuracy_on(group, x, test_y))
             if bar is not None:
-                bar.update()
+                bar.update(group.num_nets)
+        if name.startswith("corruption_"):
+            corruptions.append(f"{name}_acc")
         if report is not None:
             report(False)
-    for n, (arch, _) in enumerate(trained):
-        if n in corrupted:
-            results[arch].setdefault("corruption_acc", []).append(mean(corrupted[n]))
+    for figures in results.values() if corruptions else ():
+        per_net = zip(*(figures[key] for key in corruptions), strict=True)
+        figures["corruption_acc"] = [mean(accs) for accs in per_net]
 
 
 def score_known_group(
-    trained: list[tuple[str, EvalNetModule]],
+    trained: list[tuple[str, TrainedNets]],
     name: str,
     x: torch.Tensor,
     test_y: torch.Tensor,
@@ -184,27 +217,20 @@ def score_known_group(
     """Score every trained network on the fully altered test set x (N, C, H, W); the clean
     test set is the other known group, and each network's worst group is the lower of the two
     (so worst_group_acc is a mean of per-network minima, like worst_cluster_acc)."""
-    for arch, module in trained:
+    for arch, group in trained:
         figures = results[arch]
         altered = figures.setdefault(f"group_{name}_acc", [])
-        clean = figures["test_acc"][len(altered)]  # trained is in training order, per arch too
-        altered.append(accuracy_on(module, x, test_y))
-        figures.setdefault("group_clean_acc", []).append(clean)
-        figures.setdefault("worst_group_acc", []).append(min(clean, altered[-1]))
+        for acc in accuracy_on(group, x, test_y):
+            clean = figures["test_acc"][len(altered)]  # trained is in training order per arch
+            altered.append(acc)
+            figures.setdefault("group_clean_acc", []).append(clean)
+            figures.setdefault("worst_group_acc", []).append(min(clean, acc))
 
 
-@torch.no_grad()
-def accuracy_on(module: EvalNetModule, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy in percent of a trained network on images (N, C, H, W) with labels (N,).
-
-    A plain loop rather than ``trainer.test``: dozens of shifted sets per network would
-    otherwise spend most of their time in Lightning's per-call set-up.
-    """
-    module.eval()
-    hits = 0
-    for xb, yb in zip(x.split(SHIFTED_BATCH), y.split(SHIFTED_BATCH), strict=True):
-        hits += int((module(xb.to(module.device)).argmax(1).cpu() == yb).sum())
-    return 100.0 * hits / max(len(y), 1)
+def accuracy_on(nets: TrainedNets, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Accuracy in percent of each trained network on images (N, C, H, W) with labels (N,)."""
+    hits = (nets.predict(x) == y.cpu()).sum(1).tolist()
+    return [100.0 * h / max(len(y), 1) for h in hits]
 
 
 def summarise(results: dict[str, dict[str, list]]) -> Evaluation:

@@ -8,7 +8,8 @@ parameters per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -53,7 +54,7 @@ class EvalNetModule(L.LightningModule):
         lr, momentum, weight_decay: SGD settings.
         decay_step: optimizer step after which the learning rate is multiplied by 0.1.
         augment: DSA applied to every training batch (per-image parameters), or None.
-        seed: seeds the augmentation generator.
+        seed: seeds the augmentation generator (:func:`augment_seed` of the network's seed).
     """
 
     def __init__(
@@ -120,14 +121,49 @@ class EvalNetModule(L.LightningModule):
         return torch.cat(self.correct)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.SGD(
-            self.net.parameters(),
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
+        settings = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+        opt, sched = protocol_optimizer(
+            self.net.parameters(), SimpleNamespace(**settings), self.decay_step
         )
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[self.decay_step], gamma=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def init_net(make_net: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Network ``seed``'s initial weights: drawn from its own seed, the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, "init"))
+        return make_net()
+
+
+def batch_order(n: int, eval_cfg: Any, seed: int) -> EpochBatchSampler:
+    """Network ``seed``'s mini-batches of a set of n images, every epoch."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, "order"))
+    return EpochBatchSampler(n, eval_cfg.batch_size, eval_cfg.epochs, generator)
+
+
+def augment_of(eval_cfg: Any) -> DSA | None:
+    """The protocol's training augmentation (its draws are seeded by :func:`augment_seed`)."""
+    return DSA(eval_cfg.dsa_strategy, mode="single") if eval_cfg.dsa else None
+
+
+def augment_seed(seed: int) -> int:
+    """The seed of network ``seed``'s DSA parameters."""
+    return derived_seed(seed, "augment")
+
+
+def decay_step(eval_cfg: Any, sampler: EpochBatchSampler) -> int:
+    """The optimizer step after which the learning rate is x0.1."""
+    return int(eval_cfg.epochs * eval_cfg.lr_decay_at) * sampler.batches_per_epoch
+
+
+def protocol_optimizer(
+    params: Iterable[torch.Tensor], eval_cfg: Any, decay: int
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD with momentum and weight decay, lr x0.1 after ``decay`` steps (stepped per batch)."""
+    opt = torch.optim.SGD(
+        params, lr=eval_cfg.lr, momentum=eval_cfg.momentum, weight_decay=eval_cfg.weight_decay
+    )
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[decay], gamma=0.1)
 
 
 def train_eval_net(
@@ -141,25 +177,17 @@ def train_eval_net(
 ) -> tuple[EvalNetModule, L.Trainer]:
     """Train one fresh network on (images (N, C, H, W), labels (N,) int64 or (N, K) float
     probabilities) by the protocol."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(seed, "init"))
-        net = make_net()
-    sampler = EpochBatchSampler(
-        len(images),
-        eval_cfg.batch_size,
-        eval_cfg.epochs,
-        torch.Generator().manual_seed(derived_seed(seed, "order")),
-    )
-    augment = DSA(eval_cfg.dsa_strategy, mode="single") if eval_cfg.dsa else None
+    net = init_net(make_net, seed)
+    sampler = batch_order(len(images), eval_cfg, seed)
     module = EvalNetModule(
         net,
         num_classes,
         lr=eval_cfg.lr,
         momentum=eval_cfg.momentum,
         weight_decay=eval_cfg.weight_decay,
-        decay_step=int(eval_cfg.epochs * eval_cfg.lr_decay_at) * sampler.batches_per_epoch,
-        augment=augment,
-        seed=derived_seed(seed, "augment"),
+        decay_step=decay_step(eval_cfg, sampler),
+        augment=augment_of(eval_cfg),
+        seed=augment_seed(seed),
     )
     loader = DataLoader(TensorDataset(images.detach().cpu(), labels.cpu()), batch_sampler=sampler)
     trainer = L.Trainer(

@@ -1,0 +1,99 @@
+"""Evaluation of a CIFAR-10-shaped IPC 10 set, networks one by one vs stacked (issue 17).
+
+The default protocol (eval defaults: SGD, DSA, batch 256) on 100 random 3x32x32 images with
+ConvNet-3 w128; val and test sets of random images (timing does not depend on pixel values)
+and the three fixed shifted sets. The two modes run interleaved, alternating which goes first,
+and each repeat checks that they give the same figures.
+
+    .venv/bin/python benchmarks/bench_eval_speed.py                  # the default: 1000 epochs
+    .venv/bin/python benchmarks/bench_eval_speed.py --epochs 50 --test-size 2000 --val-size 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from common import NUM_CLASSES, SHAPE, cifar_shaped, machine
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from rdd.eval.scoring import evaluate_synset
+from rdd.nets import build_net, load_net_config
+from rdd.schemas import EvalSchema
+
+SHIFTS = ("noise", "blur", "invert")
+
+
+class RandomData:
+    """What evaluate_synset reads of a RealDataModule: val/test loaders, test labels."""
+
+    def __init__(self, val_size: int, test_size: int) -> None:
+        gen = torch.Generator().manual_seed(1)
+        self.num_classes = NUM_CLASSES
+        self.val = torch.randn(val_size, *SHAPE, generator=gen), self.labels(val_size)
+        self.test = torch.randn(test_size, *SHAPE, generator=gen), self.labels(test_size)
+        self.test_y = self.test[1]
+
+    @staticmethod
+    def labels(n: int) -> torch.Tensor:
+        return torch.arange(n) % NUM_CLASSES
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(*self.val), batch_size=256)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(*self.test), batch_size=256)
+
+    def shifted(self):
+        gen = torch.Generator().manual_seed(2)
+        for name in SHIFTS:  # stand-ins of the cached shifted copies: same size, same cost
+            yield name, torch.randn(self.test[0].shape, generator=gen)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--num-nets", type=int, default=5)
+    parser.add_argument("--test-size", type=int, default=10000)
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    images, labels = cifar_shaped(10)
+    data = RandomData(args.val_size, args.test_size)
+    net_cfg = load_net_config("convnet")
+    nets = {"convnet": lambda: build_net(net_cfg, SHAPE[0], NUM_CLASSES, SHAPE[1:])}
+    base = OmegaConf.merge(
+        OmegaConf.structured(EvalSchema),
+        {"epochs": args.epochs, "num_nets": args.num_nets},
+        {"dsa_strategy": "color_crop_cutout_flip_scale_rotate"},
+    )
+    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    times: dict[bool, list[float]] = {False: [], True: []}
+    gaps = []
+    print(machine(), f"| load average before: {os.getloadavg()}")
+    for repeat in range(args.repeats):
+        order = (False, True) if repeat % 2 == 0 else (True, False)
+        figures = {}
+        for batched in order:
+            settings = OmegaConf.merge(base, {"batched_nets": batched})
+            start = time.perf_counter()
+            figures[batched] = evaluate_synset(
+                images, labels, data, nets, settings, trainer, seed=0, shifted=data.shifted
+            )
+            times[batched].append(time.perf_counter() - start)
+            print(f"repeat {repeat} batched={batched}: {times[batched][-1]:.1f} s", flush=True)
+        gaps.append(max(abs(figures[True][k] - v) for k, v in figures[False].items()))
+    seq, stacked = (statistics.median(times[mode]) for mode in (False, True))
+    print(f"epochs {args.epochs}, {args.num_nets} nets, val {args.val_size}, test {args.test_size}")
+    print(f"median sequential {seq:.1f} s, stacked {stacked:.1f} s, ratio {seq / stacked:.2f}x")
+    print(f"largest |difference| of any figure between the modes, per repeat: {gaps}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
