@@ -87,6 +87,8 @@ class SyntheticSetLearner(L.LightningModule):
         self.start_iteration = 0
         self.pending_optimizer_states: list[dict] | None = None
         self.pending_matcher_state: dict | None = None
+        # Set by rdd.preemption while training: stops the run at a safe point when asked to.
+        self.on_safe_point: Callable[[], None] | None = None
 
     # -- pickling, for DDP's spawned processes -------------------------------------------------
     def __getstate__(self) -> dict:
@@ -179,6 +181,11 @@ class SyntheticSetLearner(L.LightningModule):
                 for param, good in zip(self.learned_parameters(), last_good, strict=True):
                     param.copy_(good)
             self.stop_nonfinite("an image step made the images or the step size non-finite")
+
+    def safe_point(self) -> None:
+        """A point inside an iteration where the run may stop (Matcher.safe_points_inside)."""
+        if self.on_safe_point is not None:
+            self.on_safe_point()
 
     def learned_parameters(self) -> list[nn.Parameter]:
         return [self.images] + ([self.syn_lr] if self.syn_lr is not None else [])
