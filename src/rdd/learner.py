@@ -9,6 +9,7 @@ algorithm. Networks sampled per step are built here but never registered as subm
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import lightning as L
@@ -104,6 +105,11 @@ class SyntheticSetLearner(L.LightningModule):
         generator.set_state(torch.frombuffer(bytearray(state.pop("generator")), dtype=torch.uint8))
         super().__setstate__(state)
         self.generator = generator
+        # Tensors outside registered modules (Lightning copies theirs) arrive in memory shared
+        # by the spawned ranks, and SGD keeps a CPU momentum tensor it is given: private copies,
+        # or a resumed DDP run's ranks all update one buffer (it ended 0.02 off).
+        for name in ("pending_optimizer_states", "pending_matcher_state", "risks", "pool"):
+            setattr(self, name, copy.deepcopy(getattr(self, name)))
 
     # -- the context the matcher works with ---------------------------------------------------
     def new_net(self) -> nn.Module:
