@@ -13,8 +13,8 @@ from tests.test_ddp import DDP
 from tests.test_preemption import finish, signal_after_first_checkpoint, start
 
 # DC + CVaR over k-means subgroups: sharded per-subgroup real gradients, rank-0 clustering.
-ROBUST = ["ipc=2", "matching=dc", "matching.iterations=4", "risk=cvar", "clustering.k=2"]
-ROBUST += ["clustering.every=2", "eval.epochs=2", "eval.num_nets=1", "logger=none"]
+ROBUST = ["ipc=2", "matching=dc", "matching.iterations=3", "matching.batch_real=32", "risk=cvar"]
+ROBUST += ["clustering.k=2", "clustering.every=2", "eval.epochs=2", "eval.num_nets=1", "logger=none"]
 ROBUST += ["eval.corruptions=[]", "trainer.enable_progress_bar=false", "checkpoint_every=1"]
 
 
@@ -33,7 +33,7 @@ def test_a_stopped_ddp_run_resumes_to_the_uninterrupted_ddp_set(tmp_path) -> Non
     assert last.startswith("stopped by SIGUSR1: distillation stopped with "), err[-3000:]
     assert "Traceback" not in err
     state = torch.load(stopped / "checkpoint.pt", weights_only=True)
-    assert state["stopped_by"] == signal.SIGUSR1 and 1 <= state["next_iteration"] <= 4
+    assert state["stopped_by"] == signal.SIGUSR1 and 1 <= state["next_iteration"] <= 3
     # Under DDP again (resume=<dir> alone re-applies the stopped run's overrides).
     finish(start(tmp_path, f"resume={stopped}", f"hydra.run.dir={logs / 'resumed'}"))
     assert torch.equal(images(logs / "whole"), images(logs / "resumed"))
