@@ -151,7 +151,7 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_auto_continues_bitwise(tmp_p
     seconds, err = signal_after_first_checkpoint(
         start(tmp_path, *ARGS, f"hydra.run.dir={stopped}"), stopped, signal.SIGTERM
     )
-    last = err.strip().splitlines()[-1]
+    last = err.strip().splitlines()[-1].split("\x1b[A")[-1]  # after the bars' clean-up
     assert last.startswith("stopped by SIGTERM: distillation stopped with "), err[-3000:]
     assert f"python -m rdd.run resume={stopped}" in last and "resume=auto" in last
     assert "Traceback" not in err
