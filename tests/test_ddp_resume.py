@@ -14,7 +14,13 @@ from tests.test_preemption import finish, signal_after_first_checkpoint, start
 
 # DC + CVaR over k-means subgroups: sharded per-subgroup real gradients, rank-0 clustering.
 ROBUST = ["ipc=2", "matching=dc", "matching.iterations=3", "matching.batch_real=32", "risk=cvar"]
-ROBUST += ["clustering.k=2", "clustering.every=2", "eval.epochs=2", "eval.num_nets=1", "logger=none"]
+ROBUST += [
+    "clustering.k=2",
+    "clustering.every=2",
+    "eval.epochs=2",
+    "eval.num_nets=1",
+    "logger=none",
+]
 ROBUST += ["eval.corruptions=[]", "trainer.enable_progress_bar=false", "checkpoint_every=1"]
 
 
