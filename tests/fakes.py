@@ -107,6 +107,9 @@ class FakeContext:
         idx = self.draw(torch.arange(len(self.real_y)), n)
         return self.real_x[idx], self.real_y[idx], self.real_groups[idx]
 
+    def safe_point(self) -> None:
+        pass  # never preempted
+
     def image_step(self, loss: torch.Tensor) -> None:
         self.losses.append(loss)
         if self.step_lr is None:

@@ -152,15 +152,3 @@ def test_sigkill_mid_distillation_then_resume_equals_an_uninterrupted_run(tmp_pa
     whole = SyntheticSet.load(tmp_path / "whole" / "synset.pt").images
     resumed = SyntheticSet.load(tmp_path / "resumed" / "synset.pt").images
     assert torch.equal(whole, resumed)
-
-
-def test_resume_under_ddp_is_refused_before_any_work(tmp_path) -> None:
-    """Resuming on 2 gloo ranks did not reproduce the uninterrupted set (measured 0.02 off,
-    against 1e-5 for a fresh DDP run): refused with a way out until that is fixed."""
-    from tests.test_ddp import DDP
-
-    with pytest.raises(Killed):
-        distil(["matching=dc", "matching.iterations=3"], tmp_path / "killed", kill_after=0)
-    cfg = compose_config(*TINY, "matching=dc", "matching.iterations=3", *DDP, output_dir=tmp_path)
-    with pytest.raises(UserError, match="resume on one device"):
-        load_checkpoint(str(tmp_path / "killed"), cfg, None)

@@ -7,6 +7,8 @@ digest); a resumed run must match both, so that it continues the same run bit fo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ from rdd.cli import killed_run_overrides
 from rdd.config import flatten
 from rdd.distributed import rank
 from rdd.errors import UserError
-from rdd.io import atomic_write, tensor_digest
+from rdd.io import atomic_write, tensor_digest, write_text
 from rdd.learner import SyntheticSetLearner
-from rdd.strategy import DDP_NAMES
+from rdd.preemption import PreemptionCheckpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Written into a killed run's directory once a run that resumed it has a checkpoint of its own
+# or has finished: resume=auto (rdd.resume) then no longer picks the killed run.
+CONTINUED_NAME = "CONTINUED.txt"
 # 2: the real pool is a group table over all images (robust runs draw fresh real batches).
 CHECKPOINT_FORMAT = "rdd-checkpoint/2"
 
@@ -45,7 +50,7 @@ class Checkpoints:
 
     def attach(self, learner: SyntheticSetLearner) -> list[L.Callback]:
         """Continue ``learner`` from the resumed state, if any; the callbacks that write the
-        checkpoints."""
+        checkpoints (every ``every`` iterations, and when the run is preempted)."""
         if self.resume_state is not None:
             load_training_state(learner, self.resume_state)
             if rank() == 0:
@@ -53,15 +58,33 @@ class Checkpoints:
                     f"resumed at iteration {learner.start_iteration} of "
                     f"{learner.matcher.iterations} from {self.resume_state['source']}"
                 )
-        return [PeriodicCheckpoint(self.path, self.every, self.meta)] if self.every else []
+        stop = PreemptionCheckpoint(self.path, self.meta, training_state, self.mark_continued)
+        if not self.every:
+            return [stop]
+        return [PeriodicCheckpoint(self.path, self.every, self.meta, self.mark_continued), stop]
+
+    def finish(self) -> None:
+        """The run has finished distilling: its set replaces the checkpoint."""
+        self.path.unlink(missing_ok=True)
+        self.mark_continued()
+
+    def mark_continued(self) -> None:
+        """Mark the resumed run as continued by this one (see CONTINUED_NAME)."""
+        if self.resume_state is not None:
+            marker = Path(self.resume_state["source"]).parent / CONTINUED_NAME
+            if not marker.exists():
+                with contextlib.suppress(OSError):  # a read-only killed run stays as it was
+                    write_text(marker, f"continued in {self.path.parent}\n")
 
 
 class PeriodicCheckpoint(L.Callback):
     """Rank 0 writes the training state every ``every`` iterations, atomically (never after
     the last one: the finished set replaces the checkpoint)."""
 
-    def __init__(self, path: Path, every: int, meta: dict[str, Any]) -> None:
-        self.path, self.every, self.meta = path, every, meta
+    def __init__(
+        self, path: Path, every: int, meta: dict[str, Any], written: Callable[[], None]
+    ) -> None:
+        self.path, self.every, self.meta, self.written = path, every, meta, written
 
     def on_train_batch_end(self, trainer, learner, outputs, batch, batch_idx: int) -> None:
         done = learner.iteration + 1
@@ -69,14 +92,16 @@ class PeriodicCheckpoint(L.Callback):
             return
         state = training_state(learner) | {"meta": self.meta}
         atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        self.written()
 
 
-def training_state(learner: SyntheticSetLearner) -> dict:
-    """Everything the run needs to continue after this iteration, as tensors and plain
-    containers (it loads with ``torch.load(weights_only=True)``)."""
+def training_state(learner: SyntheticSetLearner, next_iteration: int | None = None) -> dict:
+    """Everything the run needs to continue after this iteration (or, taken at an
+    iteration's start, from ``next_iteration``), as tensors and plain containers (it loads
+    with ``torch.load(weights_only=True)``)."""
     return {
         "format": CHECKPOINT_FORMAT,
-        "next_iteration": learner.iteration + 1,
+        "next_iteration": learner.iteration + 1 if next_iteration is None else next_iteration,
         "images": learner.images.detach().cpu().clone(),
         "syn_lr": None if learner.syn_lr is None else learner.syn_lr.detach().cpu().clone(),
         "optimizers": [opt.state_dict() for opt in learner.optimizer_list()],
@@ -117,18 +142,12 @@ def run_identity(cfg: DictConfig) -> str:
 
 def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | None) -> dict:
     """The checkpoint of the killed run at ``where`` (its directory or the file), checked
-    against this run's config and test partition.
+    against this run's config and test partition. It holds only state that every DDP rank
+    holds alike, so it resumes on any number of processes (trainer is a volatile key).
 
     Raises:
         UserError: no checkpoint, an unreadable or foreign file, or a different config.
     """
-    if cfg.trainer.get("strategy") in DDP_NAMES:
-        # Measured: resumed under 2 gloo ranks, a DC+CVaR set ended 0.02 away from the
-        # uninterrupted run (a fresh DDP run is 1e-5 away); until that is understood, refuse.
-        raise UserError(
-            "resume under trainer=ddp is not supported yet: resume on one device "
-            "(trainer=cpu or trainer=gpu); the checkpoint does not depend on the device count"
-        )
     path = Path(where)
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     if not path.is_file():

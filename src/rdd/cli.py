@@ -96,17 +96,18 @@ def check_ipc(value: object) -> int:
 
 
 def fail(err: Exception, job_dir: Path | None = None) -> NoReturn:
-    """Print a user error (exit status 2) or an interruption (130) as one line.
+    """Print a user error (exit status 2) or an interruption (128 + its signal: Ctrl-C 130,
+    SIGTERM 143, SIGUSR1 138) as one line.
 
     ``job_dir``: the failed job's run directory, cleaned up first (:func:`discard_failed_run`)
     so that a failed command leaves nothing that looks like a run.
     """
     interrupted = isinstance(err, Interrupted)
-    message = f"interrupted: {err or 'nothing was kept'}" if interrupted else f"error: {err}"
+    message = f"{err.label}: {err or 'nothing was kept'}" if interrupted else f"error: {err}"
     if job_dir is not None:
         discard_failed_run(job_dir, message)
     print(message, file=sys.stderr)
-    sys.exit(130 if interrupted else 2)
+    sys.exit(err.exit_status if interrupted else 2)
 
 
 def fail_job(err: Exception) -> NoReturn:
@@ -141,8 +142,11 @@ def discard_failed_run(out_dir: Path, message: str) -> None:
         out_dir.rmdir()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # Ctrl-C, SLURM, `timeout`
+
+
 def raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted()
+    raise Interrupted(signum=signum)
 
 
 def run_cli(hydra_main: Callable[[], object]) -> None:
@@ -171,12 +175,13 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     existed = out_dir is not None and out_dir.exists()
     register_help_resolver()  # --help's group list (conf/hydra/default.yaml)
     RememberSweepDir.path = None
-    # Ctrl-C raises Interrupted, which the entry points turn into one line saying what was
-    # kept (Lightning would turn a KeyboardInterrupt into its own exit(1)).
+    # Ctrl-C, SIGTERM, SIGUSR1 raise Interrupted: one line saying what was kept (Lightning: exit 1
+    # or 0). A distillation defers them to a safe point (rdd.preemption).
     main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.getsignal(signal.SIGINT)
+    previous_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     if main_thread:
-        signal.signal(signal.SIGINT, raise_interrupted)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, raise_interrupted)
     # Hydra then raises its errors instead of printing them over several lines.
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -194,7 +199,8 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
     finally:
         restore_env("HYDRA_FULL_ERROR", previous)
         if main_thread:
-            signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
 
 
 def with_resumed_overrides(argv: list[str]) -> list[str]:
@@ -203,7 +209,7 @@ def with_resumed_overrides(argv: list[str]) -> list[str]:
     volatile key such as ``trainer`` may still change; any other change is refused by
     :func:`rdd.checkpoint.load_checkpoint`). Where it goes (``hydra.*``) and ``resume`` are not re-applied."""
     where = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "resume"), None)
-    if not where or where == "null":
+    if not where or where in ("null", "auto"):  # auto: rdd.resume finds the run itself
         return argv
     run_dir = Path(where) if Path(where).is_dir() else Path(where).parent
     given = {override_key(a) for a in argv if "=" in a and not a.startswith("-")}

@@ -63,6 +63,16 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def all_reduce_max(value: int, device: torch.device) -> int:
+    """The largest of the ranks' ``value`` (every rank gets it); ``value`` in one process.
+    ``device``: where the collective runs (NCCL needs a CUDA device)."""
+    if world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def global_sums(local_sums: torch.Tensor) -> torch.Tensor:
     """Per-group sums over all ranks whose gradient flows into this rank's ``local_sums``.
 

@@ -107,10 +107,10 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
             known_group=data.subgroup_test_set,
             on_update=write_metrics,
         )
-    except Interrupted:
+    except Interrupted as err:  # Ctrl-C, SIGTERM, SIGUSR1: the exit status keeps the signal
         kept = (out_dir / "metrics.json").exists()
         where = f"the figures so far are in {out_dir / 'metrics.json'}" if kept else "nothing kept"
-        raise Interrupted(f"evaluation stopped; {where}") from None
+        raise err.again(f"evaluation stopped; {where}") from None
     metrics = dict(evaluation) | {"eval_seconds": time.perf_counter() - start}
     metrics["eval_complete"] = True
     if baseline == "random":

@@ -9,6 +9,7 @@ algorithm. Networks sampled per step are built here but never registered as subm
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import lightning as L
@@ -94,6 +95,8 @@ class SyntheticSetLearner(L.LightningModule):
         self.start_iteration = 0
         self.pending_optimizer_states: list[dict] | None = None
         self.pending_matcher_state: dict | None = None
+        # Set by rdd.preemption while training: stops the run at a safe point when asked to.
+        self.on_safe_point: Callable[[], None] | None = None
 
     # -- pickling, for DDP's spawned processes -------------------------------------------------
     def __getstate__(self) -> dict:
@@ -109,6 +112,11 @@ class SyntheticSetLearner(L.LightningModule):
         generator.set_state(torch.frombuffer(bytearray(state.pop("generator")), dtype=torch.uint8))
         super().__setstate__(state)
         self.generator = generator
+        # Tensors outside registered modules (Lightning copies theirs) arrive in memory shared
+        # by the spawned ranks, and SGD keeps a CPU momentum tensor it is given: private copies,
+        # or a resumed DDP run's ranks all update one buffer (it ended 0.02 off).
+        for name in ("pending_optimizer_states", "pending_matcher_state", "risks", "pool"):
+            setattr(self, name, copy.deepcopy(getattr(self, name)))
 
     # -- the context the matcher works with ---------------------------------------------------
     def new_net(self) -> nn.Module:
@@ -186,6 +194,11 @@ class SyntheticSetLearner(L.LightningModule):
                 for param, good in zip(self.learned_parameters(), last_good, strict=True):
                     param.copy_(good)
             self.stop_nonfinite("an image step made the images or the step size non-finite")
+
+    def safe_point(self) -> None:
+        """A point inside an iteration where the run may stop (Matcher.safe_points_inside)."""
+        if self.on_safe_point is not None:
+            self.on_safe_point()
 
     def learned_parameters(self) -> list[nn.Parameter]:
         return [self.images] + ([self.syn_lr] if self.syn_lr is not None else [])

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rdd.callbacks import build_callbacks
-from rdd.checkpoint import CHECKPOINT_NAME, Checkpoints, load_checkpoint, run_identity
+from rdd.checkpoint import Checkpoints
 from rdd.class_parallel import (
     check_class_parallel,
     check_one_forward_per_class,
@@ -45,24 +45,25 @@ from rdd.eval.settings import (
 from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
 from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
-from rdd.io import tensor_digest, write_text
+from rdd.io import write_text
 from rdd.launch import check_num_nodes, is_launched_rank0
 from rdd.learner import SyntheticSetLearner
 from rdd.loggers import ProgressLog, build_loggers, report_to_loggers
 from rdd.matching import Matcher
 from rdd.nets import checked_net_factory
 from rdd.outputs import (
-    interrupted_distillation,
     interrupted_evaluation,
     prepare_output_dir,
     save_synset,
     synset_meta,
     write_eval_outputs,
 )
+from rdd.preemption import deferred_signals, stopped_distillation
+from rdd.resume import run_checkpoints
 from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
-from rdd.strategy import distill_strategy, trainer_kwargs
+from rdd.strategy import apply_determinism, distill_strategy, trainer_kwargs
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
 
@@ -96,6 +97,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     """Check the config, seed every generator, load the data, build the method and the net
     factory (one network is built now, so that a bad net option fails before distilling)."""
     ipc = check_config(cfg)
+    apply_determinism(cfg.trainer)  # before any CUDA work
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build(cfg.data, "data")
     data.setup()
@@ -127,12 +129,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     meta = synset_meta(cfg, data, ipc)
     keep = partial(save_synset, out_dir / FILE_NAME, meta, getattr(data, "zca", None))
-    checkpoints = Checkpoints(
-        out_dir / CHECKPOINT_NAME,
-        int(cfg.get("checkpoint_every") or 0),
-        {"config": run_identity(cfg), "test_partition": tensor_digest(test_groups)},
-        load_checkpoint(cfg.resume, cfg, test_groups) if cfg.get("resume") else None,
-    )
+    checkpoints = run_checkpoints(cfg, out_dir, test_groups)  # resume=<dir> or auto
     start = time.perf_counter()
     try:
         images, labels, learned_lr = distill(prepared, loggers, keep, checkpoints)
@@ -140,8 +137,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise UserError(
             f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
         ) from None
-    except Interrupted:
-        raise Interrupted(interrupted_distillation(checkpoints.path)) from None
+    except Interrupted as err:  # Ctrl-C, or SIGTERM/SIGUSR1 at a safe point (rdd.preemption)
+        raise stopped_distillation(err, checkpoints.path) from None
     distill_seconds = time.perf_counter() - start
     if not is_launched_rank0():
         return {}  # under torchrun/srun: rank 0 saves and evaluates the (identical) set
@@ -181,8 +178,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             known_group=data.subgroup_test_set,
             on_update=write_metrics,
         )
-    except Interrupted:
-        raise Interrupted(interrupted_evaluation(out_dir, bool(metrics))) from None
+    except Interrupted as err:
+        raise err.again(interrupted_evaluation(out_dir, bool(metrics))) from None
     report_to_loggers(loggers, metrics, grid)
     summary = format_summary(cfg, data, metrics, out_dir)
     write_text(out_dir / "summary.txt", summary.lstrip("\n") + "\n")
@@ -266,9 +263,11 @@ def distill(
         callbacks=[*callbacks, ProgressLog()],
         **(settings | {"strategy": distill_strategy(settings["strategy"])}),
     )
-    trainer.fit(learner)
+    # SIGTERM/SIGUSR1 wait for a safe point where there is a checkpoint to write.
+    with deferred_signals(trainer, active=checkpoints is not None):
+        trainer.fit(learner)
     if checkpoints is not None:
-        checkpoints.path.unlink(missing_ok=True)  # the finished set replaces it
+        checkpoints.finish()  # the finished set replaces the checkpoint
     return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
 
 

@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import OmegaConf
 
-from rdd.errors import UserError
+from rdd.errors import Interrupted, UserError
+from rdd.preemption import defer_signals
 
 # Strategy names that select this strategy; other distributed strategies are refused.
 DDP_NAMES = ("ddp", "ddp_spawn")
@@ -61,6 +63,32 @@ def launcher_world() -> tuple[int, int] | None:
         # No DistributedDataParallel wrapper: see the module docstring.
         pass
 
+    def _configure_launcher(self) -> None:
+        self._launcher = StoppableLauncher(self, start_method="spawn")
+
+
+class StoppableLauncher(_MultiProcessingLauncher):
+    """Lightning's spawn launcher, through which the ranks' stop at a safe point
+    (rdd.preemption: an ``Interrupted`` raised on every rank) reaches the main process as
+    that ``Interrupted``, instead of a failed process and a main process waiting for results."""
+
+    def _wrapping_function(
+        self, process_idx, trainer, function, args, kwargs, return_queue, global_states=None
+    ) -> None:
+        defer_signals()  # before Lightning installs its handlers (see rdd.preemption)
+        try:
+            super()._wrapping_function(
+                process_idx, trainer, function, args, kwargs, return_queue, global_states
+            )
+        except Interrupted as stop:  # every rank stops at the same safe point
+            if process_idx == 0:
+                return_queue.put(stop)  # in place of rank 0's results; a clean exit follows
+
+    def _recover_results_in_main_process(self, worker_output: Any, trainer: Any) -> None:
+        if isinstance(worker_output, Interrupted):
+            raise worker_output
+        super()._recover_results_in_main_process(worker_output, trainer)
+
 
 def distill_strategy(name: Any) -> Any:
     """The Lightning strategy for distillation from ``trainer.strategy``."""
@@ -82,6 +110,22 @@ def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
     check_accelerator(settings.get("accelerator"))
     return settings
+
+
+def apply_determinism(trainer_cfg: Any) -> None:
+    """``trainer.deterministic``: true makes torch use deterministic kernels (an op without
+    one raises), "warn" only warns; both set ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which cuBLAS
+    reads when CUDA starts, so call this before any CUDA work. Lightning's Trainer applies the
+    same setting again when it is built; spawned DDP ranks inherit both."""
+    value = trainer_cfg.get("deterministic", False)
+    if value not in (True, False, "warn"):
+        raise UserError(
+            f"trainer.deterministic must be true, false or warn, got '{value}': "
+            "set e.g. trainer.deterministic=true"
+        )
+    if value:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(bool(value), warn_only=value == "warn")
 
 
 def check_accelerator(accelerator: Any) -> None:

@@ -41,6 +41,7 @@ class DistillContext(Protocol):
     def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
     def image_step(self, loss: torch.Tensor) -> None: ...
+    def safe_point(self) -> None: ...
 
 
 class Matcher:
@@ -68,6 +69,9 @@ class Matcher:
     image_grad_reduction: ClassVar[str] = "mean"
     # How a run makes this method train a network on real data (for rdd.robust's errors).
     real_training_hint: ClassVar[str] = ""
+    # Whether step() calls ctx.safe_point() between its image steps, where a preempted run may
+    # stop mid-iteration (rdd.preemption; it then keeps a copy of the state at each start).
+    safe_points_inside: ClassVar[bool] = False
     # Synthetic images per stored image (IDM's multi-formation); 1 elsewhere.
     factor: int = 1
     # Per-subgroup matching losses of the last step (W&B histogram); empty when not robust

@@ -129,6 +129,8 @@ class GradientMatching(Matcher):
         self.net_train_data = net_train_data
         self.group_losses: list[torch.Tensor] = []  # per-subgroup matching losses of the last step
 
+    safe_points_inside = True  # a preempted run may stop between outer steps (up to 50)
+
     def loops(self, ipc: int) -> tuple[int, int]:
         outer, inner = loops_for_ipc(ipc)
         return self.outer_loop or outer, inner if self.inner_loop is None else self.inner_loop
@@ -161,14 +163,13 @@ class GradientMatching(Matcher):
             losses.append(sum_owned(class_losses.detach()).mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
+                ctx.safe_point()  # where a preempted run may stop (rdd.preemption)
         stats["match_loss"] = float(torch.stack(losses).mean())
         if self.group_losses:
             every = torch.cat(self.group_losses)
-            stats |= {
-                "risk/group_loss_min": float(every.min()),
-                "risk/group_loss_mean": float(every.mean()),
-            }
-            stats |= {"risk/group_loss_max": float(every.max()), "risk/value": stats["match_loss"]}
+            low, mean, high = float(every.min()), float(every.mean()), float(every.max())
+            stats |= {"risk/group_loss_min": low, "risk/group_loss_mean": mean}
+            stats |= {"risk/group_loss_max": high, "risk/value": stats["match_loss"]}
         return stats
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
@@ -271,11 +272,7 @@ class GradientMatching(Matcher):
 
 
 def class_risk(
-    ctx: DistillContext,
-    c: int,
-    sums: torch.Tensor,
-    counts: torch.Tensor,
-    log: list[torch.Tensor],
+    ctx: DistillContext, c: int, sums: torch.Tensor, counts: torch.Tensor, log: list[torch.Tensor]
 ) -> torch.Tensor:
     """Class c's matching loss: the risk over its subgroups (``sums``/``counts``: (S,)).
 
