@@ -43,7 +43,13 @@ def distil(tmp_path, name: str, *overrides: str) -> torch.Tensor:
     return SyntheticSet.load(out / "synset.pt").images
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# DM (bitwise) in make test; DC and IDM (two DDP runs each, ~1 min) in make test-full.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=() if m == "dm" else SLOW) for m in sorted(METHODS)]
+)
 def test_class_parallel_on_two_gloo_processes_equals_one_process(method, tmp_path) -> None:
     """Measured: DM bitwise equal (each class's sums are taken whole, in one process's
     order); DC + CVaR and IDM to float tolerance (the networks trained between steps)."""

@@ -66,6 +66,7 @@ def test_torchrun_two_processes_equal_one_process(single, tmp_path) -> None:
     assert torch.allclose(launched.images, single.images, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # two more torchrun launches: make test-full runs it
 def test_two_nodes_of_one_process_each_equal_one_process(single, tmp_path) -> None:
     """Two torchrun launches on localhost as two "nodes" (--nnodes=2 --node_rank=0/1)."""
     port, out = free_port(), tmp_path / "run"

@@ -22,7 +22,7 @@ from rdd.eval.settings import eval_settings, partition_of
 from rdd.io import tensor_digest
 from rdd.run import distill
 from rdd.synset import SyntheticSet
-from tests.conftest import REPO, TINY, compose_config
+from tests.conftest import MTT_EXPERTS, REPO, TINY, compose_config
 from tests.test_determinism import EXTRA, prepared
 
 
@@ -66,8 +66,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one_bitwise(
     mtt_buffer,
     tmp_path,
 ) -> None:
-    if "matching=mtt" in overrides:
-        overrides = [*overrides, f"experts.root={mtt_buffer}"]
+    if "matching=mtt" in overrides:  # the fixture's buffer, with its expert settings
+        overrides = [*overrides, *MTT_EXPERTS, f"experts.root={mtt_buffer}"]
     whole = distil(overrides, tmp_path / "whole")
     with pytest.raises(Killed):
         distil(overrides, tmp_path / "killed", kill_after=1)
