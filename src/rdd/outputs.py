@@ -141,17 +141,6 @@ def read_metrics(path: str | Path) -> dict[str, float]:
     return metrics
 
 
-def interrupted_distillation(checkpoint: Path) -> str:
-    """What an interrupted distillation kept (its checkpoint file, if written), and how to
-    continue it."""
-    if checkpoint.exists():
-        return (
-            f"distillation stopped; its last checkpoint is {checkpoint}: continue with "
-            f"python -m rdd.run resume={checkpoint.parent}"
-        )
-    return "distillation stopped before its first checkpoint (checkpoint_every); nothing kept"
-
-
 def interrupted_evaluation(out_dir: Path, scored: bool) -> str:
     """What an interrupted evaluation kept, and how to evaluate the set again."""
     kept = (
