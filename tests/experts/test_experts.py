@@ -97,6 +97,22 @@ def test_a_folder_with_another_key_is_not_written_into(tmp_path) -> None:
         ExpertStore(tmp_path / "buf", {"a": 2}).claim()
 
 
+def test_a_missing_buffer_names_how_the_nearest_one_differs(tmp_path) -> None:
+    from rdd.experts.trajectories import nearest_hint
+
+    ours = {"data": {"name": "digits", "zca": False}, "experts": {"epochs": 50, "lr": 0.01}}
+    one_off = {"data": {"name": "digits", "zca": False}, "experts": {"epochs": 2, "lr": 0.01}}
+    two_off = {"data": {"name": "digits", "zca": True}, "experts": {"epochs": 2, "lr": 0.01}}
+    ExpertStore(tmp_path / "two-off", two_off).claim()
+    ExpertStore(tmp_path / "one-off", one_off).claim()
+    store = ExpertStore(tmp_path / "ours", ours)
+    assert store.nearest_other() == (tmp_path / "one-off", ["experts.epochs"])
+    assert (
+        nearest_hint(store) == " (the nearest buffer there, 'one-off', differs in: experts.epochs)"
+    )
+    assert nearest_hint(ExpertStore(tmp_path / "empty" / "ours", ours)) == ""
+
+
 def test_robust_experts_train_on_the_group_risk(tmp_path) -> None:
     robust = ["risk=cvar", "clustering=faiss_kmeans", "clustering.k=2", "experts.num_experts=1"]
     store = make_buffer(buffer_config(tmp_path, *robust))

@@ -72,6 +72,16 @@ def experts_train_on_risk(cfg: Any) -> bool:
     return resolve_targets(cfg.risk, cfg.robust.targets, trains_on_real=True).networks
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{name}" if prefix else name))
+    return flat
+
+
 def key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -140,6 +150,25 @@ class ExpertStore:
         return payload if payload.get("format") == PARTIAL_FORMAT else None
 
     # -- reading (matching=mtt) ---------------------------------------------------------------
+    def nearest_other(self) -> tuple[Path, list[str]] | None:
+        """The buffer beside this one whose key differs in the fewest settings, with those
+        settings (dotted names): what a user most likely meant to match."""
+        ours = flatten(json.loads(json.dumps(self.key)))
+        best: tuple[Path, list[str]] | None = None
+        for key_file in sorted(self.directory.parent.glob(f"*/{KEY_FILE}")):
+            if key_file.parent == self.directory:
+                continue
+            try:
+                theirs = flatten(json.loads(key_file.read_text()))
+            except (OSError, ValueError):
+                continue
+            differing = sorted(
+                k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)
+            )
+            if best is None or len(differing) < len(best[1]):
+                best = (key_file.parent, differing)
+        return best
+
     def finished(self) -> list[Path]:
         """Finished expert files, in index order."""
         if not (self.directory / KEY_FILE).is_file():

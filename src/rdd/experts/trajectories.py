@@ -95,9 +95,19 @@ def attach_experts(cfg: Any, data: Any, matcher: Any) -> None:
     if not paths:
         raise UserError(
             f"no expert trajectories for this config in '{store.directory}': make them first "
-            f"with `{buffer_command()}`"
+            f"with `{buffer_command()}`{nearest_hint(store)}"
         )
     matcher.attach(Trajectories(paths))
+
+
+def nearest_hint(store: ExpertStore) -> str:
+    """Name the settings in which the closest existing buffer differs (often one override)."""
+    nearest = store.nearest_other()
+    if nearest is None:
+        return ""
+    folder, differing = nearest
+    shown = ", ".join(differing[:6]) + (", ..." if len(differing) > 6 else "")
+    return f" (the nearest buffer there, '{folder.name}', differs in: {shown})"
 
 
 def buffer_command() -> str:
