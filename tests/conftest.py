@@ -33,6 +33,18 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_state_left():
+    """Hydra's ``--help`` run in this process (the ``cli`` fixture) leaves Hydra's global
+    config set (its jobs restore it, its help does not); code that reads it (rdd.nets.net_name,
+    hence the MTT buffer key) would then see that command's choices in every later test. A
+    real process runs one command, so every test starts without it."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 def compose_config(
     *overrides: str, output_dir: Path | None = None, config_name: str = "run"
 ) -> DictConfig:

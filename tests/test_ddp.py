@@ -327,3 +327,33 @@ def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
     assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-5)
     assert ddp_set.meta["lr"] == pytest.approx(single_set.meta["lr"], rel=1e-6)
     assert ddp_set.meta["lr"] != pytest.approx(0.001, rel=1e-9)  # the step size was learnt
+
+
+def coalesced_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from rdd.distributed import all_reduce_sum, all_reduce_sum_coalesced
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    generator = torch.Generator().manual_seed(rank)
+    tensors = [torch.randn(3, 2, generator=generator), torch.randn(4, generator=generator)]
+    tensors.append(torch.tensor(float(rank + 1)))  # a 0-d count, as the matchers reduce it
+    torch.save(
+        {
+            "coalesced": all_reduce_sum_coalesced(tensors),
+            "one_by_one": [all_reduce_sum(t) for t in tensors],
+            "mine": tensors,
+        },
+        f"{out_dir}/r{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+def test_a_coalesced_reduce_is_one_reduce_per_tensor(tmp_path) -> None:
+    mp.spawn(coalesced_worker, args=(2, str(tmp_path / "i"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"r{r}.pt") for r in (0, 1)]
+    by_hand = [a + b for a, b in zip(ranks[0]["mine"], ranks[1]["mine"], strict=True)]
+    for got in ranks:
+        for coalesced, single, expected in zip(
+            got["coalesced"], got["one_by_one"], by_hand, strict=True
+        ):
+            assert coalesced.shape == expected.shape
+            assert torch.equal(coalesced, expected) and torch.equal(single, expected)

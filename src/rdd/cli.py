@@ -117,7 +117,7 @@ def fail_job(err: Exception) -> NoReturn:
 
 # What Hydra and the loggers put into a run directory before rdd writes any output of its own
 # (with Hydra's job log, <command>.log).
-SCAFFOLDING = (".hydra", "csv", "wandb")
+SCAFFOLDING = (".hydra", "multirun.yaml", "csv", "wandb")
 
 
 def discard_failed_run(out_dir: Path, message: str) -> None:
@@ -189,9 +189,10 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
         hydra_main()
     except COMPOSITION_ERRORS as err:
         # A sweep writes multirun.yaml before it composes its jobs.
+        error = UserError(composition_message(err))
         if RememberSweepDir.path is not None and not existed:
-            remove_hydra_files(RememberSweepDir.path)
-        fail(UserError(composition_message(err)))
+            discard_failed_run(RememberSweepDir.path, f"error: {error}")
+        fail(error)
     except PermissionError as err:
         fail(UserError(f"cannot write to '{err.filename}': choose a writable hydra.run.dir"))
     except Interrupted as err:  # Ctrl-C outside a job (while Hydra composes or starts)
@@ -277,13 +278,6 @@ class RememberSweepDir(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         RememberSweepDir.path = Path(config.hydra.sweep.dir)
-
-
-def remove_hydra_files(out_dir: Path) -> None:
-    """Remove a directory this command created if it holds only Hydra's own files."""
-    hydra_files = {"multirun.yaml", ".hydra"}
-    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= hydra_files:
-        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def quiet_lightning() -> None:

@@ -206,6 +206,10 @@ class EvalSchema:
     # slower, 0.6-0.85x: benchmarks/README.md); true: stacked anywhere; false: one by one. Mixed
     # precision and networks vmap cannot run always train one by one (with a warning).
     batched_nets: bool | None = None
+    # Train the networks in parallel, one per device, each in a worker process
+    # (rdd.eval.parallel): N GPUs under a GPU accelerator, else N CPU processes sharing the
+    # cores; -1: every visible GPU. Same weights and figures as one by one (same seeds).
+    devices: int = 1
 
 
 @dataclass

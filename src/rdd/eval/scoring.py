@@ -1,4 +1,4 @@
-"""Scoring a synthetic set: train the protocol's networks (rdd.eval.training), report accuracy.
+"""Scoring a synthetic set: train the protocol's networks (rdd.eval.trained), report accuracy.
 
 The last iterate of every network is scored on the held-out validation split and on the test
 set (clean, its subgroups, the shifted and corrupted copies): nothing is ever selected on the
@@ -7,37 +7,17 @@ test set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from statistics import mean
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from rdd.eval.metrics import group_accuracy
 from rdd.eval.shifted_sets import shift_jobs
-from rdd.eval.stacked import (
-    SingleNet,
-    TrainedNets,
-    eval_device,
-    stacked_clean_figures,
-    train_stacked,
-    use_stacked,
-)
-from rdd.eval.training import EvalNetModule, train_eval_net
-from rdd.seeds import derived_seed
-
-
-def score(
-    module: EvalNetModule, trainer: L.Trainer, loader: DataLoader, split: str
-) -> tuple[float, torch.Tensor]:
-    """(accuracy, per-class accuracy) of a trained module on a loader, in percent."""
-    run = trainer.validate if split == "val" else trainer.test
-    run(module, dataloaders=loader, verbose=False)
-    return module.accuracy()
+from rdd.eval.stacked import TrainedNets
+from rdd.eval.trained import train_all
 
 
 class Evaluation(dict):
@@ -100,16 +80,14 @@ def evaluate_synset(
     trained: list[tuple[str, TrainedNets]] = []
     jobs = len(nets) * eval_cfg.num_nets
     with tqdm(total=jobs, desc="training + clean test", unit="net", dynamic_ncols=True) as bar:
-        for arch, make_net in nets.items():
-            seeds = [derived_seed(seed, arch, i) for i in range(eval_cfg.num_nets)]
-            for group, figures in train_architecture(
-                arch, make_net, images, labels, data, eval_cfg, trainer_kwargs, seeds, test_groups
-            ):
-                trained.append((arch, group))
-                for one in figures:
-                    add_figures(results[arch], one)
-                bar.update(group.num_nets)
-                report(complete=False)
+        for arch, group, figures in train_all(
+            nets, images, labels, data, eval_cfg, trainer_kwargs, seed, test_groups
+        ):
+            trained.append((arch, group))
+            for one in figures:
+                add_figures(results[arch], one)
+            bar.update(group.num_nets)
+            report(complete=False)
     if shifted is not None:
         sets = len(shift_jobs(eval_cfg)) * len(nets) * eval_cfg.num_nets
         with tqdm(total=sets, desc="shifted test sets", unit="set", dynamic_ncols=True) as bar:
@@ -123,61 +101,10 @@ def evaluate_synset(
     return final
 
 
-def train_architecture(
-    arch: str,
-    make_net: Callable[[], nn.Module],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    data: Any,
-    eval_cfg: Any,
-    trainer_kwargs: dict[str, Any],
-    seeds: list[int],
-    test_groups: torch.Tensor | None,
-) -> Iterator[tuple[TrainedNets, list[dict[str, Any]]]]:
-    """Train one network per seed; yield (trained networks, their clean figures) as they
-    finish: all at once when stacked (eval.batched_nets), else one by one through Lightning."""
-    device = eval_device(trainer_kwargs)
-    if use_stacked(arch, make_net, images, eval_cfg, trainer_kwargs, device):
-        stack = train_stacked(make_net, images, labels, eval_cfg, seeds, device)
-        yield stack, stacked_clean_figures(stack, data, test_groups)
-        return
-    for seed in seeds:
-        module, trainer = train_eval_net(
-            make_net, images, labels, data.num_classes, eval_cfg, trainer_kwargs, seed
-        )
-        yield SingleNet(module), [clean_figures(module, trainer, data, test_groups)]
-
-
 def add_figures(results: dict[str, list], figures: dict[str, Any]) -> None:
     """Append one network's figures to its architecture's lists."""
     for key, value in figures.items():
         results.setdefault(key, []).append(value)
-
-
-def clean_figures(
-    module: EvalNetModule, trainer: L.Trainer, data: Any, test_groups: torch.Tensor | None
-) -> dict[str, Any]:
-    """One trained network's figures on the validation split and the clean test set."""
-    figures: dict[str, Any] = {}
-    # data.val_fraction=0 (the published protocols: every training image is used): no val_acc.
-    val = data.val_dataloader()
-    if len(val.dataset):
-        figures["val_acc"], _ = score(module, trainer, val, "val")
-    # The test set last: correct_flags() below are its predictions.
-    test_acc, per_class = score(module, trainer, data.test_dataloader(), "test")
-    figures |= {
-        "test_acc": test_acc,
-        "worst_class_acc": float(per_class.min()),
-        "class_acc": per_class.tolist(),
-    }
-    if test_groups is not None:
-        per_cluster = group_accuracy(module.correct_flags(), test_groups.cpu())
-        figures |= {
-            "mean_cluster_acc": float(per_cluster.mean()),
-            "worst_cluster_acc": float(per_cluster.min()),
-            "cluster_acc": per_cluster.tolist(),
-        }
-    return figures
 
 
 def score_shifted(

@@ -190,7 +190,14 @@ def train_eval_net(
         seed=augment_seed(seed),
     )
     loader = DataLoader(TensorDataset(images.detach().cpu(), labels.cpu()), batch_sampler=sampler)
-    trainer = L.Trainer(
+    trainer = eval_trainer(trainer_kwargs)
+    trainer.fit(module, train_dataloaders=loader)
+    return module, trainer
+
+
+def eval_trainer(trainer_kwargs: dict[str, Any]) -> L.Trainer:
+    """A quiet one-epoch Trainer that trains (the epochs are in the sampler) or scores."""
+    return L.Trainer(
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
@@ -199,5 +206,3 @@ def train_eval_net(
         num_sanity_val_steps=0,
         **trainer_kwargs,
     )
-    trainer.fit(module, train_dataloaders=loader)
-    return module, trainer

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.distributed import all_reduce_sum, data_world, global_sums, shard
+from rdd.distributed import (
+    all_reduce_sum,
+    all_reduce_sum_coalesced,
+    data_world,
+    global_sums,
+    shard,
+)
 from rdd.risk.mean import MeanRisk
 
 
@@ -53,8 +59,9 @@ def real_gradient(
         grads = torch.autograd.grad(F.cross_entropy(net(local), target, reduction="sum"), params)
     else:
         grads = [torch.zeros_like(p) for p in params]
-    count = all_reduce_sum(torch.tensor(float(len(local)), device=real.device))
-    return [all_reduce_sum(g.detach()) / count for g in grads]
+    count = torch.tensor(float(len(local)), device=real.device)
+    *sums, total = all_reduce_sum_coalesced([*(g.detach() for g in grads), count])
+    return [s / total for s in sums]
 
 
 def subgroup_distances(
@@ -130,8 +137,9 @@ def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
     Each rank embeds its shard; the embedding sum and the count are all-reduced.
     """
     emb = embed_shard(net, real)
-    count = all_reduce_sum(torch.tensor(float(len(emb)), device=real.device))
-    return all_reduce_sum(emb.sum(0)) / count
+    count = torch.tensor(float(len(emb)), device=real.device)
+    total, count = all_reduce_sum_coalesced([emb.sum(0), count])
+    return total / count
 
 
 def subgroup_embedding_distances(
@@ -159,7 +167,7 @@ def subgroup_embedding_distances(
     counts = emb.new_zeros(len(class_groups)).index_add(
         0, slot, torch.ones_like(slot, dtype=emb.dtype)
     )
-    sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
+    sums, counts = all_reduce_sum_coalesced([sums, counts])
     means = sums / counts.clamp_min(1)[:, None]
     distances = ((means - mean_syn) ** 2).sum(1)
     return distances * counts, counts
