@@ -53,7 +53,7 @@ def real_gradient(
         grads = torch.autograd.grad(F.cross_entropy(net(local), target, reduction="sum"), params)
     else:
         grads = [torch.zeros_like(p) for p in params]
-    count = all_reduce_sum(torch.tensor(float(len(local)), device=real.device))
+    count = all_reduce_sum(torch.full((), float(len(local)), device=real.device))
     return [all_reduce_sum(g.detach()) / count for g in grads]
 
 
@@ -130,7 +130,7 @@ def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
     Each rank embeds its shard; the embedding sum and the count are all-reduced.
     """
     emb = embed_shard(net, real)
-    count = all_reduce_sum(torch.tensor(float(len(emb)), device=real.device))
+    count = all_reduce_sum(torch.full((), float(len(emb)), device=real.device))
     return all_reduce_sum(emb.sum(0)) / count
 
 
