@@ -6,6 +6,7 @@ or blocking copy added inside a matching loop raises a count here, on a CPU, by 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ from tests.conftest import REPO
 
 spec = importlib.util.spec_from_file_location("sync_points", REPO / "benchmarks" / "sync_points.py")
 sync_points = importlib.util.module_from_spec(spec)
+sys.modules["sync_points"] = sync_points  # its dataclass looks its module up there
 spec.loader.exec_module(sync_points)
 
 # Syncs in one steady iteration (the second) of the tiny runs, per (method, risk); what they
