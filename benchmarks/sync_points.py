@@ -157,6 +157,10 @@ class SyncCounter(TorchFunctionMode):
             if device_inputs:
                 self.record("d2h" if name in D2H else "shape", name)
             return
+        if name == "__set__" and self.emulate and len(args) == 2:  # t.data = value
+            if isinstance(args[1], torch.Tensor) and self.on_device(args[1]):
+                self.host.pop(id(args[0]), None)
+            return
         if name in ("__getitem__", "__setitem__", "index_put", "index_put_"):
             if not args or not self.on_device(args[0]):
                 return
@@ -306,8 +310,8 @@ def count_run(method: str, risk: str, args, out: Path, buffer: Path) -> dict:
 
 def wrap_copies(matcher, ctx, current: list) -> None:
     """Emulation: what comes from the CPU outside the tracked calls, so that moving it to the
-    device counts: expert snapshots (marked host), and a freshly built network (its ``.to``
-    copies each parameter and buffer: one blocking copy each)."""
+    device counts: expert snapshots and freshly built networks (made on the CPU) are marked
+    host; ``t.data = <device tensor>`` (what Module.to does) then puts ``t`` on the device."""
     trajectories = getattr(matcher, "trajectories", None)
     if trajectories is not None:
         snapshot = trajectories.snapshot
@@ -318,15 +322,14 @@ def wrap_copies(matcher, ctx, current: list) -> None:
             return out
 
         trajectories.snapshot = host_snapshot
-    new_net = ctx.new_net
+    make_net = ctx.make_net
 
-    def counted_net():
-        net = new_net()
-        for _ in [*net.parameters(), *net.buffers()]:
-            current[0].record("h2d", "new_net .to(device)")
+    def host_net():
+        net = make_net()
+        current[0].mark_host(*net.parameters(), *net.buffers())
         return net
 
-    ctx.new_net = counted_net
+    ctx.make_net = host_net
 
 
 def hash_tensor(t: torch.Tensor) -> str:
