@@ -7,10 +7,11 @@ IDM: 2x2 partition-and-expansion, CE weight 0.5, a queue of up to 100 networks o
 The real data are random (timing does not depend on pixel values); the learner's matcher runs
 directly, outside Lightning, so the figure is the algorithm's cost.
 
-    python benchmarks/bench_distribution_iteration.py --method idm [--iterations 6] [--ipc 10]
+    python benchmarks/bench_distribution_iteration.py --method idm [--iterations 6] [--ipc 10] [--device cuda]
 
 Time: mean over the iterations after the first (which builds the queue). Peak memory: the
-process's peak resident set size (ru_maxrss), and the peak before the first iteration.
+process's peak resident set size (ru_maxrss), and the peak before the first iteration; on a
+GPU, torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import NUM_CLASSES, cifar_shaped, machine, peak_rss_mib, plain_learner, time_steps
+from common import (
+    NUM_CLASSES,
+    add_device_argument,
+    cifar_shaped,
+    machine,
+    memory_name,
+    peak_mib,
+    plain_learner,
+    resolve_device,
+    time_steps,
+)
 
 from rdd.expansion import pack
 from rdd.matching.distribution import DistributionMatching
@@ -43,25 +54,30 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=256)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
 
     real_x, real_y = cifar_shaped(args.per_class)
     matcher = DistributionMatching(iterations=args.iterations, **SETTINGS[args.method])
     tiles = [real_x[: NUM_CLASSES * args.ipc] for _ in range(matcher.factor**2)]
     learner = plain_learner(matcher, pack(tiles, matcher.factor), real_x, real_y, args.ipc)
-    before = peak_rss_mib()
+    learner = learner.to(device)
+    before = peak_mib(device)
     times = time_steps(matcher, learner, args.iterations)
     steady = times[1:] or times
     print(machine())
     print(
-        f"{args.method.upper()}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, DSA"
+        f"{args.method.upper()}, ConvNet-3 w128, IPC {args.ipc}, {args.per_class} real/class, DSA, {device}"
     )
     print(
         f"seconds per iteration: {', '.join(f'{t:.2f}' for t in times)} "
         f"(mean after the first {sum(steady) / len(steady):.2f})"
     )
-    print(f"peak RSS: {peak_rss_mib():.0f} MiB (before the first iteration {before:.0f} MiB)")
+    print(
+        f"{memory_name(device)}: {peak_mib(device):.0f} MiB (before the first iteration {before:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ and each repeat checks that they give the same figures.
 
     .venv/bin/python benchmarks/bench_eval_speed.py                  # the default: 1000 epochs
     .venv/bin/python benchmarks/bench_eval_speed.py --epochs 50 --test-size 2000 --val-size 1000
+    .venv/bin/python benchmarks/bench_eval_speed.py --device cuda --epochs 300 --repeats 2
+
+On a GPU it also prints each mode's peak GPU memory (torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import statistics
 import time
 
 import torch
-from common import NUM_CLASSES, SHAPE, cifar_shaped, machine
+from common import NUM_CLASSES, SHAPE, add_device_argument, cifar_shaped, machine, resolve_device
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -61,7 +64,9 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=10000)
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     images, labels = cifar_shaped(10)
     data = RandomData(args.val_size, args.test_size)
@@ -73,6 +78,8 @@ def main() -> None:
         {"dsa_strategy": "color_crop_cutout_flip_scale_rotate"},
     )
     trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    if device.type == "cuda":
+        trainer |= {"accelerator": "gpu", "devices": [device.index or 0]}
     times: dict[bool, list[float]] = {False: [], True: []}
     gaps = []
     print(machine(), f"| load average before: {os.getloadavg()}")
@@ -81,15 +88,26 @@ def main() -> None:
         figures = {}
         for batched in order:
             settings = OmegaConf.merge(base, {"batched_nets": batched})
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             figures[batched] = evaluate_synset(
                 images, labels, data, nets, settings, trainer, seed=0, shifted=data.shifted
             )
             times[batched].append(time.perf_counter() - start)
-            print(f"repeat {repeat} batched={batched}: {times[batched][-1]:.1f} s", flush=True)
+            peak = ""
+            if device.type == "cuda":
+                peak = (
+                    f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+                )
+            print(
+                f"repeat {repeat} batched={batched}: {times[batched][-1]:.1f} s{peak}", flush=True
+            )
         gaps.append(max(abs(figures[True][k] - v) for k, v in figures[False].items()))
     seq, stacked = (statistics.median(times[mode]) for mode in (False, True))
-    print(f"epochs {args.epochs}, {args.num_nets} nets, val {args.val_size}, test {args.test_size}")
+    print(
+        f"epochs {args.epochs}, {args.num_nets} nets, val {args.val_size}, test {args.test_size}, {device}"
+    )
     print(f"median sequential {seq:.1f} s, stacked {stacked:.1f} s, ratio {seq / stacked:.2f}x")
     print(f"largest |difference| of any figure between the modes, per repeat: {gaps}")
     print(f"load average after: {os.getloadavg()}")

@@ -31,10 +31,12 @@ import torch
 from common import (
     NUM_CLASSES,
     SHAPE,
+    add_device_argument,
     cifar_shaped,
     machine,
-    peak_rss_mib,
+    peak_mib,
     plain_learner,
+    resolve_device,
     time_steps,
 )
 
@@ -69,15 +71,16 @@ def measure(syn_steps: int, memory: str, args: argparse.Namespace) -> str:
         batch_syn=args.batch_syn,
         memory=memory,
     )
-    cuda = args.device.startswith("cuda")
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
     with tempfile.TemporaryDirectory() as folder:
         matcher.attach(random_expert(Path(folder), epochs=4))
         learner = plain_learner(matcher, real_x.clone(), real_x, real_y, args.ipc)
-        learner = learner.to(args.device)
-        before = torch.cuda.memory_allocated() / 2**20 if cuda else rss_mib()
+        learner = learner.to(device)
+        before = torch.cuda.memory_allocated(device) / 2**20 if cuda else rss_mib()
         times = time_steps(matcher, learner, args.iterations)
     steady = times[1:] or times
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
+    peak = peak_mib(device)
     seconds = sum(steady) / len(steady)
     return f"| {syn_steps} | {memory} | {seconds:.2f} | {peak:.0f} | {peak - before:.0f} |"
 
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--batch-syn", type=int, default=None, help="default: the whole set")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--one", action="store_true", help="internal: measure one pair here")
     args = parser.parse_args()
     steps = [int(s) for s in args.syn_steps.split(",")]

@@ -48,20 +48,50 @@ def plain_learner(matcher, init_images, real_x, real_y, ipc: int, **kwargs) -> S
 
 
 def time_steps(matcher, learner: SyntheticSetLearner, iterations: int) -> list[float]:
-    """Seconds of each outer iteration."""
+    """Seconds of each outer iteration (on a GPU, until its queued work has finished)."""
     times = []
     for iteration in range(iterations):
         learner.iteration = iteration
+        synchronize(learner.device)
         start = time.perf_counter()
         matcher.step(learner)
+        synchronize(learner.device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU where there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def peak_mib(device: torch.device) -> float:
+    """Peak memory: torch.cuda.max_memory_allocated on a GPU, the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mib()
+
+
+def memory_name(device: torch.device) -> str:
+    return "peak GPU memory (max_memory_allocated)" if device.type == "cuda" else "peak RSS"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    return f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"machine: {cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rdd.device import module_to_device, to_device
 from rdd.distributed import (
     average_grads,
     broadcast_from_rank0_,
@@ -125,7 +126,7 @@ class SyntheticSetLearner(L.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(net_seed)
             net = self.make_net()
-        return net.to(self.device)
+        return module_to_device(net, self.device)
 
     @property
     def num_groups(self) -> int:
@@ -134,7 +135,7 @@ class SyntheticSetLearner(L.LightningModule):
 
     def class_groups(self, c: int) -> torch.Tensor:
         """The group ids of class c, (groups_per_class,), on our device."""
-        return self.pool.class_groups(c).to(self.device)
+        return to_device(self.pool.class_groups(c), self.device)
 
     def risk_for(self, target: str, c: int | None = None) -> nn.Module:
         """The risk that weighs ``target``'s groups ("matching": class c's; "networks": all)."""
@@ -157,28 +158,28 @@ class SyntheticSetLearner(L.LightningModule):
         """Up to n real images of class c, drawn as :meth:`sample_real` draws them, and their
         group ids: (n, C, H, W), (n,)."""
         idx = self.pool.draw(c, n, self.generator)
-        return self.real_images(idx), self.pool.groups[idx].to(self.device)
+        return self.real_images(idx), to_device(self.pool.groups[idx], self.device)
 
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n random real images of any class: images, labels and group ids."""
         idx = self.pool.draw_mixed(n, self.generator)
         return (
             self.real_images(idx),
-            self.real_y[idx].to(self.device),
-            self.pool.groups[idx].to(self.device),
+            to_device(self.real_y[idx], self.device),
+            to_device(self.pool.groups[idx], self.device),
         )
 
     def real_images(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.real_x[idx.to(self.real_x.device)]
+        return self.real_x[to_device(idx, self.real_x.device)]
 
     def image_step(self, loss: torch.Tensor) -> None:
         """One optimizer step on the synthetic images (and MTT's step size) for ``loss``.
 
         A non-finite loss, or images or step size that a step made non-finite, stop the run
-        with the last finite values put back (see :meth:`stop_nonfinite`).
+        with the last finite values put back (see :meth:`stop_nonfinite`). Both are read in
+        one flag after the step (one host-device synchronisation per image step): a
+        non-finite loss makes the step's values non-finite too, and they are put back.
         """
-        if not torch.isfinite(loss):
-            self.stop_nonfinite(f"the matching loss became {loss.item()}")
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
@@ -189,10 +190,15 @@ class SyntheticSetLearner(L.LightningModule):
         for opt in optimizers:
             opt.step()
         self.bound_step_size()
-        if not all(torch.isfinite(p).all() for p in self.learned_parameters()):
+        finite = [torch.isfinite(loss)] + [
+            torch.isfinite(p).all() for p in self.learned_parameters()
+        ]
+        if not torch.stack(finite).all():
             with torch.no_grad():
                 for param, good in zip(self.learned_parameters(), last_good, strict=True):
                     param.copy_(good)
+            if not torch.isfinite(loss):
+                self.stop_nonfinite(f"the matching loss became {loss.item()}")
             self.stop_nonfinite("an image step made the images or the step size non-finite")
 
     def safe_point(self) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from rdd.augment.config import MODES, OPS, PARAM_KEYS, DSAConfig, parse_strategy
 from rdd.augment.ops import _APPLIERS, _SAMPLERS
+from rdd.device import to_device
 from rdd.errors import UserError
 
 
@@ -89,13 +90,26 @@ class DSATransform:
 
     def _params_for(self, op: str, x: Tensor) -> dict[str, Tensor]:
         """This op's params on x's device; floating params also cast to x's dtype."""
-        out = {}
-        for key in PARAM_KEYS[op]:
-            v = self.params[key]
-            out[key] = (
-                v.to(device=x.device, dtype=x.dtype) if v.is_floating_point() else v.to(x.device)
-            )
-        return out
+        moved = self._on(x.device, x.dtype)
+        return {key: moved[key] for key in PARAM_KEYS[op]}
+
+    def _on(self, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        """Every param on ``device`` (floating ones in ``dtype``), moved in one non-blocking
+        copy per device and dtype and kept: a per-op, per-batch copy made the host wait for
+        the GPU several times per step. The float64 round trip is exact (the params are
+        float32, small integers or bools)."""
+        cache = self.__dict__.setdefault("_moved", {})  # frozen: no attribute assignment
+        if (device, dtype) not in cache:
+            keys = [key for op in self.ops for key in PARAM_KEYS[op]]
+            flat = torch.cat([self.params[key].to(torch.float64) for key in keys])
+            parts = to_device(flat, device).split([len(self.params[key]) for key in keys])
+            cache[device, dtype] = {
+                key: part.to(
+                    dtype if self.params[key].is_floating_point() else self.params[key].dtype
+                )
+                for key, part in zip(keys, parts, strict=True)
+            }
+        return cache[device, dtype]
 
 
 class DSA:

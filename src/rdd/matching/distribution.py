@@ -36,6 +36,7 @@ from rdd.matching.gradient import (
     check_init,
     check_positive,
     class_risk,
+    logged_losses,
 )
 from rdd.matching.queue import NetQueue
 from rdd.matching.robust import (
@@ -185,13 +186,7 @@ class DistributionMatching(Matcher):
             stats["queue_size"] = float(len(self.queue.entries))
             # the CE term's weight follows this (percent; 0 for networks not trained yet)
             stats["queue_accuracy"] = sum(acc for _, acc in nets) / len(nets)
-        stats["match_loss"] = float(torch.stack(losses).mean())
-        if self.group_losses:
-            every = torch.cat(self.group_losses)
-            stats |= {"risk/group_loss_min": float(every.min()), "risk/value": stats["match_loss"]}
-            stats |= {"risk/group_loss_mean": float(every.mean())}
-            stats["risk/group_loss_max"] = float(every.max())
-        return stats
+        return stats | logged_losses(torch.stack(losses).mean(), self.group_losses)
 
     def match_and_step(self, net: nn.Module, accuracy: float, ctx: DistillContext) -> torch.Tensor:
         """The matching loss of every class through ``net``, and the image step(s)."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
+from rdd.device import to_device
 from rdd.distributed import all_reduce_grads, owns_class, sum_owned
 from rdd.errors import UserError
 from rdd.matching.base import DistillContext, Matcher
@@ -164,13 +165,7 @@ class GradientMatching(Matcher):
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
                 ctx.safe_point()  # where a preempted run may stop (rdd.preemption)
-        stats["match_loss"] = float(torch.stack(losses).mean())
-        if self.group_losses:
-            every = torch.cat(self.group_losses)
-            low, mean, high = float(every.min()), float(every.mean()), float(every.max())
-            stats |= {"risk/group_loss_min": low, "risk/group_loss_mean": mean}
-            stats |= {"risk/group_loss_max": high, "risk/value": stats["match_loss"]}
-        return stats
+        return stats | logged_losses(torch.stack(losses).mean(), self.group_losses)
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
         """Gradient-matching loss of every class: (num_classes,), differentiable.
@@ -249,7 +244,7 @@ class GradientMatching(Matcher):
             return
         images, labels = ctx.images.detach(), ctx.labels
         for _ in range(epochs):
-            order = torch.randperm(len(images), generator=ctx.generator).to(images.device)
+            order = to_device(torch.randperm(len(images), generator=ctx.generator), images.device)
             for batch in order.split(self.batch_train):
                 x = images[batch]
                 if self.augment is not None:
@@ -269,6 +264,17 @@ class GradientMatching(Matcher):
             risk = ctx.risk_for("networks") if ctx.robust_networks else None
             loss, _, _ = real_data_loss(net, x, y, groups, ctx.num_groups, risk)
             sgd_step(opt, loss, net)
+
+
+def logged_losses(match_loss: torch.Tensor, group_losses: list[torch.Tensor]) -> dict[str, float]:
+    """The iteration's logged losses, read from the device in one transfer: ``match_loss``
+    and, with per-subgroup losses, their min, mean and max (the risk's value is the loss)."""
+    if not group_losses:
+        return {"match_loss": float(match_loss)}
+    every = torch.cat(group_losses)
+    values = torch.stack([match_loss, every.min(), every.mean(), every.max()]).tolist()
+    keys = ("match_loss", "risk/group_loss_min", "risk/group_loss_mean", "risk/group_loss_max")
+    return dict(zip(keys, values, strict=True)) | {"risk/value": values[0]}
 
 
 def class_risk(

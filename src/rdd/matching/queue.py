@@ -130,11 +130,21 @@ class NetQueue:
         """Train ``fetch`` random networks ``train_steps`` steps each on mixed real batches
         (no augmentation, as published); with the risk on networks, on the group risk."""
         risk = ctx.risk_for("networks") if ctx.robust_networks else None
-        for entry in self.pick(ctx, self.fetch):
+        entries, correct = self.pick(ctx, self.fetch), []
+        for entry in entries:
             entry.net.train()
+            right = []  # kept on the device: read once per iteration, not once per step
             for _ in range(self.train_steps):
                 x, y, groups = ctx.sample_real_mixed(self.batch)
                 loss, logits, labels = real_data_loss(entry.net, x, y, groups, ctx.num_groups, risk)
-                entry.correct += float(global_correct(logits, labels))
+                right.append(global_correct(logits, labels).double())
                 entry.seen += float(len(x))
                 sgd_step(entry.opt, loss, entry.net)
+            correct.append(
+                torch.stack(right).sum() if right else torch.zeros((), device=ctx.device)
+            )
+        # Whole counts: their sum is exact, so one addition equals the step-by-step ones.
+        for entry, count in zip(
+            entries, torch.stack(correct).tolist() if correct else [], strict=True
+        ):
+            entry.correct += count

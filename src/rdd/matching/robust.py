@@ -59,7 +59,7 @@ def real_gradient(
         grads = torch.autograd.grad(F.cross_entropy(net(local), target, reduction="sum"), params)
     else:
         grads = [torch.zeros_like(p) for p in params]
-    count = torch.tensor(float(len(local)), device=real.device)
+    count = torch.full((), float(len(local)), device=real.device)
     *sums, total = all_reduce_sum_coalesced([*(g.detach() for g in grads), count])
     return [s / total for s in sums]
 
@@ -137,7 +137,7 @@ def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
     Each rank embeds its shard; the embedding sum and the count are all-reduced.
     """
     emb = embed_shard(net, real)
-    count = torch.tensor(float(len(emb)), device=real.device)
+    count = torch.full((), float(len(emb)), device=real.device)
     total, count = all_reduce_sum_coalesced([emb.sum(0), count])
     return total / count
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rdd.augment import DSA, DSATransform
+from rdd.device import to_device
 from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
 from rdd.errors import UserError
 from rdd.experts import Trajectories, unflatten
@@ -181,22 +182,24 @@ class TrajectoryMatching(Matcher):
         expert = int(torch.randint(len(self.trajectories), (1,), generator=ctx.generator))
         start = int(torch.randint(self.max_start_epoch, (1,), generator=ctx.generator))
         net = ctx.new_net()
-        like = {"device": ctx.images.device, "dtype": ctx.images.dtype}
-        begin = self.trajectories.snapshot(expert, start).to(**like)
-        target = self.trajectories.snapshot(expert, start + self.expert_epochs).to(**like)
+        device, dtype = ctx.images.device, ctx.images.dtype
+        begin = to_device(self.trajectories.snapshot(expert, start).to(dtype), device)
+        end = start + self.expert_epochs
+        target = to_device(self.trajectories.snapshot(expert, end).to(dtype), device)
         stats = self.regroup(ctx, net, target) if ctx.robust_matching else {}
         net.train()
         student = self.unroll(ctx, net, unflatten(begin, net))
         param_loss = self.normalised_distance(student, unflatten(target, net), begin, target)
-        loss = param_loss
-        stats |= {"param_loss": float(param_loss.detach()), "start_epoch": float(start)}
+        loss, logged = param_loss, {"param_loss": param_loss}
         if ctx.robust_matching and self.robust_weight > 0:
             risk = self.real_risk(ctx, net, student)
             loss = loss + self.robust_weight * risk
-            stats["risk/value"] = float(risk.detach())
+            logged["risk/value"] = risk
         ctx.image_step(loss)
-        stats["match_loss"] = float(loss.detach())
-        return stats
+        logged["match_loss"] = loss
+        # One read from the device for all of them (float(t) would be one each).
+        values = torch.stack([v.detach() for v in logged.values()]).tolist()
+        return stats | dict(zip(logged, values, strict=True)) | {"start_epoch": float(start)}
 
     @staticmethod
     def regroup(ctx: DistillContext, net: nn.Module, target: torch.Tensor) -> dict[str, float]:
@@ -247,10 +250,10 @@ class TrajectoryMatching(Matcher):
         """This rank's shard of the step's (augmented) images of ``images`` (default
         ``ctx.images``) and of their labels."""
         images = ctx.images if images is None else images
-        x = images[idx.to(images.device)]
+        x = images[to_device(idx, images.device)]
         if transform is not None:
             x = transform(x)
-        return shard(x), shard(ctx.labels[idx.to(ctx.labels.device)])
+        return shard(x), shard(ctx.labels[to_device(idx, ctx.labels.device)])
 
     @staticmethod
     def student_step(
