@@ -129,6 +129,19 @@ def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
     learner.pending_matcher_state = state["matcher"]
 
 
+def apply_pending_states(learner: SyntheticSetLearner) -> None:
+    """The optimizer and matcher states of :func:`load_training_state`, once training has
+    started (configure_optimizers ran in fit; the matcher's tensors go to the device)."""
+    if learner.pending_optimizer_states is not None:
+        states = learner.pending_optimizer_states
+        for opt, state in zip(learner.optimizer_list(), states, strict=True):
+            opt.load_state_dict(state)
+        learner.pending_optimizer_states = None
+    if learner.pending_matcher_state is not None:
+        learner.matcher.load_state_dict(learner.pending_matcher_state, learner)
+    learner.pending_matcher_state = None
+
+
 def run_identity(cfg: DictConfig) -> str:
     """The resolved config without the keys a resumption may change (VOLATILE_KEYS, and where
     the caches live)."""

@@ -26,6 +26,7 @@ from rdd.distributed import (
     sum_grads,
 )
 from rdd.errors import NonFiniteError
+from rdd.loggers import log_group_losses
 from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
 from rdd.robust import RiskSlots, RobustPlan
@@ -261,16 +262,9 @@ class SyntheticSetLearner(L.LightningModule):
         # A resumed run logs its rows at their iteration (Lightning would count from 0 again:
         # the logger's step is the count of batches this fit has run).
         self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.start_iteration
-        # A resumed run: the optimizers exist only now (configure_optimizers ran in fit).
-        if self.pending_optimizer_states is not None:
-            for opt, state in zip(
-                self.optimizer_list(), self.pending_optimizer_states, strict=True
-            ):
-                opt.load_state_dict(state)
-            self.pending_optimizer_states = None
-        if self.pending_matcher_state is not None:
-            self.matcher.load_state_dict(self.pending_matcher_state, self)
-        self.pending_matcher_state = None
+        from rdd.checkpoint import apply_pending_states  # rdd.checkpoint imports this module
+
+        apply_pending_states(self)  # a resumed run: optimizers exist only now
 
     def train_dataloader(self) -> DataLoader:
         # Each "batch" is just the iteration number: the matcher draws its own real batches.
@@ -286,24 +280,12 @@ class SyntheticSetLearner(L.LightningModule):
         if self.syn_lr is not None:
             named["train/syn_lr"] = self.learned_lr
         self.log_dict(named, on_step=True)
-        self.log_group_histogram()
+        log_group_losses(self.loggers, self.matcher.group_losses)
 
     def optimizer_list(self) -> list[torch.optim.Optimizer]:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         return [getattr(opt, "optimizer", opt) for opt in optimizers]
-
-    def log_group_histogram(self) -> None:
-        """With W&B, a histogram of this iteration's per-subgroup matching losses."""
-        group_losses = self.matcher.group_losses
-        if not group_losses:
-            return
-        for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
-
-                values = torch.cat(group_losses).cpu().numpy()
-                logger.experiment.log({"risk/group_losses": wandb.Histogram(values)}, commit=False)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         images = torch.optim.SGD(

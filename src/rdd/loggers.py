@@ -186,6 +186,19 @@ class ProgressLog(L.Callback):
         )
 
 
+def log_group_losses(loggers: list[Any], group_losses: list[Any]) -> None:
+    """With W&B, a histogram of this iteration's per-subgroup matching losses (tensors)."""
+    if not group_losses:
+        return
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import torch
+            import wandb
+
+            values = torch.cat(group_losses).cpu().numpy()
+            logger.experiment.log({"risk/group_losses": wandb.Histogram(values)}, commit=False)
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = [build(node, "logger") for node in (cfg.get("logger") or {}).values() if node]
     for logger in loggers:

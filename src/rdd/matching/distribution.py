@@ -32,14 +32,11 @@ from rdd.augment import DSA
 from rdd.distributed import owns_class, sum_owned
 from rdd.expansion import check_factor, expand
 from rdd.matching.base import DistillContext, Matcher
-from rdd.matching.gradient import (
-    check_init,
-    check_positive,
-    class_risk,
-    logged_losses,
-)
+from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.queue import NetQueue
 from rdd.matching.robust import (
+    class_risk,
+    logged_losses,
     real_mean_embedding,
     subgroup_embedding_distances,
 )

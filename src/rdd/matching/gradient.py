@@ -21,7 +21,13 @@ from rdd.distributed import all_reduce_grads, owns_class, sum_owned
 from rdd.errors import UserError
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
-from rdd.matching.robust import real_data_loss, real_gradient, subgroup_distances
+from rdd.matching.robust import (
+    class_risk,
+    logged_losses,
+    real_data_loss,
+    real_gradient,
+    subgroup_distances,
+)
 from rdd.nets import has_batchnorm
 from rdd.progress import inner_steps
 
@@ -264,32 +270,6 @@ class GradientMatching(Matcher):
             risk = ctx.risk_for("networks") if ctx.robust_networks else None
             loss, _, _ = real_data_loss(net, x, y, groups, ctx.num_groups, risk)
             sgd_step(opt, loss, net)
-
-
-def logged_losses(match_loss: torch.Tensor, group_losses: list[torch.Tensor]) -> dict[str, float]:
-    """The iteration's logged losses, read from the device in one transfer: ``match_loss``
-    and, with per-subgroup losses, their min, mean and max (the risk's value is the loss)."""
-    if not group_losses:
-        return {"match_loss": float(match_loss)}
-    every = torch.cat(group_losses)
-    values = torch.stack([match_loss, every.min(), every.mean(), every.max()]).tolist()
-    keys = ("match_loss", "risk/group_loss_min", "risk/group_loss_mean", "risk/group_loss_max")
-    return dict(zip(keys, values, strict=True)) | {"risk/value": values[0]}
-
-
-def class_risk(
-    ctx: DistillContext, c: int, sums: torch.Tensor, counts: torch.Tensor, log: list[torch.Tensor]
-) -> torch.Tensor:
-    """Class c's matching loss: the risk over its subgroups (``sums``/``counts``: (S,)).
-
-    Each present subgroup's loss is appended to ``log``. Per-sample risks (two_level) get
-    one "sample" per subgroup: its mean loss.
-    """
-    present = counts > 0
-    per_group = sums[present] / counts[present]
-    log.append(per_group.detach())
-    slots = torch.arange(len(counts), device=counts.device)[present]
-    return ctx.risk_for("matching", c)(sums, counts, per_group, slots)
 
 
 def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor, net: nn.Module | None = None) -> None:

@@ -24,6 +24,7 @@ from rdd.distributed import (
     global_sums,
     shard,
 )
+from rdd.matching.base import DistillContext
 from rdd.risk.mean import MeanRisk
 
 
@@ -200,3 +201,29 @@ def real_data_loss(
 def global_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Right predictions among this rank's logits, summed over ranks."""
     return all_reduce_sum((logits.detach().argmax(1) == labels).sum().to(logits.dtype))
+
+
+def logged_losses(match_loss: torch.Tensor, group_losses: list[torch.Tensor]) -> dict[str, float]:
+    """The iteration's logged losses, read from the device in one transfer: ``match_loss``
+    and, with per-subgroup losses, their min, mean and max (the risk's value is the loss)."""
+    if not group_losses:
+        return {"match_loss": float(match_loss)}
+    every = torch.cat(group_losses)
+    values = torch.stack([match_loss, every.min(), every.mean(), every.max()]).tolist()
+    keys = ("match_loss", "risk/group_loss_min", "risk/group_loss_mean", "risk/group_loss_max")
+    return dict(zip(keys, values, strict=True)) | {"risk/value": values[0]}
+
+
+def class_risk(
+    ctx: DistillContext, c: int, sums: torch.Tensor, counts: torch.Tensor, log: list[torch.Tensor]
+) -> torch.Tensor:
+    """Class c's matching loss: the risk over its subgroups (``sums``/``counts``: (S,)).
+
+    Each present subgroup's loss is appended to ``log``. Per-sample risks (two_level) get
+    one "sample" per subgroup: its mean loss.
+    """
+    present = counts > 0
+    per_group = sums[present] / counts[present]
+    log.append(per_group.detach())
+    slots = torch.arange(len(counts), device=counts.device)[present]
+    return ctx.risk_for("matching", c)(sums, counts, per_group, slots)
