@@ -11,7 +11,7 @@ from torch import nn
 
 from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
-from rdd.nets import build_net
+from rdd.nets import ConvNet
 from rdd.nets.compiled import FirstOrderPasses, first_order
 
 CLASSES, IPC, REAL, SIZE = 3, 2, 8, 16
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # each test compiles a few graphs: ~1 min on 2 CP
 
 def net() -> nn.Module:
     torch.manual_seed(0)
-    return build_net("convnet", 3, CLASSES, (SIZE, SIZE), width=16)
+    return ConvNet(3, CLASSES, (SIZE, SIZE), width=16)
 
 
 def context(seed: int = 0) -> types.SimpleNamespace:
