@@ -44,6 +44,11 @@ Usage (checkouts of the references outside this repository; nothing of them is c
         --mtt /tmp/ref/mtt [--items dc_match,dsa_match,...] [--repeats 3] [--inner-epochs 50] \
         [--syn-steps 20,30] [--batch-syn 100]
 
+``--compile`` adds a third side to the DC/DSA/DM/IDM items, rdd with
+``matching.compile_nets=true`` (``rdd.nets.compiled``), interleaved with the other two; it gets
+``--warmup`` untimed runs first (the compilation). MTT has no compiled side: its unroll is
+differentiated twice, which torch.compile does not support.
+
 Patches to the references: none needed on torch 2.14 CPU for the code paths used here (VICO's
 ``networks.py`` ``.view`` calls see contiguous inputs; MTT's ``utils.py`` imports kornia and
 torchvision, both installed). Each reference's ``get_network`` reseeds the global generator
