@@ -16,6 +16,7 @@ from torch import nn
 from rdd.matching.base import DistillContext
 from rdd.matching.gradient import sgd_step
 from rdd.matching.robust import global_correct, real_data_loss
+from rdd.nets.compiled import first_order
 
 
 @dataclass
@@ -48,6 +49,7 @@ class NetQueue:
         reset_every: Every this many iterations (not at 0) the running accuracies restart
             from zero, as the published code resets its accuracy meters at each evaluation
             (its ``--eval_interval``), so the CE weight follows recent accuracy; 0: never.
+        compile_nets: Train through ``torch.compile`` (:mod:`rdd.nets.compiled`).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class NetQueue:
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         reset_every: int = 0,
+        compile_nets: bool = False,
     ) -> None:
         self.size, self.generate_every, self.push, self.initial = (
             size,
@@ -72,7 +75,7 @@ class NetQueue:
         )
         self.fetch, self.train_steps, self.batch = fetch, train_steps, batch
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.reset_every = reset_every
+        self.reset_every, self.compile_nets = reset_every, compile_nets
         self.entries: list[QueuedNet] = []
 
     def new_entry(self, ctx: DistillContext) -> QueuedNet:
@@ -134,9 +137,10 @@ class NetQueue:
         for entry in entries:
             entry.net.train()
             right = []  # kept on the device: read once per iteration, not once per step
+            forward = first_order(entry.net, self.compile_nets)
             for _ in range(self.train_steps):
                 x, y, groups = ctx.sample_real_mixed(self.batch)
-                loss, logits, labels = real_data_loss(entry.net, x, y, groups, ctx.num_groups, risk)
+                loss, logits, labels = real_data_loss(forward, x, y, groups, ctx.num_groups, risk)
                 right.append(global_correct(logits, labels).double())
                 entry.seen += float(len(x))
                 sgd_step(entry.opt, loss, entry.net)
