@@ -291,6 +291,8 @@ def main() -> None:
     for spec in specs:
         got = measure(spec)
         results.append(spec | got)
+        if args.out:  # after every row: a long table cut short keeps what it measured
+            args.out.write_text(json.dumps(results, indent=1))
         problem = spec["shape"] + (f" ({spec['classes']} classes)" if spec["classes"] else "")
         if args.check_batch:
             problem += f", batch {spec['batch_real']}"
@@ -305,8 +307,6 @@ def main() -> None:
     if args.compute:
         print(f"# compute per class, one process (s): {compute_per_class(args.compute)}")
     print(f"# load after {os.getloadavg()}")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
