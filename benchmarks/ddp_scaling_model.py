@@ -6,15 +6,16 @@ For each measured (problem, ipc, method, mode) row: what one iteration (a DC out
 iteration) would spend communicating at 8, 64 and 512 GPUs, and the per-class compute time at
 which that communication would equal the compute a GPU does per iteration.
 
-The collectives are all-reduces, so their cost is modelled as a ring all-reduce:
-``2 (N - 1) alpha + 2 (N - 1) / N * bytes / B`` per call, with the call count and bytes per
-iteration measured on 2 ranks (neither depends on the number of ranks: every rank reduces the
-same tensors). Assumed links (not measured: there is no cluster here): 8 GPUs = one node,
-NVLink, B = 150 GB/s, alpha = 5 us; 64 and 512 GPUs = InfiniBand, B = 25 GB/s per GPU,
-alpha = 10 us. The ring's latency term is an upper bound (NCCL's trees need about
-2 log2(N) alpha). ImageNet-1K rows measured on a subset of the classes are extrapolated
-linearly to 1000 classes (calls and bytes are sums of per-class terms and one image-gradient
-term proportional to the classes; the two measured subsets show whether that holds).
+The collectives are all-reduces, modelled as NCCL runs them: a latency of a tree,
+``2 log2(N) alpha``, plus the bandwidth term of a ring, ``2 (N - 1) / N * bytes / B``, per
+call (a pure ring's latency, ``2 (N - 1) alpha``, would be 50x worse at 512 GPUs), with the
+call count and bytes per iteration measured on 2 ranks (neither depends on the number of
+ranks: every rank reduces the same tensors). Assumed links (not measured: there is no cluster
+here): 8 GPUs = one node, NVLink, B = 150 GB/s, alpha = 5 us; 64 and 512 GPUs = InfiniBand,
+B = 25 GB/s per GPU, alpha = 10 us. ImageNet-1K rows measured on two subsets of the classes
+are extrapolated to 1000: calls on the line through the two (one collective per class, plus
+fixed ones), bytes on ``u K + v K^2`` through them (the image gradient and per-class sums
+grow as K; DC's per-class network gradient holds the classifier, whose size grows with K).
 
 Compute: batch-sharded ranks each work on every class with 256 / N real images; class-parallel
 ranks on K / N classes with all 256 (more ranks than classes is refused). The break-even column
@@ -36,7 +37,7 @@ CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 def ring_seconds(calls: float, nbytes: float, n: int) -> float:
     bandwidth, alpha = LINKS[n]
-    return calls * 2 * (n - 1) * alpha + 2 * (n - 1) / n * nbytes / bandwidth
+    return calls * 2 * math.log2(n) * alpha + 2 * (n - 1) / n * nbytes / bandwidth
 
 
 def extrapolated(rows: list[dict]) -> list[dict]:
@@ -52,12 +53,20 @@ def extrapolated(rows: list[dict]) -> list[dict]:
         a, b = pair[0], pair[-1]
         span = b["classes"] - a["classes"] or 1
 
-        def line(key: str, a=a, b=b, span=span) -> float:
-            return a[key] + (b[key] - a[key]) * (1000 - a["classes"]) / span
+        def calls(a=a, b=b, span=span) -> float:  # a line: one collective per class + fixed
+            return a["calls"] + (b["calls"] - a["calls"]) * (1000 - a["classes"]) / span
+
+        def nbytes(a=a, b=b) -> float:
+            # bytes = u K + v K^2 through the two points: per-class tensors whose size grows
+            # with K (a network's classifier, in DC's per-class gradient) make it quadratic.
+            k1, k2 = a["classes"], b["classes"]
+            v = (b["bytes"] / k2 - a["bytes"] / k1) / (k2 - k1)
+            u = a["bytes"] / k1 - v * k1
+            return u * 1000 + v * 1000**2
 
         out.append(
             {"shape": "imagenet", "ipc": ipc, "method": method, "mode": mode, "classes": 1000,
-             "calls": line("calls"), "bytes": line("bytes"), "measured": False,
+             "calls": calls(), "bytes": nbytes(), "measured": False,
              "from": f"{a['classes']}/{b['classes']} classes: {a['calls']}/{b['calls']} calls, "
                      f"{a['bytes'] / 1e6:.2f}/{b['bytes'] / 1e6:.2f} MB"}
         )  # fmt: skip
