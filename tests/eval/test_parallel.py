@@ -19,7 +19,9 @@ from tests.eval.test_scoring import CPU, EVAL, EasyData
 
 # Picklable (workers are spawned): a module-level partial, not a lambda.
 MLP = partial(build_net, {"_target_": "rdd.nets.mlp.MLP"}, 1, 10, (8, 8))
-CONV = partial(build_net, {"_target_": "rdd.nets.convnet.ConvNet", "depth": 2, "width": 16}, 1, 10, (8, 8))
+CONV = partial(
+    build_net, {"_target_": "rdd.nets.convnet.ConvNet", "depth": 2, "width": 16}, 1, 10, (8, 8)
+)
 
 
 def evaluation(devices: int, threads: int):
@@ -62,13 +64,20 @@ def test_stacked_and_spread_together_is_refused() -> None:
         evaluate_synset(*data.train, data, {"mlp": MLP}, settings, CPU, 0)
 
 
+@pytest.mark.slow  # two whole runs and two worker start-ups (~1 min): make test-full
 def test_a_run_evaluated_on_two_cpu_processes_reports_what_one_does(tmp_path, cli) -> None:
     args = [*TINY, "eval.num_nets=2", "trainer=cpu", "trainer.enable_progress_bar=false"]
     figures = {}
-    for devices in (1, 2):
-        out = tmp_path / f"devices{devices}"
-        done = cli("rdd.run", *args, f"eval.devices={devices}", f"hydra.run.dir={out}", cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-        metrics = read_metrics(out)
-        figures[devices] = {k: v for k, v in metrics.items() if k.endswith("_acc")}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread here and in each worker: the same float sums
+    try:
+        for devices in (1, 2):
+            out = tmp_path / f"devices{devices}"
+            run = [*args, f"eval.devices={devices}", f"hydra.run.dir={out}"]
+            done = cli("rdd.run", *run, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr[-2000:]
+            metrics = read_metrics(out)
+            figures[devices] = {k: v for k, v in metrics.items() if k.endswith("_acc")}
+    finally:
+        torch.set_num_threads(before)
     assert figures[2] == figures[1] and figures[1]["test_acc"] > 0
