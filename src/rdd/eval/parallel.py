@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from rdd.errors import UserError
+from rdd.eval.stacked import eval_device
 from rdd.eval.training import EvalNetModule, init_net, train_eval_net
 
 _worker_device: dict[str, Any] = {}  # this worker's trainer settings (set by _start_worker)
@@ -55,7 +56,9 @@ def worker_devices(eval_cfg: Any, trainer_kwargs: dict[str, Any]) -> list[dict[s
             f"eval.devices must be a number of devices >= 1, or -1 for every GPU, got "
             f"'{wanted}': set e.g. eval.devices=4"
         )
-    gpus = torch.cuda.device_count() if uses_gpu(trainer_kwargs) else 0
+    # The device the evaluation would train on here (rdd.eval.stacked.eval_device) says whether
+    # the workers get GPUs: under trainer.accelerator gpu, or auto with a GPU present.
+    gpus = torch.cuda.device_count() if eval_device(trainer_kwargs).type == "cuda" else 0
     count = (gpus or 1) if wanted == -1 else wanted
     if count == 1:
         return []
@@ -67,13 +70,6 @@ def worker_devices(eval_cfg: Any, trainer_kwargs: dict[str, Any]) -> list[dict[s
     if gpus:
         return [{"accelerator": "gpu", "devices": [i]} for i in range(count)]
     return [{"accelerator": "cpu", "devices": 1} for _ in range(count)]
-
-
-def uses_gpu(trainer_kwargs: dict[str, Any]) -> bool:
-    accelerator = str(trainer_kwargs.get("accelerator", "auto")).lower()
-    if accelerator in ("gpu", "cuda"):
-        return True
-    return accelerator == "auto" and torch.cuda.is_available()
 
 
 def train_in_parallel(jobs: list[Job], devices: list[dict[str, Any]]) -> Iterator[EvalNetModule]:
