@@ -26,6 +26,8 @@ class FakeContext:
         step_lr: :meth:`image_step` also takes an SGD step of this size on the images
             (None: it only records the loss).
         robust_matching: default: whether ``risk`` is not the mean.
+        owners: (len(images),) the group that owns each synthetic image (default: image i of
+            class c belongs to the class's i-th group, cycling).
     """
 
     iteration = 0
@@ -49,6 +51,7 @@ class FakeContext:
         shuffle: bool = False,
         step_lr: float | None = None,
         syn_lr: float | None = None,
+        owners: torch.Tensor | None = None,
         seed: int = 0,
     ) -> None:
         self.images = nn.Parameter(images.clone())
@@ -68,6 +71,7 @@ class FakeContext:
             None if syn_lr is None else nn.Parameter(torch.tensor(syn_lr, dtype=images.dtype))
         )
         self.generator = torch.Generator().manual_seed(seed)
+        self.owners = self.default_owners() if owners is None else owners
         self.losses: list[torch.Tensor] = []  # every loss given to image_step, in order
 
     @property
@@ -99,9 +103,26 @@ class FakeContext:
     def sample_real(self, c: int, n: int) -> torch.Tensor:
         return self.real_x[self.draw((self.real_y == c).nonzero().flatten(), n)]
 
-    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.draw((self.real_y == c).nonzero().flatten(), n)
-        return self.real_x[idx], self.real_groups[idx]
+    def default_owners(self) -> torch.Tensor:
+        owners = torch.empty(len(self.labels), dtype=torch.int64)
+        for c in range(self.num_classes):
+            groups = self.class_groups(c)
+            rows = (self.labels == c).nonzero().flatten()
+            owners[rows] = groups[torch.arange(len(rows)) % len(groups)]
+        return owners
+
+    def owned_batches(self, c: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every group of class c that owns images: its rows and its first n real images."""
+        batches = []
+        for group in self.class_groups(c).tolist():
+            rows = ((self.owners == group) & (self.labels == c)).nonzero().flatten()
+            members = ((self.real_y == c) & (self.real_groups == group)).nonzero().flatten()
+            if len(rows):
+                batches.append((rows, self.real_x[self.draw(members, n)]))
+        return batches
+
+    def sample_real_stratified(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.sample_real_mixed(n)
 
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = self.draw(torch.arange(len(self.real_y)), n)

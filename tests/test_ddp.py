@@ -157,7 +157,12 @@ def test_two_level_on_networks_is_refused_under_ddp(tmp_path) -> None:
     from rdd.run import run
 
     cfg = compose_config(
-        *DDP, *SMALL, "risk=two_level", "robust.net_train_data=real", output_dir=tmp_path
+        *DDP,
+        *SMALL,
+        "risk=two_level",
+        "clustering.k=2",
+        "robust.net_train_data=real",
+        output_dir=tmp_path,
     )
     with pytest.raises(UserError, match="two_level on networks"):
         run(cfg)

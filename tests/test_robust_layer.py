@@ -14,7 +14,9 @@ from rdd.learner import SyntheticSetLearner
 from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
 from rdd.nets import build_net
-from rdd.risk import CVaR, MaxGroup, MeanRisk, cvar_weights
+from rdd.ownership import AllocationSettings, Ownership
+from rdd.realpool import RealPool
+from rdd.risk import CVaR, MaxGroup, cvar_weights
 from rdd.robust import RiskSlots, RobustPlan, RunningGroupRisk, build_risk, plan_for
 from tests.conftest import compose_config
 
@@ -35,7 +37,18 @@ def learner_for(risk, clusterer, plan, matcher=None, batch_real=30) -> Synthetic
     init = torch.cat([x[y == c][:2] for c in range(K)])
     make_net = partial(build_net, NET, 1, K, (SIZE, SIZE))
     return SyntheticSetLearner(
-        matcher, make_net, init, x, y, K, 2, seed=0, risk=risk, clusterer=clusterer, plan=plan
+        matcher,
+        make_net,
+        init,
+        x,
+        y,
+        K,
+        2,
+        seed=0,
+        risk=risk,
+        clusterer=clusterer,
+        plan=plan,
+        allocation=AllocationSettings(min_per_group=8, train_steps=5),
     )
 
 
@@ -69,26 +82,45 @@ def kmeans(pool_per_class: int = 8, every: int = 2) -> KMeansClusterer:
     )
 
 
-def test_a_robust_run_draws_as_many_distinct_real_images_as_the_base_run() -> None:
-    base = fit(learner_for(MeanRisk(), None, RobustPlan()))
-    robust = fit(learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True)))
-    x, y = real_data()
+def test_a_robust_run_draws_fresh_stratified_batches_from_every_image() -> None:
+    """The clustering is fitted on 8 images per class, but a robust run's batches come from
+    all 40, group by group: every group's share of the batch, at least min_per_group."""
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    draws: list[list[torch.Tensor]] = []
+    stratified = learner.pool.draw_stratified
 
-    def distinct_per_class(draws):
-        seen = torch.unique(torch.cat(draws))
-        return torch.bincount(y[seen], minlength=K)
+    pool = learner.pool
 
-    # The clustering is fitted on 8 images per class, but batches come from all 40.
-    assert torch.equal(distinct_per_class(robust), distinct_per_class(base))
-    assert int(distinct_per_class(robust).min()) > 8
-    # Drawn exactly as the base method draws them: the same indices, batch by batch.
-    assert all(torch.equal(a, b) for a, b in zip(base, robust, strict=True))
+    def recording(c, n, minimum, generator):
+        drawn = stratified(c, n, minimum, generator)
+        assert n == 30 and minimum == 8
+        assert [len(d) for d in drawn] == pool.stratified_sizes(c, n, minimum)
+        for group, idx in zip(pool.class_groups(c).tolist(), drawn, strict=True):
+            assert bool((pool.groups[idx] == group).all()) and len(idx.unique()) == len(idx)
+        draws.append(drawn)
+        return drawn
+
+    pool.draw_stratified = recording
+    fit(learner)
+    _, y = real_data()
+    assert len(draws) == 4 * K  # every class, every iteration
+    seen = torch.unique(torch.cat([torch.cat(d) for d in draws]))
+    assert int(torch.bincount(y[seen], minlength=K).min()) > 8
 
 
-def test_batch_real_above_the_pool_size_is_honoured() -> None:
-    learner = learner_for(CVaR(0.5), kmeans(pool_per_class=4), RobustPlan(matching=True))
-    draws = fit(learner)
-    assert {len(d) for d in draws} == {30}
+def test_the_stratified_draw_gives_every_group_its_minimum() -> None:
+    """A class of 40 images in groups of 35 and 5: a batch of 30 in proportion would hold
+    ~4 of the small group; with a minimum of 8 it holds all 5, and the large group its share."""
+    _, y = real_data()
+    pool = RealPool(y, K)
+    groups = 2 * y
+    groups[::8] += 1  # 5 of every class's 40 images
+    pool.set_groups(groups, 2)
+    assert pool.stratified_sizes(0, 30, 8) == [26, 5]
+    assert pool.stratified_sizes(0, 30, 1) == [26, 4]
+    assert pool.stratified_sizes(0, 100, 1) == [35, 5]  # never more than a group holds
+    drawn = pool.draw_stratified(0, 30, 8, torch.Generator().manual_seed(0))
+    assert [len(d) for d in drawn] == [26, 5]
 
 
 def test_every_image_gets_a_group_of_its_own_class_after_a_fit() -> None:
@@ -130,21 +162,34 @@ def test_known_subgroups_need_the_mask_and_assign_only_its_images() -> None:
         KnownSubgroups(torch.zeros(len(y) + 1, dtype=torch.bool)).assign(x, y)
 
 
-def test_group_dro_keeps_one_state_per_class_and_restarts_at_a_refit() -> None:
-    risk = MaxGroup(smooth=True, eta=1.0)
-    learner = learner_for(risk, kmeans(every=3), RobustPlan(matching=True))
-    learner.matcher.iterations = 3  # iterations 0-2: one fit, then steps
+def test_every_synthetic_image_belongs_to_one_group_of_its_class() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
     fit(learner)
-    slots = learner.risks.slots
-    assert set(slots) == {f"matching_{c}" for c in range(K)}
-    qs = [slots[f"matching_{c}"].q for c in range(K)]
-    assert all(q.numel() == 2 for q in qs)  # the class's own k groups, not all 2K
-    assert not torch.equal(qs[0], torch.full((2,), 0.5))  # it moved
-    learner.iteration = 3  # due again: a new clustering, unrelated group ids
-    learner.regroup(learner.new_net())
-    assert len(learner.risks.slots) == 0
-    fresh = learner.risk_for("matching", 0)
-    assert fresh is not qs[0] and fresh.q.numel() == 0  # starts uniform on its first call
+    owners = learner.ownership.owners
+    assert torch.equal(owners // 2, learner.labels.cpu())  # a group of the image's own class
+    for c in range(K):  # ipc 2, k 2, at least one image each: one image per group
+        assert sorted(owners[learner.labels.cpu() == c].tolist()) == [2 * c, 2 * c + 1]
+
+
+def test_an_owned_image_starts_from_a_real_image_of_its_group() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())  # iteration 0: fit, allocate, measure
+    x, _ = real_data()
+    for row, group in enumerate(learner.ownership.owners.tolist()):
+        members = x[learner.pool.groups == group]
+        assert any(torch.equal(learner.images[row].detach(), m) for m in members)
+    assert "alloc/moved" not in learner.regroup(learner.new_net())  # once per iteration
+
+
+def test_a_moved_slot_changes_owner_and_the_others_keep_theirs() -> None:
+    own = Ownership(2, 4, AllocationSettings())
+    own.assign(0, torch.tensor([0, 1]), torch.tensor([3, 1]))
+    own.assign(1, torch.tensor([2, 3]), torch.tensor([2, 2]))
+    assert own.owners.tolist() == [0, 0, 0, 1, 2, 2, 3, 3]
+    changed = own.assign(0, torch.tensor([0, 1]), torch.tensor([2, 2]))
+    assert changed.tolist() == [2]  # group 0 gives up its last image to group 1
+    assert own.owners.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert own.counts(torch.tensor([0, 1])).tolist() == [2, 2]
 
 
 def test_group_dro_on_matching_and_networks_at_once_runs() -> None:
@@ -157,7 +202,7 @@ def test_group_dro_on_matching_and_networks_at_once_runs() -> None:
     learner = learner_for(MaxGroup(smooth=True), kmeans(), plan, matcher=matcher)
     fit(learner)
     slots = learner.risks.slots
-    assert "networks" in slots and "matching_0" in slots
+    assert "networks" in slots  # matching: the risk allocates images (rdd.ownership)
     assert slots["networks"].risk.q.numel() == 2 * K
 
 

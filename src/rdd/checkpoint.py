@@ -30,7 +30,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # or has finished: resume=auto (rdd.resume) then no longer picks the killed run.
 CONTINUED_NAME = "CONTINUED.txt"
 # 2: the real pool is a group table over all images (robust runs draw fresh real batches).
-CHECKPOINT_FORMAT = "rdd-checkpoint/2"
+# 3: robust runs keep the owners of the synthetic images (rdd.ownership).
+CHECKPOINT_FORMAT = "rdd-checkpoint/3"
 
 
 # Keys that may differ between a run and its resumption: where things go, how they are shown
@@ -109,6 +110,8 @@ def training_state(learner: SyntheticSetLearner, next_iteration: int | None = No
         "torch_rng": torch.get_rng_state(),
         "risks": learner.risks.state(),
         "pool": learner.pool.state(),
+        "ownership": None if learner.ownership is None else learner.ownership.state(),
+        "discovery": dict(learner.discovery),
         "matcher": learner.matcher.state_dict(),
     }
 
@@ -123,6 +126,9 @@ def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     learner.pool.load_state(state["pool"])
     learner.risks.load_state(state["risks"])
+    if learner.ownership is not None and state.get("ownership") is not None:
+        learner.ownership.load_state(state["ownership"])
+    learner.discovery = dict(state.get("discovery", {}))
     learner.start_iteration = learner.iteration = int(state["next_iteration"])
     # Applied in on_train_start: the optimizers and the device exist only then.
     learner.pending_optimizer_states = state["optimizers"]

@@ -27,6 +27,7 @@ from rdd.distributed import (
 )
 from rdd.errors import NonFiniteError
 from rdd.loggers import log_group_losses
+from rdd.ownership import AllocationSettings, Ownership, revisit_allocation
 from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
 from rdd.robust import RiskSlots, RobustPlan
@@ -47,6 +48,10 @@ class SyntheticSetLearner(L.LightningModule):
         risk: the group risk (default: the mean, i.e. the base method exactly).
         clusterer: finds the subgroups of the real data (default: one group per class).
         plan: where the risk acts (:func:`rdd.robust.resolve_targets`); default: nowhere.
+        allocation: how subgroups own synthetic images when the risk acts on matching
+            (:mod:`rdd.ownership`); default: :class:`AllocationSettings` ().
+        altered: bool (N,), the known rare subgroup of the real images (``data.subgroup``),
+            used only to log how well the clustering finds it.
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class SyntheticSetLearner(L.LightningModule):
         risk: nn.Module | None = None,
         clusterer: nn.Module | None = None,
         plan: RobustPlan | None = None,
+        allocation: AllocationSettings | None = None,
+        altered: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -79,7 +86,7 @@ class SyntheticSetLearner(L.LightningModule):
         self.register_buffer("real_x", real_x, persistent=False)
         self.real_y = real_y.cpu()  # labels and group bookkeeping stay on the CPU; images move
         # Draws real batches (as the base method does) and knows every image's subgroup.
-        self.pool = RealPool(self.real_y, num_classes)
+        self.pool = RealPool(self.real_y, num_classes, altered)
         # One CPU generator for every draw, so results do not depend on the device.
         self.generator = torch.Generator().manual_seed(seed)
         plan = plan if plan is not None else RobustPlan()
@@ -89,6 +96,18 @@ class SyntheticSetLearner(L.LightningModule):
         # Without a plan the mean ignores groups: skip clustering, so that risk=none draws
         # exactly the random numbers of the base method and reproduces it bit for bit.
         self.clusterer = clusterer if plan.active else None
+        # With the risk on matching, every synthetic image belongs to one subgroup.
+        self.ownership = (
+            Ownership(
+                num_classes,
+                ipc,
+                allocation or AllocationSettings(),
+                fixed=bool(getattr(clusterer, "groups_are_images", False)),
+            )
+            if plan.matching
+            else None
+        )
+        self.discovery: dict[str, float] = {}  # the last fit's purity/recall of the rare group
         self.iteration = 0
         self.show_progress = True  # rdd.run.distill: the Trainer's enable_progress_bar
         self.class_parallel = False  # trainer.class_parallel: each rank owns some classes
@@ -117,7 +136,8 @@ class SyntheticSetLearner(L.LightningModule):
         # Tensors outside registered modules (Lightning copies theirs) arrive in memory shared
         # by the spawned ranks, and SGD keeps a CPU momentum tensor it is given: private copies,
         # or a resumed DDP run's ranks all update one buffer (it ended 0.02 off).
-        for name in ("pending_optimizer_states", "pending_matcher_state", "risks", "pool"):
+        copied = ("pending_optimizer_states", "pending_matcher_state", "risks", "pool", "ownership")
+        for name in copied:
             setattr(self, name, copy.deepcopy(getattr(self, name)))
 
     # -- the context the matcher works with ---------------------------------------------------
@@ -147,19 +167,51 @@ class SyntheticSetLearner(L.LightningModule):
         return self.real_images(self.pool.draw(c, n, self.generator))
 
     def regroup(self, net: nn.Module) -> dict[str, float]:
-        """Refit the subgroups with ``net``'s features when the clusterer is due."""
-        if self.clusterer is None or not self.clusterer.due(self.iteration):
+        """Refit the subgroups with ``net``'s features when the clusterer is due, then
+        revisit the synthetic images' owners when the allocation is due."""
+        if self.clusterer is None:
             return {}
-        synthetic = (self.images.detach(), self.labels)
-        stats = self.pool.refit(self.clusterer, self.real_x, net, self.iteration, synthetic)
-        self.risks.reset()  # the group ids of the new fit are unrelated to the old ones
+        stats: dict[str, float] = {}
+        if self.clusterer.due(self.iteration):
+            synthetic = (self.images.detach(), self.labels)
+            stats = self.pool.refit(self.clusterer, self.real_x, net, self.iteration, synthetic)
+            self.discovery = {k: v for k, v in stats.items() if k.startswith("cluster/rare_")}
+            if self.ownership is not None:
+                self.pool.warn_small_groups(self.ownership.settings.min_per_group)
+            self.risks.reset()  # a stateful risk restarts on the new groups
+        if self.ownership is not None:
+            stats |= revisit_allocation(self)
         return stats
 
-    def sample_real_grouped(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to n real images of class c, drawn as :meth:`sample_real` draws them, and their
-        group ids: (n, C, H, W), (n,)."""
-        idx = self.pool.draw(c, n, self.generator)
-        return self.real_images(idx), to_device(self.pool.groups[idx], self.device)
+    def owned_batches(self, c: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Class c's groups that own images: (their rows in the set, a stratified real batch
+        of the group), from a draw of about n real images (:meth:`RealPool.draw_stratified`)."""
+        assert self.ownership is not None, "owned_batches needs the risk on matching"
+        minimum = self.ownership.settings.min_per_group
+        draws = self.pool.draw_stratified(c, n, minimum, self.generator)
+        batches = []
+        for group, idx in zip(self.pool.class_groups(c).tolist(), draws, strict=True):
+            rows = self.ownership.rows_of(group)
+            if len(rows) and len(idx):
+                batches.append((to_device(rows, self.device), self.real_images(idx)))
+        return batches
+
+    def sample_real_stratified(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """About n real images of all classes, drawn group by group (at least
+        ``robust.min_per_group`` per group): images, labels and group ids."""
+        minimum = self.ownership.settings.min_per_group if self.ownership else 1
+        per_class = max(1, n // self.num_classes)
+        idx = torch.cat(
+            [
+                torch.cat(self.pool.draw_stratified(c, per_class, minimum, self.generator))
+                for c in range(self.num_classes)
+            ]
+        )
+        return (
+            self.real_images(idx),
+            to_device(self.real_y[idx], self.device),
+            to_device(self.pool.groups[idx], self.device),
+        )
 
     def sample_real_mixed(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n random real images of any class: images, labels and group ids."""

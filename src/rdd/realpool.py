@@ -13,10 +13,15 @@ method). The assignment costs one feature pass over the training set per fit.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from rdd.clustering.base import _broadcast_from_rank0
+from rdd.clustering.discovery import rare_group_discovery
+
+log = logging.getLogger(__name__)
 
 
 class ClassIndex:
@@ -44,10 +49,14 @@ class RealPool:
         groups_per_class: G / C.
     """
 
-    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+    def __init__(
+        self, labels: torch.Tensor, num_classes: int, altered: torch.Tensor | None = None
+    ) -> None:
         self.labels = labels.cpu()
         self.num_classes = num_classes
         self.index = ClassIndex(self.labels, num_classes)
+        # The known rare subgroup (data.subgroup), only to measure how well a fit finds it.
+        self.altered = None if altered is None else altered.cpu().bool()
         self.set_groups(self.labels.clone(), 1)
 
     @property
@@ -70,6 +79,49 @@ class RealPool:
     def set_groups(self, groups: torch.Tensor, groups_per_class: int) -> None:
         self.groups = groups.cpu()
         self.groups_per_class = int(groups_per_class)
+        order = torch.argsort(self.groups, stable=True)
+        sizes = torch.bincount(self.groups, minlength=self.num_groups)
+        self.members = list(order.split(sizes.tolist()))  # indices of every group's images
+
+    def group_sizes(self, c: int) -> torch.Tensor:
+        """Images of each of class c's groups: (groups_per_class,)."""
+        return torch.tensor([len(self.members[g]) for g in self.class_groups(c).tolist()])
+
+    def draw_group(self, group: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Up to n distinct random indices of one group (all of it if it is smaller)."""
+        members = self.members[group]
+        return members[torch.randperm(len(members), generator=generator)[:n]]
+
+    def stratified_sizes(self, c: int, n: int, minimum: int) -> list[int]:
+        """Images to draw from each group of class c for a batch of about n: the group's share
+        of n, at least ``minimum``, at most the group."""
+        sizes = self.group_sizes(c)
+        share = sizes.double() / sizes.sum().clamp_min(1)
+        wanted = torch.clamp((share * n).round().long(), min=minimum)
+        return torch.minimum(wanted, sizes).tolist()
+
+    def draw_stratified(
+        self, c: int, n: int, minimum: int, generator: torch.Generator
+    ) -> list[torch.Tensor]:
+        """Class c's real batch drawn group by group (:meth:`stratified_sizes`): one index
+        tensor per group of the class, in the order of :meth:`class_groups`."""
+        sizes = self.stratified_sizes(c, n, minimum)
+        groups = self.class_groups(c).tolist()
+        return [self.draw_group(g, m, generator) for g, m in zip(groups, sizes, strict=True)]
+
+    def warn_small_groups(self, minimum: int) -> None:
+        """Say which groups hold fewer images than the stratified minimum (all are drawn)."""
+        sizes = torch.tensor([len(m) for m in self.members])
+        small = int((sizes < minimum).sum())
+        if small and self.groups_per_class > 1:
+            log.warning(
+                "%d of %d subgroups hold fewer than robust.min_per_group=%d real images (the "
+                "smallest: %d); their statistics use every image they have and are noisier",
+                small,
+                len(sizes),
+                minimum,
+                int(sizes.min()),
+            )
 
     def refit(
         self,
@@ -101,7 +153,16 @@ class RealPool:
         ipc = None if synthetic is None else len(synthetic[1]) // self.num_classes
         self.set_groups(groups, clusterer.num_groups(self.num_classes, ipc) // self.num_classes)
         sizes = torch.bincount(self.groups, minlength=self.num_groups).float()
-        return {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
+        stats = {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
+        return stats | self.discovery()
+
+    def discovery(self) -> dict[str, float]:
+        """How well the groups find the known rare subgroup (empty without data.subgroup)."""
+        if self.altered is None or self.groups_per_class < 2:
+            return {}
+        return rare_group_discovery(
+            self.groups, self.labels, self.altered, self.groups_per_class, self.num_classes
+        )
 
     def state(self) -> dict:
         return {"groups": self.groups.clone(), "groups_per_class": self.groups_per_class}

@@ -107,6 +107,7 @@ def check_robust_node(cfg: Any) -> None:
         raise UserError(
             f"unknown robust.net_train_data '{setting}': choose one of {', '.join(NET_TRAIN_DATA)}"
         )
+    check_allocation_node(cfg)
     matching = cfg.matching
     if "net_train_data" not in matching:
         if setting == "real":
@@ -120,6 +121,73 @@ def check_robust_node(cfg: Any) -> None:
         raise UserError(
             f"what networks train on is set in one place: use "
             f"robust.net_train_data={matching.net_train_data} instead of matching.net_train_data"
+        )
+
+
+def _integer(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def check_allocation_node(cfg: Any) -> None:
+    """The allocation's settings, and whether the IPC can give every subgroup its minimum
+    (before any data is loaded)."""
+    robust, node = cfg.robust, cfg.robust.allocation
+    if not _integer(robust.min_per_group, 1):
+        raise UserError(
+            f"robust.min_per_group must be an integer >= 1, got {robust.min_per_group!r}: the "
+            "real images every subgroup adds to a batch, e.g. robust.min_per_group=64"
+        )
+    if node.every is not None and not _integer(node.every, 1):
+        raise UserError(
+            f"robust.allocation.every must be an integer >= 1 (iterations between "
+            f"re-allocations) or null (at the start only), got {node.every!r}"
+        )
+    for key, minimum in (("min_images", 0), ("train_steps", 0), ("eval_per_group", 1)):
+        if not _integer(node[key], minimum):
+            raise UserError(
+                f"robust.allocation.{key} must be an integer >= {minimum}, got {node[key]!r}"
+            )
+    if not float(node.exponent) > 0:
+        raise UserError(
+            f"robust.allocation.exponent must be > 0 (the loss model's power law), got {node.exponent}"
+        )
+    groups = groups_that_own(cfg)
+    if groups and cfg.ipc < groups * node.min_images:
+        raise UserError(
+            f"ipc={cfg.ipc} cannot give each of the {groups} subgroups per class "
+            f"robust.allocation.min_images={node.min_images} synthetic images: raise ipc to at "
+            f"least {groups * node.min_images}, lower clustering.k, or set "
+            "robust.allocation.min_images=0"
+        )
+
+
+def groups_that_own(cfg: Any) -> int:
+    """Subgroups per class that own synthetic images in this run (0: no ownership)."""
+    if not is_robust(cfg.risk) or (cfg.robust.targets and "matching" not in cfg.robust.targets):
+        return 0
+    name = cfg.clustering.get("name")
+    if name == "known":
+        return 2
+    if name == "faiss_kmeans" and _integer(cfg.clustering.get("k"), 1):
+        return int(cfg.clustering.k)
+    return 0  # none (refused later) or nearest_synthetic (one group per image by definition)
+
+
+def check_min_per_group(cfg: Any, data: Any) -> None:
+    """The stratified minimum must fit the smallest class, and with clustering=known the
+    smallest known group (its size is known before any fit)."""
+    if not groups_that_own(cfg):
+        return
+    minimum = int(cfg.robust.min_per_group)
+    sizes = torch.bincount(data.train_y, minlength=data.num_classes)
+    what, smallest = "class", int(sizes.min())
+    if cfg.clustering.name == "known" and data.train_subgroup is not None:
+        rare = torch.bincount(data.train_y[data.train_subgroup], minlength=data.num_classes)
+        what, smallest = "known subgroup", int(rare.min())
+    if minimum > smallest:
+        raise UserError(
+            f"robust.min_per_group={minimum} is larger than the smallest {what} "
+            f"({smallest} training images): set robust.min_per_group={max(smallest, 1)} or lower"
         )
 
 

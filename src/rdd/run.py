@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,16 @@ from rdd.outputs import (
     synset_meta,
     write_eval_outputs,
 )
+from rdd.ownership import AllocationSettings
 from rdd.preemption import deferred_signals, stopped_distillation
 from rdd.resume import run_checkpoints
-from rdd.robust import build_clusterer, build_risk, check_robust_node, plan_for
+from rdd.robust import (
+    build_clusterer,
+    build_risk,
+    check_min_per_group,
+    check_robust_node,
+    plan_for,
+)
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
 from rdd.strategy import apply_determinism, distill_strategy, trainer_kwargs
@@ -79,6 +86,8 @@ class Prepared:
     data: Any  # a set-up rdd.data.DataModule
     matcher: Matcher
     make_net: Callable[[], nn.Module]
+    # Filled by distill: how well the clustering found data.subgroup's rare images.
+    discovery: dict[str, float] = field(default_factory=dict)
 
 
 def check_config(cfg: DictConfig) -> int:
@@ -163,6 +172,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         seconds = {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
         metrics.clear()
         metrics.update(dict(evaluation) | seconds | {"eval_complete": complete})
+        metrics.update(prepared.discovery)
         write_eval_outputs(out_dir, metrics, evaluation, data, settings)
 
     try:
@@ -227,6 +237,7 @@ def distill(
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone(), None
     plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
+    check_min_per_group(cfg, data)
     if matcher.needs_experts:
         attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
@@ -241,6 +252,8 @@ def distill(
         risk=build_risk(cfg.risk),
         clusterer=build_clusterer(cfg.clustering, data) if plan.active else None,
         plan=plan,
+        allocation=AllocationSettings.from_config(cfg.robust),
+        altered=data.train_subgroup,
     )
     learner.on_nonfinite = keep
     if check_class_parallel(cfg):
@@ -268,6 +281,7 @@ def distill(
         trainer.fit(learner)
     if checkpoints is not None:
         checkpoints.finish()  # the finished set replaces the checkpoint
+    prepared.discovery = {k.replace("/", "_"): v for k, v in learner.discovery.items()}
     return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
 
 

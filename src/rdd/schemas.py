@@ -148,6 +148,27 @@ def target_class(path: str) -> type:
 
 # -- nodes no constructor takes whole: written here once ------------------------------------
 @dataclass
+class AllocationSchema:
+    """robust.allocation: how many synthetic images each subgroup owns (rdd.allocation).
+
+    every: Iterations between re-allocations (a network trained on the current set measures
+        every group's loss; images moved to another group restart from it). None: only at
+        iteration 0, right after the first allocation.
+    min_images: Images every subgroup of a class owns at least (ipc must be >= this x groups
+        per class).
+    exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
+    train_steps: Full-batch SGD steps of the network that measures the groups' losses.
+    eval_per_group: Real images per group on which that network's cross-entropy is measured.
+    """
+
+    every: int | None = None
+    min_images: int = 1
+    exponent: float = 0.5
+    train_steps: int = 100
+    eval_per_group: int = 256
+
+
+@dataclass
 class RobustSchema:
     """conf/robust: where the risk acts and what DC/DSA's networks train on (rdd.robust).
 
@@ -158,10 +179,16 @@ class RobustSchema:
         synthetic (the published method) | real (the robust paper's networks path; with
         networks in `targets` it minimises the group risk) | mixed. The other methods fix it
         themselves (IDM, MTT: real; DM: no network training).
+    min_per_group: Stratified real draws: every subgroup contributes at least this many images
+        to a real batch (all of a smaller group, with a warning), so per-group statistics are
+        not noise (rdd.realpool).
+    allocation: How subgroups own synthetic images when the risk acts on matching.
     """
 
     targets: list[str] | None = None
     net_train_data: str = "synthetic"
+    min_per_group: int = 64
+    allocation: AllocationSchema = field(default_factory=AllocationSchema)
 
 
 @dataclass

@@ -79,17 +79,28 @@ def test_dm_gradient_reaches_the_images_only() -> None:
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_robust_dm_is_the_risk_of_per_subgroup_distances() -> None:
-    """With the mean over subgroups as risk the loss is the count-weighted mean of each
-    subgroup's squared distance (not the distance of the overall means)."""
-    ctx = dm_context(risk=CVaR(alpha=0.0))
+def test_robust_dm_matches_each_subgroup_with_the_images_it_owns() -> None:
+    """Subgroup 0 of class 0 owns image 0, subgroup 1 image 1: the loss is each group's
+    squared distance between its owned image and its own real images, weighted by its share
+    of the class's images; a group's loss never reaches another group's image."""
+    ctx = dm_context(risk=CVaR(alpha=0.5))
     net = ctx.new_net()
     got = DistributionMatching(dsa=False).class_loss(net, 0.0, ctx, 0)
-    syn = ctx.images[:2]
-    parts = [hand_dm_loss(net, real_of(ctx, 0)[g * 3 : g * 3 + 3], syn) for g in range(2)]
+    real = real_of(ctx, 0)
+    parts = [hand_dm_loss(net, real[3 * g : 3 * g + 3], ctx.images[g : g + 1]) for g in range(2)]
     assert got.item() == pytest.approx(sum(parts) / 2, rel=1e-10)
-    cvar = DistributionMatching(dsa=False).class_loss(net, 0.0, dm_context(CVaR(alpha=0.5)), 0)
-    assert cvar.item() == pytest.approx(max(parts), rel=1e-10)  # the worst half: one subgroup
+    # Owned: moving the real images of group 1 changes nothing for image 0.
+    ctx.real_x[3:6] += 5.0
+    (grad,) = torch.autograd.grad(
+        DistributionMatching(dsa=False).class_loss(net, 0.0, ctx, 0), ctx.images
+    )
+    ctx.real_x[3:6] -= 5.0
+    (before,) = torch.autograd.grad(
+        DistributionMatching(dsa=False).class_loss(net, 0.0, ctx, 0), ctx.images
+    )
+    torch.testing.assert_close(grad[0], before[0])
+    assert not torch.allclose(grad[1], before[1])
+    assert grad[2:].abs().sum() == 0  # class 1's images
 
 
 # -- partition-and-expansion -------------------------------------------------------------------

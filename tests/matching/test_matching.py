@@ -234,7 +234,7 @@ def test_the_learner_and_the_test_fake_both_implement_the_matcher_contract() -> 
         GradientMatching(), ctx.make_net, ctx.images.detach(), ctx.real_x, ctx.real_y, 3, 2, 0
     )
     members = contract_members()
-    assert {"new_net", "image_step", "sample_real_grouped", "robust_matching"} <= members
+    assert {"new_net", "image_step", "owned_batches", "robust_matching"} <= members
     for implementation in (learner, ctx):
         missing = {m for m in members if not hasattr(implementation, m)}
         assert not missing, f"{type(implementation).__name__} lacks {missing}"

@@ -35,10 +35,10 @@ from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.queue import NetQueue
 from rdd.matching.robust import (
-    class_risk,
+    debiased_sq_distance,
     logged_losses,
+    real_embedding_stats,
     real_mean_embedding,
-    subgroup_embedding_distances,
 )
 from rdd.nets import has_batchnorm
 from rdd.nets.compiled import first_order
@@ -250,26 +250,53 @@ class DistributionMatching(Matcher):
     def class_loss(
         self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
     ) -> torch.Tensor:
-        """Squared distance of mean embeddings for class c (the risk over its subgroups with a
-        robust risk on matching), plus the weighted cross-entropy on its synthetic images."""
+        """Squared distance of mean embeddings for class c (with a robust risk, of each
+        subgroup's owned images against its own real images), plus the weighted
+        cross-entropy on its synthetic images."""
         if ctx.robust_matching:
-            real, groups = ctx.sample_real_grouped(c, self.batch_real)
-        else:
-            real, groups = ctx.sample_real(c, self.batch_real), None
-        real, syn, syn_labels = self.class_batches(ctx, c, real)
+            return self.owned_class_loss(net, accuracy, ctx, c)
+        real, syn, syn_labels = self.class_batches(ctx, c, ctx.sample_real(c, self.batch_real))
         if not owns_class(c):  # class-parallel: another rank's class (its draws made)
             return syn.sum() * 0.0
         passes = first_order(net, self.compile_nets)
         syn_embed = passes.embed(syn)
-        mean_syn = syn_embed.mean(0)
-        if groups is None:
-            loss = ((real_mean_embedding(passes, real) - mean_syn) ** 2).sum()
-        else:
-            sums, counts = subgroup_embedding_distances(
-                net, real, groups, ctx.class_groups(c), mean_syn
-            )
-            loss = class_risk(ctx, c, sums, counts, self.group_losses)
+        loss = ((real_mean_embedding(passes, real) - syn_embed.mean(0)) ** 2).sum()
+        return loss + self.class_term(net, syn_embed, syn_labels, accuracy)
+
+    def class_term(
+        self, net: nn.Module, syn_embed: torch.Tensor, labels: torch.Tensor, accuracy: float
+    ) -> torch.Tensor | float:
+        """IDM's class-aware term: CE on the synthetic logits x the net's real accuracy."""
         if self.ce_weight > 0 and accuracy > 0:
-            ce = F.cross_entropy(net.classifier(syn_embed), syn_labels)
-            loss = loss + self.ce_weight * accuracy * ce
-        return loss
+            return self.ce_weight * accuracy * F.cross_entropy(net.classifier(syn_embed), labels)
+        return 0.0
+
+    def owned_class_loss(
+        self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
+    ) -> torch.Tensor:
+        """Class c's loss with subgroups owning its images (:mod:`rdd.ownership`): for each
+        group, the squared distance between the mean embedding of its owned (expanded) images
+        and that of its stratified real batch, weighted by its share of the class's images
+        (so an image steps as far as in the base method); every group sees one DSA transform."""
+        batches = ctx.owned_batches(c, self.batch_real)
+        transform = None
+        if self.augment is not None:
+            size = tuple(ctx.images.shape[-2:])
+            transform = self.augment.sample(ctx.generator, image_size=size)
+        if not owns_class(c):
+            return ctx.images.sum() * 0.0
+        passes = first_order(net, self.compile_nets)
+        loss, embeds, labels, group_log = 0.0, [], [], []
+        for rows, real in batches:
+            syn, syn_labels = expand(ctx.images[rows], ctx.labels[rows], self.factor)
+            if transform is not None:
+                real, syn = transform(real), transform(syn)
+            syn_embed = passes.embed(syn)
+            real_mean, noise = real_embedding_stats(passes, real)
+            distance = ((real_mean - syn_embed.mean(0)) ** 2).sum()
+            loss = loss + distance * (len(rows) / ctx.ipc)
+            group_log.append(debiased_sq_distance(real_mean, noise, syn_embed.detach().mean(0)))
+            embeds.append(syn_embed)
+            labels.append(syn_labels)
+        self.group_losses.append(torch.stack(group_log))
+        return loss + self.class_term(net, torch.cat(embeds), torch.cat(labels), accuracy)

@@ -21,13 +21,7 @@ from rdd.distributed import all_reduce_grads, owns_class, sum_owned
 from rdd.errors import UserError
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
-from rdd.matching.robust import (
-    class_risk,
-    logged_losses,
-    real_data_loss,
-    real_gradient,
-    subgroup_distances,
-)
+from rdd.matching.robust import logged_losses, real_data_loss, real_gradient
 from rdd.nets import has_batchnorm
 from rdd.nets.compiled import first_order
 from rdd.progress import inner_steps
@@ -182,17 +176,17 @@ class GradientMatching(Matcher):
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
         """Gradient-matching loss of every class: (num_classes,), differentiable.
 
-        With a robust risk on matching, a class's loss is the risk over its subgroups of the
-        distance between the synthetic gradient and each subgroup's real gradient.
+        With a robust risk on matching, subgroups own the class's images
+        (:meth:`owned_class_loss`).
         """
         params = [p for p in net.parameters() if p.requires_grad]
         real_net = first_order(net, self.compile_nets)
         losses = []
         for c in range(ctx.num_classes):
             if ctx.robust_matching:
-                real, groups = ctx.sample_real_grouped(c, self.batch_real)
-            else:
-                real, groups = ctx.sample_real(c, self.batch_real), None
+                losses.append(self.owned_class_loss(net, params, ctx, c, real_net))
+                continue
+            real = ctx.sample_real(c, self.batch_real)
             syn = ctx.images[c * ctx.ipc : (c + 1) * ctx.ipc]
             if self.augment is not None:
                 # One transform for both batches: the siamese part of DSA.
@@ -201,15 +195,36 @@ class GradientMatching(Matcher):
             if not owns_class(c):  # class-parallel: another rank's class (its draws made)
                 losses.append(syn.sum() * 0.0)
                 continue
-            if groups is None:
-                losses.append(self.match(net, params, real, syn, c, real_net))
-                continue
-            g_syn = torch.autograd.grad(cross_entropy_to(net(syn), c), params, create_graph=True)
-            sums, counts = subgroup_distances(
-                net, params, real, groups, ctx.class_groups(c), g_syn, c, self.distance
-            )
-            losses.append(class_risk(ctx, c, sums, counts, self.group_losses))
+            losses.append(self.match(net, params, real, syn, c, real_net))
         return torch.stack(losses)
+
+    def owned_class_loss(
+        self,
+        net: nn.Module,
+        params: list[torch.Tensor],
+        ctx: DistillContext,
+        c: int,
+        real_net: nn.Module,
+    ) -> torch.Tensor:
+        """Class c's loss with subgroups owning its images (:mod:`rdd.ownership`): for each
+        group, the distance between the gradient on its owned images and on its stratified
+        real batch, weighted by its share of the class's images; one DSA transform for all."""
+        batches = ctx.owned_batches(c, self.batch_real)
+        transform = None
+        if self.augment is not None:
+            transform = self.augment.sample(ctx.generator, image_size=tuple(ctx.images.shape[-2:]))
+        if not owns_class(c):
+            return ctx.images.sum() * 0.0
+        loss, group_log = 0.0, []
+        for rows, real in batches:
+            syn = ctx.images[rows]
+            if transform is not None:
+                real, syn = transform(real), transform(syn)
+            distance = self.match(net, params, real, syn, c, real_net)
+            loss = loss + distance * (len(rows) / ctx.ipc)
+            group_log.append(distance.detach())
+        self.group_losses.append(torch.stack(group_log))
+        return loss
 
     def match(
         self,

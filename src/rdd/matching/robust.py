@@ -1,17 +1,13 @@
-"""The robust layer inside gradient matching (DC/DSA).
+"""What the matchers share for the robust layer: real statistics, group sums, group risks.
 
-Two places where a group risk replaces the mean (``robust.targets``):
-
-* ``matching``: each class's real batch is split by subgroup; the distance between the
-  synthetic gradient and each subgroup's real gradient is one group loss, and the risk turns the
-  group losses of a class (with their sample counts) into that class's matching loss.
-* ``networks``: the sampled network trains on real data between matching steps, minimising the
-  group risk of its per-sample cross-entropy instead of the mean.
+* ``matching``: subgroups own synthetic images (:mod:`rdd.ownership`); the matchers compare
+  each group's owned images with that group's real images, using the real gradients and
+  embeddings here (each all-reduced under DDP).
+* ``networks``: a network trained on real data minimises the group risk of its per-sample
+  cross-entropy instead of the mean (:func:`real_data_loss`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +20,6 @@ from rdd.distributed import (
     global_sums,
     shard,
 )
-from rdd.matching.base import DistillContext
 from rdd.risk.mean import MeanRisk
 
 
@@ -63,42 +58,6 @@ def real_gradient(
     count = torch.full((), float(len(local)), device=real.device)
     *sums, total = all_reduce_sum_coalesced([*(g.detach() for g in grads), count])
     return [s / total for s in sums]
-
-
-def subgroup_distances(
-    net: nn.Module,
-    params: list[torch.Tensor],
-    real: torch.Tensor,
-    real_groups: torch.Tensor,
-    class_groups: torch.Tensor,
-    g_syn: list[torch.Tensor],
-    c: int,
-    distance: Callable,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance of the synthetic gradient to each subgroup's real gradient, for class c.
-
-    Args:
-        real: (n, C, H, W) real images of class c (the same on every rank);
-            real_groups: (n,) their subgroup ids.
-        class_groups: (S,) the ids of class c's subgroups, in a fixed order, so that a
-            stateful risk (group DRO) sees group s in slot s at every step.
-        g_syn: the synthetic batch's loss gradient (with its graph, so distances are
-            differentiable w.r.t. the synthetic images).
-
-    Returns:
-        distance x count (S,) and counts (S,), as group "sums" and counts for a risk
-        measure; a subgroup absent from the batch has count 0 (and weight 0).
-    """
-    distances, counts = [], []
-    for group in class_groups:
-        members = real[real_groups == group]
-        if len(members):
-            distances.append(distance(g_syn, real_gradient(net, params, members, c)))
-        else:
-            distances.append(g_syn[0].new_zeros(()))
-        counts.append(float(len(members)))
-    counts_t = torch.tensor(counts, dtype=real.dtype, device=real.device)
-    return torch.stack(distances) * counts_t, counts_t
 
 
 def risk_cross_entropy(
@@ -143,35 +102,25 @@ def real_mean_embedding(net: nn.Module, real: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def subgroup_embedding_distances(
-    net: nn.Module,
-    real: torch.Tensor,
-    real_groups: torch.Tensor,
-    class_groups: torch.Tensor,
-    mean_syn: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance between ``mean_syn`` and each subgroup's mean real embedding.
-
-    Args:
-        real: (n, C, H, W) real images of one class (the same on every rank);
-            real_groups: (n,) their subgroup ids.
-        class_groups: (S,) the sorted ids of the class's subgroups (fixed slots, see
-            :func:`subgroup_distances`).
-        mean_syn: (D,) mean synthetic embedding (with its graph).
-
-    Returns:
-        distance x count (S,) and counts (S,); absent subgroups have count 0.
-    """
+def real_embedding_stats(net: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding (D,) of a real batch every rank holds in full, and the noise of that
+    mean, tr(Sigma) / n with Sigma the batch's sample covariance (no gradient)."""
     emb = embed_shard(net, real)
-    slot = torch.searchsorted(class_groups, shard(real_groups))
-    sums = emb.new_zeros(len(class_groups), emb.shape[1]).index_add(0, slot, emb)
-    counts = emb.new_zeros(len(class_groups)).index_add(
-        0, slot, torch.ones_like(slot, dtype=emb.dtype)
-    )
-    sums, counts = all_reduce_sum_coalesced([sums, counts])
-    means = sums / counts.clamp_min(1)[:, None]
-    distances = ((means - mean_syn) ** 2).sum(1)
-    return distances * counts, counts
+    count = torch.full((), float(len(emb)), device=real.device)
+    total, squares, count = all_reduce_sum_coalesced([emb.sum(0), (emb**2).sum(), count])
+    mean = total / count
+    trace = (squares - count * (mean**2).sum()) / (count - 1).clamp_min(1)
+    return mean, trace / count
+
+
+def debiased_sq_distance(
+    mean: torch.Tensor, noise: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """||mean - target||^2 - noise: with ``mean`` the average of n samples and ``noise`` =
+    tr(Sigma_hat) / n (:func:`real_embedding_stats`), an unbiased estimate of the squared
+    distance of the true mean to ``target``; the raw distance of a small group's mean is
+    inflated by tr(Sigma) / n, which would make it look worse than it is."""
+    return ((mean - target) ** 2).sum() - noise
 
 
 def real_data_loss(
@@ -205,25 +154,10 @@ def global_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def logged_losses(match_loss: torch.Tensor, group_losses: list[torch.Tensor]) -> dict[str, float]:
     """The iteration's logged losses, read from the device in one transfer: ``match_loss``
-    and, with per-subgroup losses, their min, mean and max (the risk's value is the loss)."""
+    and, with per-subgroup losses (of the groups' owned images), their min, mean and max."""
     if not group_losses:
         return {"match_loss": float(match_loss)}
     every = torch.cat(group_losses)
     values = torch.stack([match_loss, every.min(), every.mean(), every.max()]).tolist()
     keys = ("match_loss", "risk/group_loss_min", "risk/group_loss_mean", "risk/group_loss_max")
-    return dict(zip(keys, values, strict=True)) | {"risk/value": values[0]}
-
-
-def class_risk(
-    ctx: DistillContext, c: int, sums: torch.Tensor, counts: torch.Tensor, log: list[torch.Tensor]
-) -> torch.Tensor:
-    """Class c's matching loss: the risk over its subgroups (``sums``/``counts``: (S,)).
-
-    Each present subgroup's loss is appended to ``log``. Per-sample risks (two_level) get
-    one "sample" per subgroup: its mean loss.
-    """
-    present = counts > 0
-    per_group = sums[present] / counts[present]
-    log.append(per_group.detach())
-    slots = torch.arange(len(counts), device=counts.device)[present]
-    return ctx.risk_for("matching", c)(sums, counts, per_group, slots)
+    return dict(zip(keys, values, strict=True))

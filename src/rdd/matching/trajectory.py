@@ -289,8 +289,9 @@ class TrajectoryMatching(Matcher):
         return moved / ((begin - end) ** 2).sum().clamp_min(torch.finfo(begin.dtype).tiny)
 
     def real_risk(self, ctx: DistillContext, net: nn.Module, student: Params) -> torch.Tensor:
-        """The student's group risk of the cross-entropy on a clustered real batch."""
-        x, y, groups = ctx.sample_real_mixed(self.batch_real)
+        """The student's group risk of the cross-entropy on a real batch drawn group by group
+        (at least ``robust.min_per_group`` images of every subgroup)."""
+        x, y, groups = ctx.sample_real_stratified(self.batch_real)
         inputs = {name: replicated_input(p) for name, p in student.items()}
         logits = functional_call(net, inputs, (shard(x),))
         risk = ctx.risk_for("matching")
