@@ -103,8 +103,38 @@ CASES = [
     Case(
         "k above a class's pool",
         "rdd.run",
-        ["risk=cvar", "clustering.k=300"],
+        ["risk=cvar", "clustering.k=300", "robust.allocation.min_images=0"],
         "clustering.k=300 is larger than the smallest class's pool",
+    ),
+    Case(
+        "ipc below what the subgroups must own",
+        "rdd.run",
+        ["risk=cvar", "ipc=3"],
+        "ipc=3 cannot give each of the 5 subgroups per class",
+    ),
+    Case(
+        "stratified minimum above a known subgroup",
+        "rdd.run",
+        ["risk=cvar", "clustering=known", "data.subgroup=invert"],
+        "robust.min_per_group=64 is larger than the smallest known subgroup",
+    ),
+    Case(
+        "stratified minimum zero",
+        "rdd.run",
+        ["risk=cvar", "robust.min_per_group=0"],
+        "robust.min_per_group must be an integer >= 1",
+    ),
+    Case(
+        "allocation cadence",
+        "rdd.run",
+        ["risk=cvar", "robust.allocation.every=0"],
+        "robust.allocation.every must be an integer >= 1",
+    ),
+    Case(
+        "allocation exponent",
+        "rdd.run",
+        ["risk=cvar", "robust.allocation.exponent=-1"],
+        "robust.allocation.exponent must be > 0",
     ),
     Case(
         "risk on networks that never train on real data",

@@ -1,12 +1,16 @@
 """Collect the rare-subgroup benchmark's runs into results.json and a markdown table.
 
-    .venv/bin/python benchmarks/subgroup_shift/collect.py benchmarks/subgroup_shift/runs \
+    .venv/bin/python benchmarks/subgroup_shift/collect.py benchmarks/subgroup_shift/runs_owned \
         [--out benchmarks/subgroup_shift]
 
-Every run directory ``<method>_<risk>_s<seed>[tag]`` (at any depth) with a metrics.json gives
-one row ``{"subgroup", "method", "risk", "seed", "test_acc", "worst_group_acc",
-"worst_cluster_acc", "altered_acc", ...}`` (percent); the table shows mean ± std over seeds and
-each risk's change against ``none`` (same subgroup, method and seed).
+Every run directory ``<method>_<arm>_s<seed>[tag]`` (at any depth) with a metrics.json and a
+config.yaml gives one row ``{"design": "owned", "subgroup", "transform", "method", "risk",
+"groups", "seed", "test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc",
+"rare_purity", "rare_recall", ...}`` (percent; ``groups``: ``known``, the clustering with its
+feature space, or ``-`` for risk=none), read from the run's own config. Rows of earlier designs
+already in results.json (``"design": "class-wide"``: a risk over one class-wide synthetic
+statistic) are kept. The table shows mean ± std over seeds and each arm's change against
+``none`` (same subgroup, method and seed).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import re
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from rdd.outputs import read_metrics
 
-NAME = re.compile(r"(?P<method>[a-z]+)_(?P<risk>[a-z_]+?)_s(?P<seed>\d+)(?P<tag>.*)$")
+NAME = re.compile(r"(?P<method>[a-z]+)_(?P<arm>[a-z_]+?)_s(?P<seed>\d+)(?P<tag>.*)$")
 KEYS = ("test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc")
 HEADERS = ("clean test", "worst group", "worst cluster", "altered test")
 
@@ -28,19 +34,41 @@ def rows(runs: Path) -> list[dict]:
     found = []
     for metrics in sorted(runs.glob("**/metrics.json")):
         match = NAME.match(metrics.parent.name)
-        if not match:
+        if not match or not (metrics.parent / "config.yaml").is_file():
             continue
+        cfg = OmegaConf.load(metrics.parent / "config.yaml")
         values = read_metrics(metrics)
-        altered = [k for k in values if k.startswith("group_") and k.endswith("_acc")]
-        altered.remove("group_clean_acc")
-        values["altered_acc"] = values[altered[0]]
-        row = {"subgroup": altered[0][len("group_") : -len("_acc")], "method": match["method"]}
-        row["risk"] = match["risk"] + match["tag"]
-        row["seed"] = int(match["seed"])
+        transform = cfg.data.subgroup.transform
+        row = {"design": "owned", "subgroup": transform, "transform": transform}
+        row |= {"method": cfg.matching.name, "risk": cfg.risk.name + match["tag"]}
+        row |= {"arm": match["arm"], "groups": groups_of(cfg), "seed": int(cfg.seed)}
+        values["altered_acc"] = values[f"group_{transform}_acc"]
         row |= {key: round(values[key], 2) for key in KEYS if key in values}
+        for key in ("cluster_rare_purity", "cluster_rare_recall"):
+            if key in values:
+                row[key.removeprefix("cluster_")] = round(100 * values[key], 1)
         row |= {key: round(values[key], 1) for key in ("distill_seconds", "eval_seconds")}
         found.append(row)
     return found
+
+
+def groups_of(cfg) -> str:
+    """``known``, the clustering and its feature space, or ``-`` when no risk acts."""
+    if cfg.risk.name == "none":
+        return "-"
+    if cfg.clustering.name == "known":
+        return "known"
+    return (
+        f"{cfg.clustering.name}:{cfg.clustering.get('features', '')}:k{cfg.clustering.get('k', '')}"
+    )
+
+
+def earlier_rows(results: Path) -> list[dict]:
+    """The class-wide design's rows (issue 13), kept as they were measured."""
+    if not results.is_file():
+        return []
+    kept = [r for r in json.loads(results.read_text()) if r.get("design", "class-wide") != "owned"]
+    return [{"design": "class-wide"} | r for r in kept]
 
 
 def mean_std(values: list[float]) -> str:
@@ -49,23 +77,34 @@ def mean_std(values: list[float]) -> str:
 
 
 def table(found: list[dict]) -> str:
+    """The owned design's rows: one line per (transform, method, risk, groups)."""
+    found = [r for r in found if r.get("design") == "owned"]
     lines = [
-        "| subgroup | method | risk | seeds | "
+        "| transform | method | risk | groups | seeds | "
         + " | ".join(HEADERS)
-        + " | Δ clean | Δ worst group |",
-        "| --- " * (len(HEADERS) + 6) + "|",
+        + " | rare purity % | rare recall % | Δ clean | Δ worst group |",
+        "| --- " * (len(HEADERS) + 9) + "|",
     ]
-    for subgroup, method in sorted({(r["subgroup"], r["method"]) for r in found}):
-        mine = [r for r in found if (r["subgroup"], r["method"]) == (subgroup, method)]
+    for transform, method in sorted({(r["transform"], r["method"]) for r in found}):
+        mine = [r for r in found if (r["transform"], r["method"]) == (transform, method)]
         base = [r for r in mine if r["risk"] == "none"]
-        for risk in sorted({r["risk"] for r in mine}, key=lambda x: (x != "none", x)):
-            group = [r for r in mine if r["risk"] == risk]
+        arms = sorted({(r["risk"], r["groups"]) for r in mine}, key=lambda a: (a[0] != "none", a))
+        for risk, groups in arms:
+            group = [r for r in mine if (r["risk"], r["groups"]) == (risk, groups)]
             cells = [mean_std([r[k] for r in group]) for k in KEYS]
+            cells += [
+                mean_or_dash([r.get(k) for r in group]) for k in ("rare_purity", "rare_recall")
+            ]
             deltas = [delta(group, base, k) for k in ("test_acc", "worst_group_acc")]
             seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
-            name = f"| {subgroup} | {method} | {risk} | {seeds} | "
+            name = f"| {transform} | {method} | {risk} | {groups} | {seeds} | "
             lines.append(name + " | ".join(cells + deltas) + " |")
     return "\n".join(lines) + "\n"
+
+
+def mean_or_dash(values: list[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.mean(present):.1f}" if present else "-"
 
 
 def delta(group: list[dict], base: list[dict], key: str) -> str:
@@ -80,7 +119,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    found = rows(args.runs)
+    found = earlier_rows(args.out / "results.json") + rows(args.runs)
     (args.out / "results.json").write_text(json.dumps(found, indent=1) + "\n")
     (args.out / "table.md").write_text(table(found))
     print(table(found))
