@@ -46,7 +46,7 @@ def rows(runs: Path) -> list[dict]:
         row |= {key: round(values[key], 2) for key in KEYS if key in values}
         for key in ("cluster_rare_purity", "cluster_rare_recall"):
             if key in values:
-                row[key.removeprefix("cluster_")] = round(100 * values[key], 1)
+                row[key.removeprefix("cluster_")] = round(values[key], 1)
         row |= {key: round(values[key], 1) for key in ("distill_seconds", "eval_seconds")}
         found.append(row)
     return found

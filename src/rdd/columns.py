@@ -20,6 +20,10 @@ FIGURES = {
     "blur_acc": "blur",
     "invert_acc": "invert",
     "corruption_acc": "corruptions",
+    # How well the run's subgroups found data.subgroup's rare images (rdd.realpool): the group
+    # holding most of a class's altered images, its share of them (purity) and theirs in it.
+    "cluster_rare_purity": "rare purity",
+    "cluster_rare_recall": "rare recall",
 }
 GROUP_KEY = re.compile(r"^group_(.+)_acc$")
 

@@ -281,7 +281,8 @@ def distill(
         trainer.fit(learner)
     if checkpoints is not None:
         checkpoints.finish()  # the finished set replaces the checkpoint
-    prepared.discovery = {k.replace("/", "_"): v for k, v in learner.discovery.items()}
+    # In percent, like every figure of metrics.json.
+    prepared.discovery = {k.replace("/", "_"): 100 * v for k, v in learner.discovery.items()}
     return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
 
 
