@@ -38,6 +38,8 @@ def synthetic_set(overrides: list[str], tmp_path: Path) -> torch.Tensor:
 @pytest.mark.parametrize("method", METHODS)
 def test_the_same_seed_gives_the_identical_set(method, risk, mtt_buffer, tmp_path) -> None:
     overrides = [f"matching={method}", f"risk={risk}", *EXTRA.get(method, [])]
+    if risk != "none":
+        overrides += ["clustering.k=2"]  # two subgroups owning the ipc=2 images of a class
     if method == "mtt":
         overrides += [f"experts.root={mtt_buffer}"]
         if risk != "none":  # robust experts are another buffer; the risk acts on matching here

@@ -26,7 +26,7 @@ from tests.test_determinism import prepared
 
 # 3 iterations of 3 outer steps: two safe points inside every iteration.
 DC = ["matching=dc", "matching.iterations=3", "matching.outer_loop=3", "matching.inner_loop=1"]
-DSA_CVAR = [*DC[1:], "matching=dsa", "risk=cvar", "clustering.every=2"]
+DSA_CVAR = [*DC[1:], "matching=dsa", "risk=cvar", "clustering.k=2", "clustering.every=2"]
 
 
 def distil(overrides: list[str], out: Path, request=None, resume: bool = False) -> torch.Tensor:

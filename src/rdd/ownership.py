@@ -189,10 +189,13 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     if own.revisited == learner.iteration:
         return {}
     own.revisited = learner.iteration
+    first, due = not own.allocated, not own.fixed and own.settings.due(learner.iteration)
+    if not (first or due):
+        return {}
     changed = []
-    if not own.allocated:
+    if first:
         changed.append(first_allocation(learner))
-    if not own.fixed and own.settings.due(learner.iteration):
+    if due:
         changed.append(measured_allocation(learner))
     rows = torch.cat(changed).unique() if changed else torch.empty(0, dtype=torch.int64)
     if len(rows):

@@ -129,8 +129,7 @@ def _integer(value: Any, minimum: int) -> bool:
 
 
 def check_allocation_node(cfg: Any) -> None:
-    """The allocation's settings, and whether the IPC can give every subgroup its minimum
-    (before any data is loaded)."""
+    """The allocation's settings (before any data is loaded)."""
     robust, node = cfg.robust, cfg.robust.allocation
     if not _integer(robust.min_per_group, 1):
         raise UserError(
@@ -151,14 +150,6 @@ def check_allocation_node(cfg: Any) -> None:
         raise UserError(
             f"robust.allocation.exponent must be > 0 (the loss model's power law), got {node.exponent}"
         )
-    groups = groups_that_own(cfg)
-    if groups and cfg.ipc < groups * node.min_images:
-        raise UserError(
-            f"ipc={cfg.ipc} cannot give each of the {groups} subgroups per class "
-            f"robust.allocation.min_images={node.min_images} synthetic images: raise ipc to at "
-            f"least {groups * node.min_images}, lower clustering.k, or set "
-            "robust.allocation.min_images=0"
-        )
 
 
 def groups_that_own(cfg: Any) -> int:
@@ -171,6 +162,17 @@ def groups_that_own(cfg: Any) -> int:
     if name == "faiss_kmeans" and _integer(cfg.clustering.get("k"), 1):
         return int(cfg.clustering.k)
     return 0  # none (refused later) or nearest_synthetic (one group per image by definition)
+
+
+def check_images_per_group(cfg: Any, ipc: int) -> None:
+    """Every subgroup that owns images must get ``robust.allocation.min_images`` of them."""
+    groups, minimum = groups_that_own(cfg), int(cfg.robust.allocation.min_images)
+    if groups and ipc < groups * minimum:
+        raise UserError(
+            f"ipc={ipc} cannot give each of the {groups} subgroups per class "
+            f"robust.allocation.min_images={minimum} synthetic images: raise ipc to at "
+            f"least {groups * minimum}, lower clustering.k, or set robust.allocation.min_images=0"
+        )
 
 
 def check_min_per_group(cfg: Any, data: Any) -> None:
@@ -324,6 +326,7 @@ def plan_for(cfg: Any, matcher: Any, ipc: int, class_sizes: torch.Tensor) -> Rob
     )
     if not plan.active:
         return plan
+    check_images_per_group(cfg, ipc)
     clustering = cfg.clustering
     if not clustering.get("_target_"):
         raise UserError(
