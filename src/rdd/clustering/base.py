@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_feature_net
 from rdd.errors import UserError
+from rdd.seeds import derived_seed
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -124,7 +125,10 @@ class Grouping(nn.Module):
         """Indices of the real images to cluster: ``pool_per_class`` random ones per class.
 
         The draw depends only on ``seed`` and ``iteration``, so every rank (and a resumed run)
-        picks the same pool. Classes with fewer images contribute all of them.
+        picks the same pool. Classes with fewer images contribute all of them. The generator's
+        seed is derived from a name of its own: seeded with the bare run seed, the draw at
+        iteration 0 repeated ``data.subgroup``'s (both take ``randperm`` class by class from
+        seed 0), so the pool was the altered images plus a few others.
 
         Args:
             labels: Classes of all real images, (N,).
@@ -135,7 +139,9 @@ class Grouping(nn.Module):
             Indices into ``labels`` (P,) int64 on the CPU, grouped by class.
         """
         labels = labels.detach().cpu()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(iteration))
+        generator = torch.Generator().manual_seed(
+            derived_seed("clustering.pool", self.seed, int(iteration))
+        )
         chosen = []
         for label in range(num_classes):
             members = torch.nonzero(labels == label).squeeze(1)
