@@ -1,5 +1,6 @@
 """Subgroup discovery in the real data (see conf/clustering). `none`: one group per class."""
 
+from rdd.clustering.discovery import rare_group_discovery
 from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_feature_net
 from rdd.clustering.kmeans import class_seed, faiss_kmeans, per_class_kmeans
 from rdd.clustering.kmeans_clusterer import KMeansClusterer
@@ -17,4 +18,5 @@ __all__ = [
     "load_feature_net",
     "nearest_synthetic",
     "per_class_kmeans",
+    "rare_group_discovery",
 ]
