@@ -5,6 +5,7 @@ from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_featu
 from rdd.clustering.kmeans import class_seed, faiss_kmeans, per_class_kmeans
 from rdd.clustering.kmeans_clusterer import KMeansClusterer
 from rdd.clustering.known import KnownSubgroups
+from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import NearestSyntheticClusterer, nearest_synthetic
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
     "embed_in_batches",
     "faiss_kmeans",
     "load_feature_net",
+    "match_clusters",
     "nearest_synthetic",
     "per_class_kmeans",
     "rare_group_discovery",
+    "renumber",
 ]

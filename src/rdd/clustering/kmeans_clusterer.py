@@ -13,12 +13,18 @@ from rdd.clustering.base import (
     _is_rank0,
 )
 from rdd.clustering.kmeans import per_class_kmeans
+from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
 from rdd.errors import UserError
 
 
 class KMeansClusterer(Grouping):
     """Per-class FAISS k-means: ``k`` subgroups per class, group id ``class * k + cluster``.
+
+    A refit renumbers its clusters after the previous fit's (Hungarian matching of every
+    class's centroids, :mod:`rdd.clustering.matching`), so ids stay meaningful across refits;
+    exact in a fixed space (pixels, fixed_net), approximate for ``embedding``, whose
+    network changes between fits.
 
     Args:
         name: Config name (``faiss_kmeans``).
@@ -119,9 +125,18 @@ class KMeansClusterer(Grouping):
                 min_points_per_centroid=self.min_points_per_centroid,
                 max_points_per_centroid=self.max_points_per_centroid,
             )
+            centroids, groups = self._keep_ids(centroids, groups)
         centroids, groups = _broadcast_from_rank0(centroids, groups)
         self._store(centroids=centroids, assignments=groups)
         return groups.to(labels.device)
+
+    def _keep_ids(self, centroids: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """Renumber a refit's clusters after the previous fit's (rdd.clustering.matching), so
+        that a group id keeps naming the same subgroup; the first fit keeps FAISS's order."""
+        if not self.fitted or self.centroids.shape != centroids.shape:
+            return centroids, groups
+        new_id = match_clusters(self.centroids.cpu(), centroids)
+        return renumber(centroids, groups, new_id)
 
     def assign(
         self,
