@@ -23,7 +23,7 @@ class KMeansClusterer(Grouping):
 
     A refit renumbers its clusters after the previous fit's (Hungarian matching of every
     class's centroids, :mod:`rdd.clustering.matching`), so ids stay meaningful across refits;
-    exact in a fixed space (pixels, fixed_net), approximate for ``embedding``, whose
+    exact in a fixed space (pixels, fixed_net, style), approximate for ``embedding``, whose
     network changes between fits.
 
     Args:
@@ -31,7 +31,7 @@ class KMeansClusterer(Grouping):
         k: Clusters per class.
         every: Re-cluster every ``every`` outer iterations (and at iteration 0).
         pool_per_class: Real images per class in the clustered pool; None: all of them.
-        features: ``embedding``, ``pixels`` or ``fixed_net``.
+        features: ``embedding``, ``pixels``, ``fixed_net`` or ``style``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
         nredo: k-means restarts (the best objective is kept).
@@ -109,7 +109,7 @@ class KMeansClusterer(Grouping):
             ValueError: On bad shapes, or a class with fewer than ``k`` images.
         """
         _check_images(images, labels)
-        features = self.features_of(images, net, num_classes)
+        features = self.fit_features(images, net, num_classes)
         centroids = torch.zeros(num_classes, self.k, features.shape[1])
         groups = torch.zeros(features.shape[0], dtype=torch.int64)
         if _is_rank0():

@@ -7,8 +7,8 @@ class, the new clusters are paired one to one with the old ones by the Hungarian
 on the squared distances between their centroids (the pairing with the least total
 movement), and each new cluster takes the id of its old partner.
 
-This needs both fits' centroids in one feature space, as with ``pixels`` and ``fixed_net``;
-with ``features=embedding`` the network changes between fits, so the match pairs clusters
+This needs both fits' centroids in one feature space, as with ``pixels``, ``fixed_net`` and
+``style`` (whose scaling is fitted once per run); with ``features=embedding`` the network changes between fits, so the match pairs clusters
 that sit in the same place of two different embeddings: approximate.
 """
 
