@@ -68,6 +68,7 @@ def test_blur_lowers_detail_and_grey_is_one_channel_colourless() -> None:
     assert (style_statistics(blurred)[:, detail] < style_statistics(images)[:, detail]).all()
     grey = style_statistics(images[:, :1])  # single-channel images: zero colour opponents
     assert torch.isfinite(grey).all() and (grey[:, 1:3] == 0).all()
+    assert torch.isfinite(style_statistics(torch.zeros(2, 3, 4, 4))).all()  # flat images
 
 
 def test_grey_images_form_their_own_cluster_in_every_class() -> None:

@@ -144,7 +144,8 @@ def _style_batch(images: Tensor) -> Tensor:
     # Detail: energy of a 3x3 Laplacian relative to the image's variance (scale-free).
     kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], device=x.device).view(1, 1, 3, 3)
     laplacian = nn.functional.conv2d(x.flatten(0, 1).unsqueeze(1), kernel)
-    detail = laplacian.pow(2).flatten(1).mean(1).view(x.shape[0], -1).mean(1) / variance
+    energy = laplacian.pow(2).flatten(1).mean(1).view(x.shape[0], -1).mean(1)
+    detail = energy / variance.clamp_min(LOG_FLOOR)  # a flat image: 0, not 0 / 0
     luma = x.mean(1)
     half = x.shape[2] // 2
     top_bottom = luma[:, :half].mean(dim=(1, 2)) - luma[:, half:].mean(dim=(1, 2))
