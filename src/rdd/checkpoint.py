@@ -110,6 +110,17 @@ def training_state(learner: SyntheticSetLearner, next_iteration: int | None = No
         "risks": learner.risks.state(),
         "pool": learner.pool.state(),
         "matcher": learner.matcher.state_dict(),
+        "clusterer": clusterer_state(learner),
+    }
+
+
+def clusterer_state(learner: SyntheticSetLearner) -> dict | None:
+    """The clusterer's buffers: a refit matches its clusters to the last fit's centroids, and
+    ``features=style`` keeps the scaling of its first fit, so both are part of the run."""
+    if learner.clusterer is None:
+        return None
+    return {
+        key: value.detach().cpu().clone() for key, value in learner.clusterer.state_dict().items()
     }
 
 
@@ -122,6 +133,9 @@ def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
     learner.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     learner.pool.load_state(state["pool"])
+    # Absent from checkpoints written before refits matched their clusters: nothing to load.
+    if learner.clusterer is not None and state.get("clusterer") is not None:
+        learner.clusterer.load_state_dict(state["clusterer"])
     learner.risks.load_state(state["risks"])
     learner.start_iteration = learner.iteration = int(state["next_iteration"])
     # Applied in on_train_start: the optimizers and the device exist only then.
