@@ -113,6 +113,17 @@ def training_state(learner: SyntheticSetLearner, next_iteration: int | None = No
         "ownership": None if learner.ownership is None else learner.ownership.state(),
         "discovery": dict(learner.discovery),
         "matcher": learner.matcher.state_dict(),
+        "clusterer": clusterer_state(learner),
+    }
+
+
+def clusterer_state(learner: SyntheticSetLearner) -> dict | None:
+    """The clusterer's buffers: a refit matches its clusters to the last fit's centroids, and
+    ``features=style`` keeps the scaling of its first fit, so both are part of the run."""
+    if learner.clusterer is None:
+        return None
+    return {
+        key: value.detach().cpu().clone() for key, value in learner.clusterer.state_dict().items()
     }
 
 
@@ -125,6 +136,9 @@ def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
     learner.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     learner.pool.load_state(state["pool"])
+    # Absent from checkpoints written before refits matched their clusters: nothing to load.
+    if learner.clusterer is not None and state.get("clusterer") is not None:
+        learner.clusterer.load_state_dict(state["clusterer"])
     learner.risks.load_state(state["risks"])
     if learner.ownership is not None and state.get("ownership") is not None:
         learner.ownership.load_state(state["ownership"])

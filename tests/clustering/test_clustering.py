@@ -197,6 +197,16 @@ def test_pool_takes_at_most_pool_per_class_images_per_class_reproducibly() -> No
     assert torch.equal(pool, clusterer.pool(labels, num_classes=2, iteration=50))
 
 
+def test_pool_is_drawn_independently_of_the_altered_subgroup() -> None:
+    """Both draw randperm class by class; with one seed the pool was the subgroup itself."""
+    from rdd.data.subgroup import pick_members
+
+    labels = torch.arange(4).repeat_interleave(200)
+    altered = pick_members(labels, fraction=0.1, seed=0)
+    pool = KMeansClusterer(k=2, features="pixels", pool_per_class=40, seed=0).pool(labels, 4)
+    assert float(altered[pool].float().mean()) < 0.3  # 0.1 expected; 0.5 with the same draw
+
+
 class StubNet(nn.Module):
     """embed() returns the image mean and its negation; records whether it ran in eval mode."""
 

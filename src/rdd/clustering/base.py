@@ -6,7 +6,11 @@ measure then combines. It is re-run every ``every`` outer iterations on a pool o
 
 - ``embedding``: the current matching network's ``embed()`` (the groups follow the network);
 - ``pixels``: the flattened images;
-- ``fixed_net``: ``embed()`` of a network loaded once from the ``feature_net`` file.
+- ``fixed_net``: ``embed()`` of a network loaded once from the ``feature_net`` file;
+- ``style``: seven low-level statistics of every image (colour cast, contrast, chroma, detail,
+  layout; :func:`rdd.clustering.features.style_statistics`), robustly standardised with the
+  median and MAD of the first pool fitted, then kept for the run (so a refit clusters in the
+  same space). No network: a rare rendering (grey, inverted, blurred images) stands out there.
 
 Typical use by a distillation loop::
 
@@ -30,8 +34,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from rdd.clustering.features import FEATURE_SPACES, embed_in_batches, load_feature_net
+from rdd.clustering.features import (
+    FEATURE_SPACES,
+    embed_in_batches,
+    load_feature_net,
+    robust_scaling,
+    style_statistics,
+)
 from rdd.errors import UserError
+from rdd.seeds import derived_seed
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -108,6 +119,9 @@ class Grouping(nn.Module):
         # Empty until the first fit; _load_from_state_dict resizes them to a checkpoint's.
         self.register_buffer("centroids", torch.empty(0))
         self.register_buffer("assignments", torch.empty(0, dtype=torch.int64))
+        if features == "style":  # its standardisation, fitted once (only this space has one)
+            self.register_buffer("feature_centre", torch.empty(0))
+            self.register_buffer("feature_scale", torch.empty(0))
 
     def due(self, iteration: int) -> bool:
         """Whether to (re-)cluster at outer iteration ``iteration``: at 0 and every ``every``."""
@@ -124,7 +138,10 @@ class Grouping(nn.Module):
         """Indices of the real images to cluster: ``pool_per_class`` random ones per class.
 
         The draw depends only on ``seed`` and ``iteration``, so every rank (and a resumed run)
-        picks the same pool. Classes with fewer images contribute all of them.
+        picks the same pool. Classes with fewer images contribute all of them. The generator's
+        seed is derived from a name of its own: seeded with the bare run seed, the draw at
+        iteration 0 repeated ``data.subgroup``'s (both take ``randperm`` class by class from
+        seed 0), so the pool was the altered images plus a few others.
 
         Args:
             labels: Classes of all real images, (N,).
@@ -135,7 +152,9 @@ class Grouping(nn.Module):
             Indices into ``labels`` (P,) int64 on the CPU, grouped by class.
         """
         labels = labels.detach().cpu()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(iteration))
+        generator = torch.Generator().manual_seed(
+            derived_seed("clustering.pool", self.seed, int(iteration))
+        )
         chosen = []
         for label in range(num_classes):
             members = torch.nonzero(labels == label).squeeze(1)
@@ -144,6 +163,22 @@ class Grouping(nn.Module):
                 members = members[order[: self.pool_per_class]].sort().values
             chosen.append(members)
         return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
+
+    def fit_features(
+        self, images: Tensor, net: nn.Module | None = None, num_classes: int | None = None
+    ) -> Tensor:
+        """:meth:`features_of` the pool being fitted; ``style`` first fits its scaling on it.
+
+        The scaling is fitted at the first fit only and then kept, so every refit of the run
+        clusters in one fixed space (and its clusters can be matched to the previous fit's).
+        """
+        if self.features == "style" and self.feature_scale.numel() == 0:
+            if images.dim() != 4:
+                raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+            raw = style_statistics(images)
+            centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
+            self._store(feature_centre=centre, feature_scale=scale)
+        return self.features_of(images, net, num_classes)
 
     def features_of(
         self, images: Tensor, net: nn.Module | None = None, num_classes: int | None = None
@@ -158,15 +193,21 @@ class Grouping(nn.Module):
                 that do not record it.
 
         Returns:
-            Features (N, D), float32 on the CPU (D = C*H*W for pixels).
+            Features (N, D), float32 on the CPU (D = C*H*W for pixels, 7 for style).
 
         Raises:
-            ValueError: If ``images`` is not 4-D, or ``features=embedding`` gets no ``net``.
+            ValueError: If ``images`` is not 4-D, ``features=embedding`` gets no ``net``, or
+                ``features=style`` has not been fitted yet.
         """
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if self.features == "pixels":
             return images.detach().flatten(1).to("cpu", torch.float32)
+        if self.features == "style":
+            if self.feature_scale.numel() == 0:
+                raise ValueError("clustering.features=style is standardised at fit(): fit first")
+            centre, scale = self.feature_centre.cpu(), self.feature_scale.cpu()
+            return (style_statistics(images) - centre) / scale
         if self.features == "embedding":
             if net is None:
                 raise ValueError(

@@ -1,4 +1,5 @@
-"""Feature spaces of the clusterers: a network's ``embed()`` in batches, a saved fixed net."""
+"""Feature spaces of the clusterers: a network's ``embed()`` in batches, a saved fixed net,
+low-level style statistics."""
 
 from __future__ import annotations
 
@@ -9,9 +10,23 @@ from torch import Tensor, nn
 
 from rdd.errors import UserError
 
-FEATURE_SPACES = ("embedding", "pixels", "fixed_net")
+FEATURE_SPACES = ("embedding", "pixels", "fixed_net", "style")
 # Images per forward pass when computing features: bounds memory on large pools.
 FEATURE_BATCH = 512
+# What style_statistics returns, in order (the benchmark tables name the dimensions by these).
+STYLE_NAMES = (
+    "luma",
+    "yellow_blue",
+    "red_green",
+    "log_contrast",
+    "log_chroma",
+    "log_detail",
+    "top_bottom",
+)
+# Floor of the statistics taken in log: an exactly grey or flat image stays finite.
+LOG_FLOOR = 1e-6
+# MAD of a normal distribution is 0.6745 sigma: this factor makes the robust scale a sigma.
+MAD_TO_SIGMA = 1.4826
 
 
 @torch.no_grad()
@@ -101,3 +116,105 @@ def load_feature_net(
             f"clustering.feature_net file {path} does not build the saved network ({error!s:.300})"
         ) from error
     return net.eval()
+
+
+def _colour_means(images: Tensor) -> Tensor:
+    """Mean luminance and two colour opponents, (N, 3): brightness counts once, not three times
+    as it would in per-channel means (R, G and B means are strongly correlated)."""
+    if images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"clustering.features=style needs 1- or 3-channel images, got {images.shape[1]}"
+        )
+    means = images.mean(dim=(2, 3))
+    luma = means.mean(1)
+    if images.shape[1] == 1:  # no colour: constant opponents, which the scaling ignores
+        return torch.stack([luma, torch.zeros_like(luma), torch.zeros_like(luma)], 1)
+    red, green, blue = means.unbind(1)
+    return torch.stack([luma, red + green - 2 * blue, red - green], 1)
+
+
+def _style_batch(images: Tensor) -> Tensor:
+    """:func:`style_statistics` of one batch, (B, C, H, W) -> (B, 7) on the images' device."""
+    x = images.float()
+    variance = x.var(dim=(2, 3), unbiased=False).mean(1)
+    # Chroma: per-pixel spread over the channels, after centring every channel of the image,
+    # so that the per-channel normalisation (different means) does not colour a grey image.
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    chroma = centred.std(dim=1, unbiased=False).mean(dim=(1, 2))
+    # Detail: energy of a 3x3 Laplacian relative to the image's variance (scale-free).
+    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], device=x.device).view(1, 1, 3, 3)
+    laplacian = nn.functional.conv2d(x.flatten(0, 1).unsqueeze(1), kernel)
+    energy = laplacian.pow(2).flatten(1).mean(1).view(x.shape[0], -1).mean(1)
+    detail = energy / variance.clamp_min(LOG_FLOOR)  # a flat image: 0, not 0 / 0
+    luma = x.mean(1)
+    half = x.shape[2] // 2
+    top_bottom = luma[:, :half].mean(dim=(1, 2)) - luma[:, half:].mean(dim=(1, 2))
+    logs = torch.stack([variance.sqrt(), chroma, detail], 1).clamp_min(LOG_FLOOR).log()
+    return torch.cat([_colour_means(x), logs, top_bottom.unsqueeze(1)], 1)
+
+
+@torch.no_grad()
+def style_statistics(images: Tensor, batch_size: int = FEATURE_BATCH) -> Tensor:
+    """Seven low-level statistics per image that a rare "style" subgroup changes.
+
+    A shift such as grayscale, inversion or blur changes how an image is rendered, not what it
+    shows, so a generic net's embedding (dominated by content) or the pixels (dominated by
+    layout) do not single it out. These statistics describe the rendering only:
+
+    - ``luma``, ``yellow_blue``, ``red_green``: mean luminance and mean colour opponents
+      ((R + G - 2B), (R - G)); the global colour cast (an inverted image has its class's
+      complementary colours);
+    - ``log_contrast``: log of the per-channel standard deviation, averaged;
+    - ``log_chroma``: log of the mean per-pixel spread over channels (colourfulness); zero
+      for a grey image, which the log puts far from every coloured one;
+    - ``log_detail``: log of the 3x3 Laplacian energy over the image's variance
+      (high-frequency content, scale-free); blur shrinks it by orders of magnitude;
+    - ``top_bottom``: mean luminance of the upper minus the lower half (coarse layout:
+      sky above ground; inversion flips it).
+
+    Deterministic (no network, no randomness); single-channel images get zero colour. On
+    CIFAR-10 with 5% of every class altered, per-class k-means (k=5) on them isolates grey and
+    blurred images but not inverted ones (benchmarks/subgroup_shift/discovery.md); with
+    ``data.zca`` the images are whitened, which mixes the channels, and grey images are then
+    found far less well.
+
+    Args:
+        images: (N, C, H, W) with C in {1, 3}, H and W >= 3, as the learner holds them
+            (normalised or ZCA-whitened: the statistics are then of those pixels).
+        batch_size: Images per batch, bounds memory.
+
+    Returns:
+        (N, 7) float32 on the CPU, columns in the order of ``STYLE_NAMES``.
+    """
+    if images.dim() != 4 or min(images.shape[2:]) < 3:
+        raise ValueError(
+            f"style statistics need images (N, C, H, W) with H, W >= 3, got {tuple(images.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("cannot compute features of an empty set of images")
+    chunks = [
+        _style_batch(images[start : start + batch_size]).cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def robust_scaling(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension median and MAD-based scale (a sigma for normal data), (D,) each.
+
+    Why not the mean and standard deviation: a 5% subgroup far out in one dimension inflates
+    that dimension's standard deviation, so z-scores cap its distance to the bulk at a few
+    units and k-means splits the bulk along the other dimensions instead. The median and MAD
+    are those of the bulk, so the subgroup stays as far out as it is. A constant dimension
+    (zero MAD) gets scale 1 and then contributes nothing.
+
+    Args:
+        features: (N, D).
+
+    Returns:
+        ``(centre, scale)``, (D,) float32 each; standardise with ``(x - centre) / scale``.
+    """
+    centre = features.median(dim=0).values
+    scale = (features - centre).abs().median(dim=0).values * MAD_TO_SIGMA
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return centre.float(), scale.float()

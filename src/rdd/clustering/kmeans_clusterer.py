@@ -13,6 +13,7 @@ from rdd.clustering.base import (
     _is_rank0,
 )
 from rdd.clustering.kmeans import per_class_kmeans
+from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
 from rdd.errors import UserError
 
@@ -20,12 +21,17 @@ from rdd.errors import UserError
 class KMeansClusterer(Grouping):
     """Per-class FAISS k-means: ``k`` subgroups per class, group id ``class * k + cluster``.
 
+    A refit renumbers its clusters after the previous fit's (Hungarian matching of every
+    class's centroids, :mod:`rdd.clustering.matching`), so ids stay meaningful across refits;
+    exact in a fixed space (pixels, fixed_net, style), approximate for ``embedding``, whose
+    network changes between fits.
+
     Args:
         name: Config name (``faiss_kmeans``).
         k: Clusters per class.
         every: Re-cluster every ``every`` outer iterations (and at iteration 0).
         pool_per_class: Real images per class in the clustered pool; None: all of them.
-        features: ``embedding``, ``pixels`` or ``fixed_net``.
+        features: ``embedding``, ``pixels``, ``fixed_net`` or ``style``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
         nredo: k-means restarts (the best objective is kept).
@@ -103,7 +109,7 @@ class KMeansClusterer(Grouping):
             ValueError: On bad shapes, or a class with fewer than ``k`` images.
         """
         _check_images(images, labels)
-        features = self.features_of(images, net, num_classes)
+        features = self.fit_features(images, net, num_classes)
         centroids = torch.zeros(num_classes, self.k, features.shape[1])
         groups = torch.zeros(features.shape[0], dtype=torch.int64)
         if _is_rank0():
@@ -119,9 +125,18 @@ class KMeansClusterer(Grouping):
                 min_points_per_centroid=self.min_points_per_centroid,
                 max_points_per_centroid=self.max_points_per_centroid,
             )
+            centroids, groups = self._keep_ids(centroids, groups)
         centroids, groups = _broadcast_from_rank0(centroids, groups)
         self._store(centroids=centroids, assignments=groups)
         return groups.to(labels.device)
+
+    def _keep_ids(self, centroids: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """Renumber a refit's clusters after the previous fit's (rdd.clustering.matching), so
+        that a group id keeps naming the same subgroup; the first fit keeps FAISS's order."""
+        if not self.fitted or self.centroids.shape != centroids.shape:
+            return centroids, groups
+        new_id = match_clusters(self.centroids.cpu(), centroids)
+        return renumber(centroids, groups, new_id)
 
     def assign(
         self,

@@ -93,7 +93,7 @@ class NearestSyntheticClusterer(Grouping):
         name: Config name (``nearest_synthetic``).
         every: Re-group every ``every`` outer iterations (and at iteration 0).
         pool_per_class: Real images per class in the grouped pool; None: all of them.
-        features: ``embedding``, ``pixels`` or ``fixed_net``.
+        features: ``embedding``, ``pixels``, ``fixed_net`` or ``style``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         seed: Seeds the pool draws.
 
@@ -167,7 +167,7 @@ class NearestSyntheticClusterer(Grouping):
                 f"classes {missing} have no synthetic image: nearest_synthetic needs at least "
                 f"one per class"
             )
-        real = self.features_of(images, net, num_classes)
+        real = self.fit_features(images, net, num_classes)
         syn = self.features_of(syn_images, net, num_classes)
         syn_labels = syn_labels.detach().to("cpu", torch.int64)
         groups = torch.zeros(real.shape[0], dtype=torch.int64)
