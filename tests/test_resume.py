@@ -54,7 +54,13 @@ def distil(overrides: list[str], out: Path, kill_after: int | None = None, resum
 CASES = [
     ["matching=dc", "matching.iterations=3"],
     ["matching=dsa", "matching.iterations=3", "risk=cvar", "clustering.k=2", "clustering.every=2"],
-    ["matching=dm", "matching.iterations=4", "risk=max_group", "risk.smooth=true", "clustering.k=2"],
+    [
+        "matching=dm",
+        "matching.iterations=4",
+        "risk=max_group",
+        "risk.smooth=true",
+        "clustering.k=2",
+    ],
     ["matching=idm", "matching.iterations=3", *EXTRA["idm"], "matching.generate_every=1"],
     ["matching=mtt", "matching.iterations=3", *EXTRA["mtt"]],
 ]

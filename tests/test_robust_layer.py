@@ -274,7 +274,16 @@ def plan_of(*overrides: str, tmp_path, ipc: int = 10) -> RobustPlan:
         (("matching=dsa", "risk=cvar"), 10, RobustPlan(matching=True)),
         (("matching=dsa", "risk=cvar", "robust.net_train_data=real"), 10, RobustPlan(True, True)),
         # IPC 1: one outer step, the network never trains: the default leaves networks out.
-        (("matching=dsa", "risk=cvar", "robust.net_train_data=real"), 1, RobustPlan(True)),
+        (
+            (
+                "matching=dsa",
+                "risk=cvar",
+                "robust.net_train_data=real",
+                "robust.allocation.min_images=0",
+            ),
+            1,
+            RobustPlan(True),
+        ),
         (("matching=dm", "risk=none"), 10, RobustPlan()),
     ],
 )
@@ -297,7 +306,11 @@ def test_the_default_targets_agree_with_what_the_method_trains(
         (("matching=dm", "risk=cvar", "clustering.k=1"), 10, "fewer than 2 subgroups"),
         (("matching=dm", "risk=cvar", "clustering=nearest_synthetic"), 1, "fewer than 2 subgroups"),
         (("matching=dm", "risk=cvar", "clustering=none"), 10, "needs subgroups"),
-        (("matching=dm", "risk=cvar", "clustering.k=200"), 10, "larger than the smallest"),
+        (
+            ("matching=dm", "risk=cvar", "clustering.k=200", "robust.allocation.min_images=0"),
+            10,
+            "larger than the smallest",
+        ),
     ],
 )
 def test_a_robust_setting_that_would_do_nothing_is_refused(

@@ -15,6 +15,7 @@ def test_a_resumed_style_clustered_run_equals_an_uninterrupted_one_bitwise(tmp_p
         "matching.iterations=4",
         "risk=cvar",
         "clustering.features=style",
+        "clustering.k=2",  # two subgroups owning the ipc=2 images of a class
         "clustering.every=2",  # refits at 0 and 2: the second after the resume
     ]
     whole = distil(overrides, tmp_path / "whole")

@@ -98,7 +98,8 @@ class Grouping(nn.Module):
     ) -> None:
         super().__init__()
         self.name = name
-        self.every = _check_int("every", every, 1)
+        # None: fit once, at iteration 0 (a fixed feature space gains nothing from refits).
+        self.every = None if every is None else _check_int("every", every, 1)
         self.pool_per_class = (
             None if pool_per_class is None else _check_int("pool_per_class", pool_per_class, 1)
         )
@@ -124,10 +125,11 @@ class Grouping(nn.Module):
             self.register_buffer("feature_scale", torch.empty(0))
 
     def due(self, iteration: int) -> bool:
-        """Whether to (re-)cluster at outer iteration ``iteration``: at 0 and every ``every``."""
+        """Whether to (re-)cluster at outer iteration ``iteration``: at 0 and every ``every``
+        (``every`` None: at 0 only)."""
         if iteration < 0:
             raise ValueError(f"iteration must be >= 0, got {iteration}")
-        return iteration % self.every == 0
+        return iteration == 0 or (self.every is not None and iteration % self.every == 0)
 
     @property
     def fitted(self) -> bool:

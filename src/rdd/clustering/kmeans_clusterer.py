@@ -29,9 +29,13 @@ class KMeansClusterer(Grouping):
     Args:
         name: Config name (``faiss_kmeans``).
         k: Clusters per class.
-        every: Re-cluster every ``every`` outer iterations (and at iteration 0).
+        every: Re-cluster every ``every`` outer iterations (and at iteration 0); None (the
+            default): once, at iteration 0, since the default space (style) is fixed for the
+            run. With ``features=embedding`` set it, to follow the matching networks.
         pool_per_class: Real images per class in the clustered pool; None: all of them.
-        features: ``embedding``, ``pixels``, ``fixed_net`` or ``style``.
+        features: ``style`` (the default: the only space measured to isolate a rare
+            subgroup without labels, benchmarks/subgroup_shift/discovery.md), ``embedding``,
+            ``pixels`` or ``fixed_net``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
         nredo: k-means restarts (the best objective is kept).
@@ -49,9 +53,9 @@ class KMeansClusterer(Grouping):
         self,
         name: str = "faiss_kmeans",
         k: int = 5,
-        every: int = 50,
+        every: int | None = None,
         pool_per_class: int | None = 256,
-        features: str = "embedding",
+        features: str = "style",
         feature_net: str | None = None,
         niter: int = 20,
         nredo: int = 1,
