@@ -34,7 +34,7 @@ class AllocationSettings:
     """conf/robust: ``min_per_group`` and the ``allocation`` node (rdd.schemas.RobustSchema)."""
 
     min_per_group: int = 64
-    every: int | None = None
+    every: int | None = 500
     min_images: int = 1
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
