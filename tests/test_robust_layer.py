@@ -318,3 +318,44 @@ def test_a_robust_setting_that_would_do_nothing_is_refused(
 ) -> None:
     with pytest.raises(UserError, match=message):
         plan_of(*overrides, tmp_path=tmp_path, ipc=ipc)
+
+
+def test_the_allocation_is_revisited_at_its_cadence(monkeypatch) -> None:
+    import rdd.ownership as ownership
+
+    revisits = []
+    measured = ownership.measured_allocation
+
+    def recording(learner):
+        revisits.append(learner.iteration)
+        return measured(learner)
+
+    monkeypatch.setattr(ownership, "measured_allocation", recording)
+    learner = learner_for(CVaR(0.5), kmeans(every=10), RobustPlan(matching=True))
+    learner.ownership.settings = AllocationSettings(min_per_group=8, every=2, train_steps=5)
+    learner.matcher.iterations = 5
+    fit(learner)
+    assert revisits == [0, 2, 4]
+
+
+def test_a_slot_moved_to_another_group_restarts_from_that_group() -> None:
+    from rdd.ownership import restart_rows
+
+    learner = learner_for(CVaR(0.5), KnownSubgroups(far_off()), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())
+    own = learner.ownership
+    row = int(own.rows_of(0)[0])  # class 0's common group gives its image to the rare group
+    changed = own.assign(0, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    assert changed.tolist() == [row]
+    restart_rows(learner, changed)
+    x, _ = real_data()
+    rare = x[learner.pool.groups == 1]
+    assert any(torch.equal(learner.images[row].detach(), m) for m in rare)
+
+
+def far_off() -> torch.Tensor:
+    """The far-off images of real_data() as a known subgroup."""
+    _, y = real_data()
+    altered = torch.zeros(len(y), dtype=torch.bool)
+    altered[::7] = True
+    return altered
