@@ -179,9 +179,11 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     """The owners of a learner's synthetic images, made or revisited when due (at most once
     per iteration); returns what to log.
 
-    The first call allocates by the groups' sizes alone and starts every image from a real
-    image of its group. At iteration 0 and every ``every`` iterations the groups' losses are
-    measured and the images re-allocated; an image that changes group restarts from a real
+    The first call allocates by the groups' sizes alone. At iteration 0 and every ``every``
+    iterations the groups' losses are measured and the images re-allocated. At iteration 0
+    that measurement sees the set as the base method starts it (random real images of every
+    class: how well an unowned set serves each group), and only then does every image restart
+    from a real image of its group; later, an image that changes group restarts from a real
     image of its new group (with no momentum). Under DDP rank 0's owners and images are
     broadcast, so the ranks never disagree on a training network's last bits.
     """
