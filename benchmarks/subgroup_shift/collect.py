@@ -38,6 +38,8 @@ def rows(runs: Path) -> list[dict]:
             continue
         cfg = OmegaConf.load(metrics.parent / "config.yaml")
         values = read_metrics(metrics)
+        if not values.get("eval_complete", True):
+            continue  # an evaluation still running (metrics.json is rewritten as it goes)
         transform = cfg.data.subgroup.transform
         row = {"design": "owned", "subgroup": transform, "transform": transform}
         row |= {"method": cfg.matching.name, "risk": cfg.risk.name + match["tag"]}
