@@ -236,6 +236,7 @@ def distill(
     if matcher.is_coreset:
         idx = matcher.select(data.train_x, data.train_y, data.num_classes, ipc, generator, make_net)
         return data.train_x[idx].clone(), data.train_y[idx].clone(), None
+    risk = build_risk(cfg.risk)  # a bad risk parameter fails before the subgroup checks
     plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
     check_min_per_group(cfg, data)
     if matcher.needs_experts:
@@ -249,7 +250,7 @@ def distill(
         data.num_classes,
         ipc,
         cfg.seed,
-        risk=build_risk(cfg.risk),
+        risk=risk,
         clusterer=build_clusterer(cfg.clustering, data) if plan.active else None,
         plan=plan,
         allocation=AllocationSettings.from_config(cfg.robust),
