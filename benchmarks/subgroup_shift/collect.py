@@ -40,7 +40,8 @@ def rows(runs: Path) -> list[dict]:
         values = read_metrics(metrics)
         if not values.get("eval_complete", True):
             continue  # an evaluation still running (metrics.json is rewritten as it goes)
-        transform = cfg.data.subgroup.transform
+        subgroup = cfg.data.subgroup  # a transform name, or {transform: ..., fraction: ...}
+        transform = subgroup if isinstance(subgroup, str) else subgroup.transform
         row = {"design": "owned", "subgroup": transform, "transform": transform}
         row |= {"method": cfg.matching.name, "risk": cfg.risk.name + match["tag"]}
         row |= {"arm": match["arm"], "groups": groups_of(cfg), "seed": int(cfg.seed)}
