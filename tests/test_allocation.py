@@ -127,3 +127,25 @@ def test_the_debiased_squared_distance_is_unbiased_on_a_gaussian_oracle() -> Non
     stderr = torch.tensor(debiased).std().item() / trials**0.5
     assert abs(sum(debiased) / trials - truth) < 4 * stderr
     assert sum(raw) / trials - truth == pytest.approx(bias, rel=0.1)
+
+
+def test_allocation_stats_count_the_images_of_each_class_rare_group() -> None:
+    """alloc/rare_images: per class, the images owned by the group holding most altered
+    images (class 0: group 1; class 1: group 2), averaged over the classes."""
+    from types import SimpleNamespace
+
+    from rdd.ownership import AllocationSettings, Ownership, allocation_stats
+
+    own = Ownership(2, 4, AllocationSettings())
+    own.assign(0, torch.tensor([0, 1]), torch.tensor([3, 1]))
+    own.assign(1, torch.tensor([2, 3]), torch.tensor([2, 2]))
+    pool = SimpleNamespace(
+        groups=torch.tensor([0, 0, 1, 1, 2, 2, 3]),
+        labels=torch.tensor([0, 0, 0, 0, 1, 1, 1]),
+        altered=torch.tensor([0, 1, 1, 1, 1, 0, 0], dtype=torch.bool),
+        class_groups=lambda c: torch.tensor([2 * c, 2 * c + 1]),
+    )
+    stats = allocation_stats(SimpleNamespace(ownership=own, pool=pool), moved=3)
+    assert stats == {"alloc/moved": 3.0, "alloc/rare_images": (1 + 2) / 2}
+    pool.altered = None  # no known subgroup: only the moves
+    assert allocation_stats(SimpleNamespace(ownership=own, pool=pool), 0) == {"alloc/moved": 0.0}

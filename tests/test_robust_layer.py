@@ -206,6 +206,23 @@ def test_group_dro_on_matching_and_networks_at_once_runs() -> None:
     assert slots["networks"].risk.q.numel() == 2 * K
 
 
+@pytest.mark.parametrize("features, kept", [("pixels", True), ("embedding", False)])
+def test_a_refit_keeps_the_risk_state_only_where_group_ids_persist(features, kept) -> None:
+    """Refits in a fixed space are matched to the previous fit, so group DRO's q is carried
+    over; with ``embedding`` the ids name other subgroups after a refit and q restarts."""
+    clusterer = KMeansClusterer(k=2, every=1, pool_per_class=8, features=features, seed=0)
+    plan = RobustPlan(matching=False, networks=True)
+    learner = learner_for(MaxGroup(smooth=True), clusterer, plan)
+    learner.regroup(learner.new_net())
+    q = learner.risk_for("networks")
+    q(torch.arange(2.0 * K), torch.ones(2 * K))
+    learner.iteration = 1  # due again (every=1)
+    learner.regroup(learner.new_net())
+    assert ("networks" in learner.risks.slots) is kept
+    if kept:
+        assert learner.risk_for("networks") is q
+
+
 def test_running_group_risk_weighs_by_the_running_estimate() -> None:
     sums_a, counts_a = torch.tensor([4.0, 1.0, 0.0]), torch.tensor([2.0, 1.0, 0.0])
     sums_b, counts_b = torch.tensor([0.0, 6.0, 9.0]), torch.tensor([0.0, 2.0, 3.0])

@@ -178,7 +178,8 @@ class SyntheticSetLearner(L.LightningModule):
             self.discovery = {k: v for k, v in stats.items() if k.startswith("cluster/rare_")}
             if self.ownership is not None:
                 self.pool.warn_small_groups(self.ownership.settings.min_per_group)
-            self.risks.reset()  # a stateful risk restarts on the new groups
+            if not self.clusterer.ids_persist:
+                self.risks.reset()  # the new ids name other subgroups: restart the risk
         if self.ownership is not None:
             stats |= revisit_allocation(self)
         return stats

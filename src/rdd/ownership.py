@@ -25,6 +25,7 @@ from torch import nn
 
 from rdd.allocation import DEFAULT_EXPONENT, greedy_allocation
 from rdd.clustering.base import _broadcast_from_rank0
+from rdd.clustering.discovery import rare_group_of_class
 from rdd.distributed import broadcast_from_rank0_
 from rdd.expansion import expand, pack
 
@@ -292,9 +293,8 @@ def allocation_stats(learner: Any, moved: int) -> dict[str, float]:
     owned = []
     for c in range(own.num_classes):
         groups = pool.class_groups(c)
-        rare = pool.altered[pool.labels == c]
-        hits = torch.bincount(
-            pool.groups[pool.labels == c][rare] - int(groups[0]), minlength=len(groups)
-        )
-        owned.append(float((own.owners == int(groups[int(hits.argmax())])).sum()))
+        in_class = pool.labels == c
+        local = pool.groups[in_class] - int(groups[0])
+        rare_group = rare_group_of_class(local, pool.altered[in_class], len(groups))
+        owned.append(float((own.owners == int(groups[rare_group])).sum()))
     return stats | {"alloc/rare_images": sum(owned) / len(owned)}

@@ -265,14 +265,19 @@ class RunningGroupRisk(nn.Module):
 
 
 class RiskSlots(nn.Module):
-    """One copy of the run's risk per (target, class): a stateful risk (group DRO's q) keeps
-    a state per grouping it weighs, never one shared by unrelated groups.
+    """One copy of the run's risk per target, so that a stateful risk (group DRO's q) keeps
+    a state per grouping it weighs, never one shared by unrelated uses.
 
-    Matching keeps one slot per class (its k subgroups); networks one slot over all groups,
-    with running group estimates (:class:`RunningGroupRisk`). :meth:`reset` drops every slot
-    when the clustering is refitted: k-means ids are arbitrary from one fit to the next and,
-    with ``features=embedding``, the new clusters live in another network's feature space,
-    so no state can be carried over (group DRO restarts from uniform weights).
+    Two targets use it: ``matching`` (MTT's risk on the unrolled student's per-group real
+    loss) and ``networks`` (the real-data loss of the networks trained on real images, with
+    running group estimates, :class:`RunningGroupRisk`). DM/IDM/DC/DSA take no slot: their
+    subgroups own images and the risk acts through the allocation (:mod:`rdd.ownership`),
+    which reads :attr:`template`. A class index ``c`` keeps a slot per class where a caller
+    weighs one class's groups alone.
+
+    On a refit the owner calls :meth:`reset` only where group ids change meaning
+    (``Grouping.ids_persist`` false: k-means on ``features=embedding``); in a fixed feature
+    space the refit is matched to the previous one, so each slot's state is carried over.
     """
 
     def __init__(self, risk: nn.Module) -> None:

@@ -132,6 +132,14 @@ class Grouping(nn.Module):
         return iteration == 0 or (self.every is not None and iteration % self.every == 0)
 
     @property
+    def ids_persist(self) -> bool:
+        """Whether a group id names the same subgroup after a refit, so per-group state (a
+        group DRO's weights) may be carried over: yes in a fixed feature space, where refits
+        are matched to the previous fit (:mod:`rdd.clustering.matching`); no for
+        ``embedding``, whose network changes between fits."""
+        return self.features != "embedding"
+
+    @property
     def fitted(self) -> bool:
         """Whether :meth:`fit` has run (or a fitted state_dict was loaded)."""
         return self.centroids.numel() > 0

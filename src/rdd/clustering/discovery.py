@@ -40,6 +40,18 @@ def _check_inputs(
         )
 
 
+def rare_group_of_class(local: Tensor, altered: Tensor, groups_per_class: int) -> int:
+    """The group of one class that holds most of its altered images (ties: the lowest id).
+
+    Args:
+        local: Group of every image of the class within the class, (n,) int64 in [0, k).
+        altered: Which of them are altered, (n,) bool.
+        groups_per_class: k.
+    """
+    caught = torch.bincount(local[altered], minlength=groups_per_class)
+    return int(caught.argmax())  # the first maximum on ties
+
+
 def class_rare_group(local: Tensor, altered: Tensor, groups_per_class: int) -> tuple[float, float]:
     """Purity and recall of one class's group that holds most of its altered images.
 
@@ -51,10 +63,10 @@ def class_rare_group(local: Tensor, altered: Tensor, groups_per_class: int) -> t
     Returns:
         ``(purity, recall)``; ties go to the lowest group id.
     """
-    sizes = torch.bincount(local, minlength=groups_per_class)
-    caught = torch.bincount(local[altered], minlength=groups_per_class)
-    best = int(caught.argmax())  # the first maximum on ties
-    return float(caught[best] / sizes[best]), float(caught[best] / caught.sum())
+    best = rare_group_of_class(local, altered, groups_per_class)
+    size = int((local == best).sum())
+    caught = int((local[altered] == best).sum())
+    return caught / size, caught / int(altered.sum())
 
 
 def rare_group_discovery(

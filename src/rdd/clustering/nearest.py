@@ -118,6 +118,11 @@ class NearestSyntheticClusterer(Grouping):
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.register_buffer("centroid_labels", torch.empty(0, dtype=torch.int64))
 
+    @property
+    def ids_persist(self) -> bool:
+        """Always: group i is the real images nearest synthetic image i, fit after fit."""
+        return True
+
     def num_groups(self, num_classes: int, ipc: int | None = None) -> int:
         """Number of groups: the synthetic set's size, ``num_classes * ipc``.
 

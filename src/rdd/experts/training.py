@@ -172,7 +172,8 @@ class ExpertTrainer:
         with torch.no_grad():
             self.pool.refit(self.clusterer, self.train_x, net, epoch)
         self.groups = self.pool.groups.to(self.device)
-        self.risks.reset()  # the new clusters are unrelated to the old ids
+        if not self.clusterer.ids_persist:
+            self.risks.reset()  # the new ids name other subgroups: restart the risk
 
     def groups_state(self) -> dict:
         """Robust experts: the subgroups and the risk's running state, so that a resumed
