@@ -181,6 +181,30 @@ def test_an_owned_image_starts_from_a_real_image_of_its_group() -> None:
     assert "alloc/moved" not in learner.regroup(learner.new_net())  # once per iteration
 
 
+def test_the_first_measurement_sees_the_set_the_size_allocation_made(monkeypatch) -> None:
+    """The loss model is anchored at the counts of the size-based allocation, so the network
+    that measures the groups' losses at iteration 0 trains on those owned images (each a real
+    image of its group), not on the base method's random start."""
+    import rdd.ownership
+
+    seen = []
+    measure = rdd.ownership.train_on_set
+    monkeypatch.setattr(
+        rdd.ownership,
+        "train_on_set",
+        lambda net, images, *rest: (
+            seen.append(images.detach().clone()) or measure(net, images, *rest)
+        ),
+    )
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())
+    x, _ = real_data()
+    (trained_on,) = seen
+    for row, group in enumerate(learner.ownership.owners.tolist()):
+        members = x[learner.pool.groups == group]
+        assert any(torch.equal(trained_on[row], m) for m in members)
+
+
 def test_a_moved_slot_changes_owner_and_the_others_keep_theirs() -> None:
     own = Ownership(2, 4, AllocationSettings())
     own.assign(0, torch.tensor([0, 1]), torch.tensor([3, 1]))

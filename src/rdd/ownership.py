@@ -181,11 +181,11 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     per iteration); returns what to log.
 
     The first call allocates by the groups' sizes alone. At iteration 0 and every ``every``
-    iterations the groups' losses are measured and the images re-allocated. At iteration 0
-    that measurement sees the set as the base method starts it (random real images of every
-    class: how well an unowned set serves each group), and only then does every image restart
-    from a real image of its group; later, an image that changes group restarts from a real
-    image of its new group (with no momentum). Under DDP rank 0's owners and images are
+    iterations the groups' losses are measured and the images re-allocated. Every image
+    restarts from a real image of its group as soon as it is allocated, so the measurement at
+    iteration 0 sees the owned set the size-based allocation made (the counts its loss model
+    is anchored at); an image that later changes group restarts from a real image of its new
+    group (with no momentum). Under DDP rank 0's owners and images are
     broadcast, so the ranks never disagree on a training network's last bits.
     """
     own = learner.ownership
@@ -195,15 +195,12 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     first, due = not own.allocated, not own.fixed and own.settings.due(learner.iteration)
     if not (first or due):
         return {}
-    changed = []
-    if first:
-        changed.append(first_allocation(learner))
-    if due:
-        changed.append(measured_allocation(learner))
-    rows = torch.cat(changed).unique() if changed else torch.empty(0, dtype=torch.int64)
-    if len(rows):
-        restart_rows(learner, rows)
-    return allocation_stats(learner, len(rows))
+    moved = [torch.empty(0, dtype=torch.int64)]
+    for allocate in (first_allocation,) * first + (measured_allocation,) * due:
+        moved.append(allocate(learner))
+        if len(moved[-1]):
+            restart_rows(learner, moved[-1])
+    return allocation_stats(learner, len(torch.cat(moved).unique()))
 
 
 def class_groups_and_sizes(learner: Any, c: int) -> tuple[torch.Tensor, torch.Tensor]:
