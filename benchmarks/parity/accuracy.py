@@ -19,7 +19,8 @@ Patches to the reference (to its scratch copy only, through a shim imported befo
   into CIFAR-10's order) instead of downloading the pickled batches (no network here). Both
   tools then decode the same JPEGs with PIL and normalise with the same mean and std.
 - Nothing else: the budget is set through the script's own arguments (``--Iteration``,
-  ``--num_eval``, ``--epoch_eval_train``, ``--num_exp 1``), and ``--eval_mode final`` (not
+  ``--num_eval``, ``--epoch_eval_train``, ``--num_exp 1``, ``--model ConvNetW32``: both sides
+  use ConvNet-3 at width 32, not the published 128), and ``--eval_mode final`` (not
   one of its named modes) makes it evaluate the final set only, with the training model.
   The references take no seed (VICO's ``get_network`` reseeds from the wall clock), so their
   "seeds" are independent repeats.
@@ -65,6 +66,10 @@ class Item:
     iterations: int
     eval_nets: int = 2
     eval_epochs: int = 300
+    # ConvNet-3 at width 32, not the published 128, on both sides: evaluation dominates the
+    # cost here (one width-128 network x 300 epochs takes minutes on this CPU).
+    reference_model: str = "ConvNetW32"
+    rdd_net: str = "convnet_w32"
 
 
 ITEMS = {
@@ -135,7 +140,7 @@ def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path)
     (folder / "code" / "parity_shim.py").write_text(SHIM)
     args = [
         *item.reference_args,
-        "--dataset", "CIFAR10", "--model", "ConvNet", "--ipc", str(item.ipc),
+        "--dataset", "CIFAR10", "--model", item.reference_model, "--ipc", str(item.ipc),
         "--num_exp", "1", "--num_eval", str(item.eval_nets),
         "--epoch_eval_train", str(item.eval_epochs), "--Iteration", str(item.iterations),
         "--eval_mode", "final", "--data_path", str(folder / "data"),
@@ -158,7 +163,7 @@ def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path)
 def rdd_overrides(item: Item, seed: int, data: Path) -> list[str]:
     """What both of rdd's commands share: the data, the network and the evaluation."""
     return [
-        "data=cifar10", f"data.root={data.resolve()}", f"seed={seed}",
+        "data=cifar10", f"data.root={data.resolve()}", f"seed={seed}", f"net={item.rdd_net}",
         f"eval.num_nets={item.eval_nets}", f"eval.epochs={item.eval_epochs}", "eval.dsa=true",
         "eval.shifts=[]", "eval.corruptions=[]", "logger=csv",
     ]  # fmt: skip
@@ -189,7 +194,7 @@ def rdd_scores_reference(item: Item, seed: int, reference_set: str, data: Path, 
     if not (folder / "metrics.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [
-            sys.executable, "-m", "rdd.evaluate", f"synset={reference_set}", "net=convnet",
+            sys.executable, "-m", "rdd.evaluate", f"synset={reference_set}",
             *rdd_overrides(item, seed, data), f"hydra.run.dir={folder}",
         ]  # fmt: skip
         run_logged(cmd, work / "rdd_eval" / f"{folder.name}.log", env=thread_env())
