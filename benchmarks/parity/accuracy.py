@@ -49,6 +49,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rdd.outputs import read_metrics
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEFAULT_OUT = HERE / "accuracy.json"
@@ -170,8 +172,7 @@ def rdd_overrides(item: Item, seed: int, data: Path) -> list[str]:
 
 
 def rdd_accuracy(run_dir: Path) -> float:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return float(metrics["test_acc"])
+    return float(read_metrics(run_dir)["test_acc"])  # the headline network's
 
 
 def rdd_run(item: Item, seed: int, data: Path, work: Path) -> float:
