@@ -49,6 +49,8 @@ def test_a_stopped_ddp_run_resumes_to_the_uninterrupted_ddp_set(tmp_path) -> Non
     finish(start(tmp_path, f"resume={stopped}", f"hydra.run.dir={logs / 'resumed'}"))
     assert torch.equal(images(logs / "whole"), images(logs / "resumed"))
     # On one process: the same state, summed in another order (as any DDP vs 1 process run).
+    # A second continuation of the stopped run, on purpose: its CONTINUED.txt goes first.
+    (stopped / "CONTINUED.txt").unlink()
     single = ["trainer=cpu", "trainer.devices=1", f"hydra.run.dir={logs / 'single'}"]
     finish(start(tmp_path, f"resume={stopped}", *single))
     assert torch.allclose(images(logs / "whole"), images(logs / "single"), rtol=0, atol=1e-4)

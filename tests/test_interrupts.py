@@ -94,5 +94,6 @@ def test_resume_alone_re_applies_the_killed_runs_overrides(tmp_path, argv, expec
     (run_dir / ".hydra").mkdir(parents=True)
     started = ["ipc=3", "matching=dm", f"hydra.run.dir={run_dir}", "+note=x"]
     (run_dir / ".hydra" / "overrides.yaml").write_text("\n".join(f"- {o}" for o in started))
+    (run_dir / "checkpoint.pt").touch()  # resumable (what it holds is checked when loaded)
     fill = [a.replace("R", str(run_dir)) for a in argv]
     assert with_resumed_overrides(fill) == [a.replace("R", str(run_dir)) for a in expected]

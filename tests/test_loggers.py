@@ -62,3 +62,41 @@ def test_only_rank_zero_writes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     log_steps(IterationCSVLogger(tmp_path), range(2))
     assert not (tmp_path / "csv").exists()
+
+
+def test_each_row_is_on_disk_as_soon_as_its_iteration_is_logged(tmp_path) -> None:
+    """A run killed (SIGKILL) during iteration 2 keeps the rows of iterations 0 and 1: no
+    finalize, no later step flushes them."""
+    logger = IterationCSVLogger(tmp_path)
+    for step in range(2):
+        logger.log_metrics({"train/match_loss": 10.0 - step}, step=step)
+    _, rows = rows_of(IterationCSVLogger(tmp_path))
+    assert [r["iteration"] for r in rows] == ["0", "1"]
+    assert rows[1]["train/match_loss"] == "9.0"
+
+
+def test_a_run_resumed_in_a_new_directory_starts_from_the_killed_runs_rows(tmp_path) -> None:
+    """The killed run logged 0..4, its checkpoint is at 3: the continuation's file holds the
+    killed run's rows 0..2, then its own from 3 on (the redone 3 and 4 replace the killed ones)."""
+    killed = IterationCSVLogger(tmp_path / "killed")
+    for step in range(5):
+        killed.log_metrics({"train/match_loss": 10.0 - step, "risk/value": 1.0}, step=step)
+    resumed = IterationCSVLogger(tmp_path / "resumed")
+    resumed.continue_from(tmp_path / "killed", 3)
+    for step in range(3, 6):
+        resumed.log_metrics({"train/match_loss": 100.0 + step, "risk/value": 1.0}, step=step)
+    header, rows = rows_of(resumed)
+    _, killed_rows = rows_of(killed)
+    assert [r["iteration"] for r in rows] == [str(i) for i in range(6)]
+    assert rows[:3] == killed_rows[:3]
+    assert [r["train/match_loss"] for r in rows[3:]] == ["103.0", "104.0", "105.0"]
+    assert header == ["iteration", "seconds", "train/match_loss", "risk/value"]
+
+
+def test_a_run_resumed_in_its_own_directory_keeps_continuing_its_file(tmp_path) -> None:
+    log_steps(IterationCSVLogger(tmp_path), range(4))
+    again = IterationCSVLogger(tmp_path)
+    again.continue_from(tmp_path, 2)  # the same file: left to the continuation of the file
+    log_steps(again, range(2, 5))
+    _, rows = rows_of(again)
+    assert [r["iteration"] for r in rows] == [str(i) for i in range(5)]

@@ -8,7 +8,7 @@ digest); a resumed run must match both, so that it continues the same run bit fo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +17,20 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.cli import killed_run_overrides
 from rdd.config import flatten
 from rdd.distributed import rank
 from rdd.errors import UserError
 from rdd.io import atomic_write, tensor_digest, write_text
 from rdd.learner import SyntheticSetLearner
+from rdd.loggers import IterationCSVLogger
 from rdd.preemption import PreemptionCheckpoint
+from rdd.resumable import (
+    CONTINUED_NAME,
+    CONTINUED_PREFIX,
+    check_resumable,
+    killed_run_overrides,
+)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-# Written into a killed run's directory once a run that resumed it has a checkpoint of its own
-# or has finished: resume=auto (rdd.resume) then no longer picks the killed run.
-CONTINUED_NAME = "CONTINUED.txt"
 # 2: the real pool is a group table over all images (robust runs draw fresh real batches).
 # 3: robust runs keep the owners of the synthetic images (rdd.ownership).
 CHECKPOINT_FORMAT = "rdd-checkpoint/3"
@@ -49,20 +51,26 @@ class Checkpoints:
     meta: dict[str, Any]
     resume_state: dict[str, Any] | None = None
 
-    def attach(self, learner: SyntheticSetLearner) -> list[L.Callback]:
-        """Continue ``learner`` from the resumed state, if any; the callbacks that write the
-        checkpoints (every ``every`` iterations, and when the run is preempted)."""
+    def attach(self, learner: SyntheticSetLearner, loggers: Sequence[Any] = ()) -> list[L.Callback]:
+        """Continue ``learner`` from the resumed state, if any (and the CSV log from the killed
+        run's rows); the callbacks that write the checkpoints (every ``every`` iterations at
+        most, see :func:`checkpoint_cadence`, and when the run is preempted)."""
         if self.resume_state is not None:
             load_training_state(learner, self.resume_state)
+            killed = Path(self.resume_state["source"]).parent
+            for logger in loggers:
+                if isinstance(logger, IterationCSVLogger):
+                    logger.continue_from(killed, learner.start_iteration)
             if rank() == 0:
                 print(
                     f"resumed at iteration {learner.start_iteration} of "
                     f"{learner.matcher.iterations} from {self.resume_state['source']}"
                 )
         stop = PreemptionCheckpoint(self.path, self.meta, training_state, self.mark_continued)
-        if not self.every:
+        every = checkpoint_cadence(self.every, learner.matcher.iterations)
+        if not every:
             return [stop]
-        return [PeriodicCheckpoint(self.path, self.every, self.meta, self.mark_continued), stop]
+        return [PeriodicCheckpoint(self.path, every, self.meta, self.mark_continued), stop]
 
     def finish(self) -> None:
         """The run has finished distilling: its set replaces the checkpoint."""
@@ -70,12 +78,29 @@ class Checkpoints:
         self.mark_continued()
 
     def mark_continued(self) -> None:
-        """Mark the resumed run as continued by this one (see CONTINUED_NAME)."""
-        if self.resume_state is not None:
-            marker = Path(self.resume_state["source"]).parent / CONTINUED_NAME
-            if not marker.exists():
-                with contextlib.suppress(OSError):  # a read-only killed run stays as it was
-                    write_text(marker, f"continued in {self.path.parent}\n")
+        """Mark the resumed run as continued by this one (see CONTINUED_NAME); not a run
+        resumed in its own directory, which stays resumable."""
+        if self.resume_state is None:
+            return
+        killed = Path(self.resume_state["source"]).parent
+        marker = killed / CONTINUED_NAME
+        if not marker.exists() and killed.resolve() != self.path.parent.resolve():
+            with contextlib.suppress(OSError):  # a read-only killed run stays as it was
+                write_text(marker, f"{CONTINUED_PREFIX}{self.path.parent}\n")
+
+
+# A run checkpoints at least this often per run: `make run` (6 DC iterations) under the default
+# checkpoint_every=50 never wrote one, so a kill lost the whole run.
+CHECKPOINTS_PER_RUN = 10
+
+
+def checkpoint_cadence(every: int, iterations: int) -> int:
+    """Iterations between checkpoints: ``checkpoint_every``, but at most a tenth of the run's
+    iterations (at least 1), so that every run of two or more iterations can be resumed;
+    0 (checkpoints off) stays 0."""
+    if not every:
+        return 0
+    return max(1, min(every, iterations // CHECKPOINTS_PER_RUN))
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -179,15 +204,10 @@ def load_checkpoint(where: str, cfg: DictConfig, test_groups: torch.Tensor | Non
     holds alike, so it resumes on any number of processes (trainer is a volatile key).
 
     Raises:
-        UserError: no checkpoint, an unreadable or foreign file, or a different config.
+        UserError: no checkpoint to continue (rdd.resumable says why), an unreadable or
+            foreign file, or a different config.
     """
-    path = Path(where)
-    path = path / CHECKPOINT_NAME if path.is_dir() else path
-    if not path.is_file():
-        raise UserError(
-            f"no checkpoint at '{path}': resume=<the killed run's directory> (a run writes "
-            f"{CHECKPOINT_NAME} every checkpoint_every iterations and removes it when it ends)"
-        )
+    path = check_resumable(where)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, foreign pickle, ...: torch raises many kinds

@@ -17,13 +17,13 @@ from typing import Any, NoReturn
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import Interrupted, UserError
 from rdd.help import register_help_resolver
 from rdd.launch import launcher_overrides
+from rdd.resumable import check_resumable, killed_run_overrides
 
 # Written into a failed run's directory when it holds outputs worth keeping.
 FAILED_NAME = "FAILED.txt"
@@ -212,7 +212,7 @@ def with_resumed_overrides(argv: list[str]) -> list[str]:
     where = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "resume"), None)
     if not where or where in ("null", "auto"):  # auto: rdd.resume finds the run itself
         return argv
-    run_dir = Path(where) if Path(where).is_dir() else Path(where).parent
+    run_dir = check_resumable(where).parent  # a directory it cannot continue: one line, now
     given = {override_key(a) for a in argv if "=" in a and not a.startswith("-")}
     added = [
         o
@@ -222,16 +222,6 @@ def with_resumed_overrides(argv: list[str]) -> list[str]:
     if added:
         print(f"resume: re-applying the killed run's overrides: {' '.join(added)}")
     return added + argv
-
-
-def killed_run_overrides(run_dir: Path) -> list[str]:
-    """The command-line overrides a run was started with (Hydra's .hydra/overrides.yaml)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        overrides = OmegaConf.to_container(OmegaConf.load(path))
-    except (OSError, ValueError, OmegaConfBaseException):
-        return []  # no Hydra record: the command line must then give the overrides itself
-    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def override_key(override: str) -> str:

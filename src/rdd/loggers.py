@@ -31,13 +31,14 @@ DROPPED = {"epoch"}
 
 
 class IterationCSVLogger(Logger):
-    """One CSV row per iteration: buffers a step's metrics and writes the row when the next
-    step starts (or at the end).
+    """One CSV row per iteration, written as soon as Lightning logs the iteration (a killed
+    run keeps the row of every iteration it finished).
 
     The header is the union of the keys logged so far; a key first logged late (a cluster
-    refit) widens the header by rewriting the file once. An existing file is continued, not
-    replaced: a resumed run keeps the rows of the iterations it does not redo. Only rank 0
-    writes (Lightning's ``rank_zero_only``).
+    refit), or a second call for the same step, rewrites the file once. An existing file is
+    continued, not replaced: a resumed run keeps the rows of the iterations it does not redo,
+    and one that continues in a new directory starts from the killed run's rows
+    (:meth:`continue_from`). Only rank 0 writes (Lightning's ``rank_zero_only``).
 
     Args:
         save_dir: the run directory; the file is ``<save_dir>/<name>/metrics.csv``.
@@ -49,6 +50,7 @@ class IterationCSVLogger(Logger):
         self._save_dir, self._name = str(save_dir), name
         self._row: dict[str, float] = {}
         self._step: int | None = None
+        self._written = False  # whether the file already holds a row for self._step
         self._columns: list[str] | None = None  # None: the file was not read yet
         self._clock = self._ended = time.time()
 
@@ -85,28 +87,44 @@ class IterationCSVLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if step is None:  # not an iteration's figures (rdd.run keeps evaluation out of here)
             return
-        if self._step is not None and step != self._step:
-            self._flush()
-        self._step, self._ended = step, time.time()  # Lightning logs a step as it ends
+        if step != self._step:  # a new row, timed from the end of the last one
+            self._clock = self._ended if self._step is not None else self._clock
+            self._row, self._step, self._written = {}, step, False
+        self._ended = time.time()  # Lightning logs a step as it ends
         self._row |= {k: float(v) for k, v in metrics.items() if k not in DROPPED}
+        self._write_row()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self._flush()
+        pass  # every row is on disk as soon as it is logged
 
-    def _flush(self) -> None:
-        if self._step is None:
+    @rank_zero_only
+    def continue_from(self, run_dir: str | Path, first: int) -> None:
+        """Start this run's file from the rows the killed run in ``run_dir`` logged before
+        iteration ``first`` (where this run resumes), unless this run already has a file (a
+        run resumed in its own directory continues it)."""
+        killed = Path(run_dir) / self._name / "metrics.csv"
+        if self.path.exists() or not killed.is_file():
             return
-        seconds = round(self._ended - self._clock, 4)
-        row = {"iteration": self._step, "seconds": seconds} | self._row
-        self._clock, self._row, self._step = self._ended, {}, None
+        header, rows = read_rows(killed)
+        self._rewrite(header, [r for r in rows if _iteration(r) < first])
+
+    def _write_row(self) -> None:
+        """The current step's row: appended, or the file rewritten when the row widens the
+        header or replaces the step's row written by an earlier call."""
+        row = {"iteration": self._step, "seconds": round(self._ended - self._clock, 4)}
+        row |= self._row
         if self._columns is None:
             self._continue_file(int(row["iteration"]))
         new = [key for key in row if key not in self._columns]
-        if new:
-            self._rewrite(ordered([*self._columns, *new]))
-        with self.path.open("a", newline="") as file:
-            csv.DictWriter(file, self._columns).writerow(row)
+        if new or self._written:
+            rows = read_rows(self.path)[1]
+            earlier = rows[:-1] if self._written else rows
+            self._rewrite(ordered([*self._columns, *new]), [*earlier, row])
+        else:
+            with self.path.open("a", newline="") as file:
+                csv.DictWriter(file, self._columns).writerow(row)
+        self._written = True
 
     def _continue_file(self, first: int) -> None:
         """Adopt an existing file's columns, dropping the rows of iterations from ``first`` on
@@ -118,8 +136,7 @@ class IterationCSVLogger(Logger):
         if len(kept) < len(rows) or not header:
             self._rewrite(header, kept)
 
-    def _rewrite(self, columns: list[str], rows: list[dict[str, str]] | None = None) -> None:
-        rows = read_rows(self.path)[1] if rows is None else rows
+    def _rewrite(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
         self._columns = columns
 
         def write(tmp: Path) -> None:

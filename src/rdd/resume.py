@@ -18,15 +18,10 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from rdd.checkpoint import (
-    CHECKPOINT_NAME,
-    CONTINUED_NAME,
-    Checkpoints,
-    load_checkpoint,
-    run_identity,
-)
+from rdd.checkpoint import Checkpoints, load_checkpoint, run_identity
 from rdd.distributed import rank
 from rdd.io import tensor_digest
+from rdd.resumable import CHECKPOINT_NAME, CONTINUED_NAME
 
 log = logging.getLogger("rdd.run")
 

@@ -262,7 +262,7 @@ def distill(
         with torch.random.fork_rng(devices=[]):  # a probe net must not move the global RNG
             check_one_forward_per_class(matcher, make_net(), learner)
         learner.class_parallel = True
-    callbacks = checkpoints.attach(learner) if checkpoints is not None else []
+    callbacks = checkpoints.attach(learner, loggers) if checkpoints is not None else []
     callbacks += build_callbacks(cfg)  # conf/callbacks
     settings = trainer_kwargs(cfg.trainer)
     learner.show_progress = bool(settings.get("enable_progress_bar", True))
