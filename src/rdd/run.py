@@ -36,6 +36,7 @@ from rdd.config_tree import config_tree, print_config_tree
 from rdd.errors import Interrupted, NonFiniteError, UserError
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
+    check_eval,
     eval_nets,
     eval_settings,
     eval_trainer_kwargs,
@@ -99,6 +100,8 @@ def check_config(cfg: DictConfig) -> int:
     trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
     check_num_nodes(cfg.trainer)  # trainer.num_nodes against torchrun's / srun's world
     check_class_parallel(cfg)
+    build(cfg.matching, "matching")  # its constructor checks its values (iterations > 0, ...)
+    check_eval(cfg)  # not only once the distillation has finished
     return ipc
 
 
@@ -293,6 +296,10 @@ def distill(
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
     show_tree = cfg.get("print_config") and is_launched_rank0()
+    try:
+        check_config(cfg)  # a bad value is one line, not the end of the config tree
+    except UserError as err:
+        fail_job(err, alike_on_every_rank=True)  # under torchrun/srun: from rank 0 only
     if show_tree:
         print_config_tree(cfg)
     try:
