@@ -250,6 +250,12 @@ CASES = [
     # -- data ----------------------------------------------------------------------------------
     Case("missing root", "rdd.run", ["data=cifar10", "data.root={tmp}/nowhere"], "does not exist"),
     Case(
+        "a named dataset's root without its classes",
+        "rdd.run",
+        ["data=cifar10", "data.root={tmp}/folder8"],
+        "holds 2 of cifar10's 10 class folders (missing: airplane, automobile, bird, deer, frog",
+    ),
+    Case(
         "empty class folder",
         "rdd.run",
         ["data=image_folder", "data.root={tmp}/empty"],

@@ -33,6 +33,7 @@ from rdd.class_parallel import (
 from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.config_tree import config_tree, print_config_tree
+from rdd.data.expected import data_line, size_warning
 from rdd.errors import Interrupted, NonFiniteError, UserError
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
@@ -100,6 +101,7 @@ def check_config(cfg: DictConfig) -> int:
     trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
     check_num_nodes(cfg.trainer)  # trainer.num_nodes against torchrun's / srun's world
     check_class_parallel(cfg)
+    build(cfg.data, "data").check_source()  # the root holds the dataset, before any decoding
     build(cfg.matching, "matching")  # its constructor checks its values (iterations > 0, ...)
     check_eval(cfg)  # not only once the distillation has finished
     return ipc
@@ -129,6 +131,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     prepared = prepare(cfg)
     data, matcher, ipc = prepared.data, prepared.matcher, prepared.ipc
+    log.info(data_line(data))  # what was read: a wrong root shows at once, not after hours
+    if (warning := size_warning(data)) is not None:
+        log.warning("warning: %s", warning)
     loggers = build_loggers(cfg)
     # Resolved before distilling so that a bad evaluation setting fails in seconds, not hours.
     nets, settings, eval_trainer = (
