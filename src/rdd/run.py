@@ -72,6 +72,7 @@ from rdd.robust import (
 )
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
+from rdd.shared_cpu import shared_cpu_warning
 from rdd.strategy import apply_determinism, distill_strategy, trainer_kwargs
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
@@ -129,6 +130,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "rdd.run: %s on %s, ipc %s, risk %s, seed %s -> %s",
         *(cfg.matching.name, cfg.data.name, cfg.ipc, cfg.risk.name, cfg.seed, out_dir),
     )
+    if (crowded := shared_cpu_warning()) is not None:
+        log.warning("warning: %s", crowded)
     prepared = prepare(cfg)
     data, matcher, ipc = prepared.data, prepared.matcher, prepared.ipc
     log.info(data_line(data))  # what was read: a wrong root shows at once, not after hours
