@@ -181,8 +181,33 @@ CASES = [
     ),
     Case("eval lr", "rdd.run", ["eval.lr=-0.1"], "eval.lr must be positive"),
     Case("eval epochs", "rdd.run", ["eval.epochs=0"], "eval.epochs must be positive"),
+    Case("eval networks", "rdd.run", ["eval.num_nets=0"], "got 0: set e.g. eval.num_nets=5"),
+    Case(
+        "eval networks stacked and spread",
+        "rdd.run",
+        ["eval.devices=2", "eval.batched_nets=true"],
+        "eval.devices=2 one per device: choose one (e.g. eval.batched_nets=null)",
+    ),
+    Case(
+        "eval architecture",
+        "rdd.run",
+        ["eval.nets=[convnet,lenet]"],
+        "unknown net 'lenet': choose one of alexnet, convnet, convnet_bn,",
+    ),
     Case(
         "iterations", "rdd.run", ["matching.iterations=-3"], "matching.iterations must be positive"
+    ),
+    Case(
+        "no iterations",
+        "rdd.run",
+        ["matching.iterations=0"],
+        "got 0: set matching.iterations to a value > 0",
+    ),
+    Case(
+        "idm queue",
+        "rdd.run",
+        ["matching=idm", "matching.queue_size=-1"],
+        "matching.queue_size must be >= 0, got -1: set matching.queue_size to 0 or more",
     ),
     Case("expert epochs", "rdd.buffer", ["matching=mtt", "experts.epochs=0"], "experts.epochs"),
     Case(
@@ -224,6 +249,12 @@ CASES = [
     ),
     # -- data ----------------------------------------------------------------------------------
     Case("missing root", "rdd.run", ["data=cifar10", "data.root={tmp}/nowhere"], "does not exist"),
+    Case(
+        "a named dataset's root without its classes",
+        "rdd.run",
+        ["data=cifar10", "data.root={tmp}/folder8"],
+        "holds 2 of cifar10's 10 class folders (missing: airplane, automobile, bird, deer, frog",
+    ),
     Case(
         "empty class folder",
         "rdd.run",
@@ -379,6 +410,32 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     # A failed command leaves no directory that looks like a run (Hydra made one first).
     assert not (tmp_path / "new_run").exists(), sorted((tmp_path / "new_run").rglob("*"))
     assert not (tmp_path / "executed").exists()  # the pickle payload never ran
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval.num_nets=0"],
+        ["matching.iterations=0"],
+        ["eval.devices=2", "eval.batched_nets=true"],
+        ["eval.severities=[7]"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_bad_values_stop_before_the_config_tree_and_the_start_line(
+    argv, tmp_path, monkeypatch, capsys
+) -> None:
+    """A bad value of the config is its one line on stderr, with nothing on stdout before it:
+    not the end of a long config tree and a start line naming a directory that is removed."""
+    monkeypatch.setenv("RDD_LOG_DIR", str(tmp_path / "logs"))
+    mod = importlib.import_module("rdd.run")
+    monkeypatch.setattr(sys, "argv", [mod.__file__, *argv])
+    with pytest.raises(SystemExit) as stop:
+        mod.run_cli(mod.main)
+    out = capsys.readouterr()
+    assert stop.value.code == 2 and out.err.startswith("error: "), out.err
+    assert out.out == ""  # print_config is on: the tree would come first
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("*.*"))
 
 
 def test_a_full_disk_is_refused_at_start_up(tmp_path, monkeypatch, capsys) -> None:

@@ -4,6 +4,7 @@ run directory, only rank 0 writes, and the objective is the one-process objectiv
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from rdd.errors import UserError
+from rdd.cli import fail
+from rdd.errors import Interrupted, UserError
 from rdd.launch import check_num_nodes, launcher_overrides
+from rdd.strategy import trainer_kwargs
 from rdd.synset import SyntheticSet
 from tests.conftest import REPO
 
@@ -54,8 +58,9 @@ def free_port() -> int:
 
 def test_torchrun_two_processes_equal_one_process(single, tmp_path) -> None:
     """`torchrun --standalone --nproc_per_node=2 -m rdd.run trainer=ddp ...` with Hydra's
-    default run directory: one directory for both ranks, written by rank 0 only."""
-    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", *RUN, *DDP, "trainer.devices=2"]
+    default run directory: one directory for both ranks, written by rank 0 only. trainer=ddp's
+    devices=auto is the launcher's 2 processes (no trainer.devices=2 needed)."""
+    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", *RUN, *DDP]
     output = finish(launch(*cmd, cwd=tmp_path))
     runs = list((tmp_path / "logs" / "distill" / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("torchrun-"), runs
@@ -64,6 +69,39 @@ def test_torchrun_two_processes_equal_one_process(single, tmp_path) -> None:
     assert torch.equal(launched.labels, single.labels)
     # Float sums in another order (sharded batches), as tests/test_ddp.py measures.
     assert torch.allclose(launched.images, single.images, rtol=0, atol=1e-4)
+
+
+def test_a_devices_mismatch_under_torchrun_is_one_line_from_rank0(tmp_path) -> None:
+    """trainer.devices=1 for a launch of 2: one `error:` line (rank 0's), before any work,
+    no Lightning traceback on every rank and no run directory left (torchrun then adds its
+    own report of the failed ranks)."""
+    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", *RUN, *DDP, "trainer.devices=1"]
+    proc = launch(*cmd, cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    lines = [line for line in (out + err).splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(lines) == 1, out + err
+    assert "trainer.num_nodes=1 x trainer.devices=1 is 1: set trainer.devices=2" in lines[0]
+    assert "exitcode  : 2" in err and "world size" not in out + err
+    assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
+
+
+def test_errors_every_rank_meets_are_said_by_rank0(monkeypatch, capsys, tmp_path) -> None:
+    torchrun_env(monkeypatch, rank=1, world=2)
+    run_dir = tmp_path / "run"  # rank 1 made it again after rank 0 had removed it
+    run_dir.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        fail(UserError("a bad value"), run_dir, alike_on_every_rank=True)
+    assert stop.value.code == 2 and capsys.readouterr().err == "" and not run_dir.exists()
+    with pytest.raises(SystemExit) as stop:  # the launcher stops the ranks when rank 0 fails
+        fail(Interrupted(signum=signal.SIGTERM))
+    assert stop.value.code == 143 and capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):  # its own error: every rank says it
+        fail(UserError("only here"))
+    assert capsys.readouterr().err == "error: only here\n"
+    torchrun_env(monkeypatch, rank=0, world=2)
+    with pytest.raises(SystemExit):
+        fail(UserError("a bad value"), alike_on_every_rank=True)
+    assert capsys.readouterr().err == "error: a bad value\n"
 
 
 @pytest.mark.slow  # two more torchrun launches: make test-full runs it
@@ -138,12 +176,32 @@ def test_a_static_rendezvous_without_an_id_needs_a_run_dir(monkeypatch) -> None:
     assert launcher_overrides(["hydra.run.dir=/shared/run"]) == ["hydra.run.dir=/shared/run"]
 
 
+def test_auto_devices_are_the_launchers_processes_on_this_node(monkeypatch) -> None:
+    """Lightning's own devices=auto is one device on a CPU, which it then finds does not match
+    the launcher's world of 2 (a traceback on every rank)."""
+    torchrun_env(monkeypatch, rank=1, world=2)
+    ddp = {"accelerator": "cpu", "strategy": "ddp", "num_nodes": 1}
+    assert trainer_kwargs(OmegaConf.create(ddp | {"devices": "auto"}))["devices"] == 2
+    assert trainer_kwargs(OmegaConf.create(ddp | {"devices": 1}))["devices"] == 1  # as given
+    monkeypatch.setenv("WORLD_SIZE", "4")  # 2 nodes of 2 processes
+    assert trainer_kwargs(OmegaConf.create(ddp | {"devices": "auto"}))["devices"] == 2
+    check_num_nodes(OmegaConf.create(ddp | {"devices": "auto", "num_nodes": 2}))
+    check_num_nodes(OmegaConf.create(ddp | {"devices": [0, 1], "num_nodes": 2}))
+    for key in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key)
+    assert trainer_kwargs(OmegaConf.create(ddp | {"devices": "auto"}))["devices"] == "auto"
+
+
 def test_num_nodes_must_match_the_launchers_world(monkeypatch) -> None:
     torchrun_env(monkeypatch, rank=0, world=2)
     check_num_nodes({"num_nodes": 2, "devices": 1})  # 2 nodes x 1 process
     check_num_nodes({"num_nodes": 1, "devices": "auto"})  # every visible GPU: the launcher's
-    with pytest.raises(UserError, match="set trainer.num_nodes to the number of nodes"):
+    with pytest.raises(
+        UserError, match=r"set trainer.devices=2 \(or auto\) and trainer.num_nodes=1"
+    ):
         check_num_nodes({"num_nodes": 2, "devices": 2})
+    with pytest.raises(UserError, match=r"2 processes \(2 on this node\) but .* is 1: set"):
+        check_num_nodes({"num_nodes": 1, "devices": 1})
     for key in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(key)
     with pytest.raises(UserError, match="needs a launcher"):

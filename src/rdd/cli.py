@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import Interrupted, UserError
 from rdd.help import register_help_resolver
-from rdd.launch import launcher_overrides
+from rdd.launch import is_launched_rank0, launcher_overrides
 from rdd.resumable import check_resumable, killed_run_overrides
 
 # Written into a failed run's directory when it holds outputs worth keeping.
@@ -95,14 +95,27 @@ def check_ipc(value: object) -> int:
     return ipc
 
 
-def fail(err: Exception, job_dir: Path | None = None) -> NoReturn:
+def fail(
+    err: Exception, job_dir: Path | None = None, alike_on_every_rank: bool = False
+) -> NoReturn:
     """Print a user error (exit status 2) or an interruption (128 + its signal: Ctrl-C 130,
     SIGTERM 143, SIGUSR1 138) as one line.
 
     ``job_dir``: the failed job's run directory, cleaned up first (:func:`discard_failed_run`)
     so that a failed command leaves nothing that looks like a run.
+    ``alike_on_every_rank``: every rank of a torchrun/srun launch finds this error (a check of
+    the command line or config).
     """
     interrupted = isinstance(err, Interrupted)
+    # Under a launcher rank 0 speaks for the ranks when they all meet the same error, and when
+    # one is stopped before it kept anything (the launcher stops the others when one fails).
+    if not is_launched_rank0() and (alike_on_every_rank or (interrupted and not str(err))):
+        # The ranks share the run directory: this rank made it again if it came after rank 0
+        # had removed it; an empty one is removed, one rank 0 is writing into is not empty.
+        with contextlib.suppress(OSError):
+            if job_dir is not None:
+                job_dir.rmdir()
+        sys.exit(err.exit_status if interrupted else 2)
     message = f"{err.label}: {err or 'nothing was kept'}" if interrupted else f"error: {err}"
     if job_dir is not None:
         discard_failed_run(job_dir, message)
@@ -110,9 +123,9 @@ def fail(err: Exception, job_dir: Path | None = None) -> NoReturn:
     sys.exit(err.exit_status if interrupted else 2)
 
 
-def fail_job(err: Exception) -> NoReturn:
+def fail_job(err: Exception, alike_on_every_rank: bool = False) -> NoReturn:
     """:func:`fail` from inside a Hydra job (an entry point's main), cleaning up its directory."""
-    fail(err, Path(HydraConfig.get().runtime.output_dir))
+    fail(err, Path(HydraConfig.get().runtime.output_dir), alike_on_every_rank)
 
 
 # What Hydra and the loggers put into a run directory before rdd writes any output of its own
@@ -171,7 +184,7 @@ def run_cli(hydra_main: Callable[[], object]) -> None:
             check_fresh(out_dir, multirun)
             check_writable(out_dir)
     except UserError as err:
-        fail(err)
+        fail(err, alike_on_every_rank=True)
     existed = out_dir is not None and out_dir.exists()
     register_help_resolver()  # --help's group list (conf/hydra/default.yaml)
     RememberSweepDir.path = None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rdd.errors import UserError
-from rdd.strategy import launcher_world
+from rdd.strategy import launched_devices, launcher_local_world, launcher_world
 
 
 def launcher_overrides(argv: Sequence[str]) -> list[str]:
@@ -73,12 +73,26 @@ def check_num_nodes(trainer_cfg: Any) -> None:
                 "node: run under torchrun --nnodes or srun (README: Clusters), or drop num_nodes"
             )
         return
-    devices = trainer_cfg.get("devices", 1)
-    per_node = world[1] // nodes
-    # devices=auto (every visible GPU) is what a launcher with one rank per GPU starts.
-    if isinstance(devices, int) and devices > 0 and devices * nodes != world[1]:
+    # devices=auto: the launcher's processes on this node (rdd.strategy.launched_devices).
+    devices = launched_devices(trainer_cfg.get("devices", 1))
+    count = device_count(devices)
+    local = launcher_local_world() or 1
+    if count is not None and count * nodes != world[1]:
         raise UserError(
-            f"the launcher started {world[1]} processes but trainer.num_nodes={nodes} x "
-            f"trainer.devices={devices} is not that: set trainer.num_nodes to the number of "
-            f"nodes and trainer.devices={per_node} (processes per node)"
+            f"the launcher started {world[1]} processes ({local} on this node) but "
+            f"trainer.num_nodes={nodes} x trainer.devices={devices} is {count * nodes}: set "
+            f"trainer.devices={local} (or auto) and trainer.num_nodes={max(1, world[1] // local)}"
         )
+
+
+def device_count(devices: Any) -> int | None:
+    """How many devices a ``trainer.devices`` value names (3, [0, 1], "0,1"), or None for a
+    value Lightning interprets itself."""
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return devices if devices > 0 else None
+    if isinstance(devices, Sequence) and not isinstance(devices, str):  # also a ListConfig
+        return len(devices)
+    parts = str(devices).strip(",").split(",")
+    if len(parts) > 1 and all(p.strip().isdigit() for p in parts):
+        return len(parts)
+    return int(parts[0]) if parts[0].strip().isdigit() and int(parts[0]) > 0 else None

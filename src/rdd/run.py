@@ -33,9 +33,11 @@ from rdd.class_parallel import (
 from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
 from rdd.config import CONF_DIR, build
 from rdd.config_tree import config_tree, print_config_tree
+from rdd.data.expected import data_line, size_warning
 from rdd.errors import Interrupted, NonFiniteError, UserError
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
+    check_eval,
     eval_nets,
     eval_settings,
     eval_trainer_kwargs,
@@ -70,6 +72,7 @@ from rdd.robust import (
 )
 from rdd.schemas import register_schemas
 from rdd.seeds import derived_seed
+from rdd.shared_cpu import shared_cpu_warning
 from rdd.strategy import apply_determinism, distill_strategy, trainer_kwargs
 from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
@@ -99,6 +102,9 @@ def check_config(cfg: DictConfig) -> int:
     trainer_kwargs(cfg.trainer)  # a GPU trainer without a GPU, an unsupported strategy
     check_num_nodes(cfg.trainer)  # trainer.num_nodes against torchrun's / srun's world
     check_class_parallel(cfg)
+    build(cfg.data, "data").check_source()  # the root holds the dataset, before any decoding
+    build(cfg.matching, "matching")  # its constructor checks its values (iterations > 0, ...)
+    check_eval(cfg)  # not only once the distillation has finished
     return ipc
 
 
@@ -124,8 +130,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "rdd.run: %s on %s, ipc %s, risk %s, seed %s -> %s",
         *(cfg.matching.name, cfg.data.name, cfg.ipc, cfg.risk.name, cfg.seed, out_dir),
     )
+    if (crowded := shared_cpu_warning()) is not None:
+        log.warning("warning: %s", crowded)
     prepared = prepare(cfg)
     data, matcher, ipc = prepared.data, prepared.matcher, prepared.ipc
+    log.info(data_line(data))  # what was read: a wrong root shows at once, not after hours
+    if (warning := size_warning(data)) is not None:
+        log.warning("warning: %s", warning)
     loggers = build_loggers(cfg)
     # Resolved before distilling so that a bad evaluation setting fails in seconds, not hours.
     nets, settings, eval_trainer = (
@@ -293,6 +304,10 @@ def distill(
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig) -> float | None:
     show_tree = cfg.get("print_config") and is_launched_rank0()
+    try:
+        check_config(cfg)  # a bad value is one line, not the end of the config tree
+    except UserError as err:
+        fail_job(err, alike_on_every_rank=True)  # under torchrun/srun: from rank 0 only
     if show_tree:
         print_config_tree(cfg)
     try:

@@ -59,6 +59,28 @@ def launcher_world() -> tuple[int, int] | None:
     env = TorchElasticEnvironment() if TorchElasticEnvironment.detect() else SLURMEnvironment()
     return env.global_rank(), env.world_size()
 
+
+def launcher_local_world() -> int | None:
+    """The processes an external launcher started on this node (torchrun: LOCAL_WORLD_SIZE;
+    srun: its tasks over its nodes), or None without a launcher."""
+    world = launcher_world()
+    if world is None:
+        return None
+    if TorchElasticEnvironment.detect():
+        return int(os.environ.get("LOCAL_WORLD_SIZE", world[1]))
+    nodes = os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1
+    return max(1, world[1] // int(nodes))
+
+
+def launched_devices(devices: Any) -> Any:
+    """``trainer.devices`` under a launcher: ``auto`` (and -1) is the launcher's processes on
+    this node, one device each (Lightning's own auto counts GPUs, one on a CPU, and would then
+    refuse the launcher's world); anything else, and every value without a launcher, as given."""
+    local = launcher_local_world()
+    if local is None or str(devices) not in ("auto", "-1"):
+        return devices
+    return local
+
     def configure_ddp(self) -> None:
         # No DistributedDataParallel wrapper: see the module docstring.
         pass
@@ -107,6 +129,7 @@ def distill_strategy(name: Any) -> Any:
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
     settings.pop("class_parallel", None)  # rdd's own DDP mode (rdd.class_parallel), not Lightning's
+    settings["devices"] = launched_devices(settings.get("devices", 1))
     distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
     check_accelerator(settings.get("accelerator"))
     return settings

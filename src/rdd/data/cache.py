@@ -50,6 +50,8 @@ def load_dataset(
     classes = None if classes is None else [str(c) for c in classes]
     if image_size is not None and not isinstance(image_size, int):
         image_size = [int(s) for s in image_size]  # ListConfig -> plain list for the key
+    # Also before a cache hit: a cache may hold what an earlier version read without checking.
+    sources.check_source(name, root, download, layout, classes)
     if cache_dir is None:
         return sources.load_source(name, root, download, layout, classes, image_size)
     path = Path(cache_dir).expanduser().absolute() / cache_file_name(

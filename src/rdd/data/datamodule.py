@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from rdd.data.cache import cache_file_name, load_dataset
+from rdd.data.sources import check_source
 from rdd.data.subgroup import Subgroup
 from rdd.errors import UserError
 from rdd.zca import ZCA, load_or_fit
@@ -109,6 +110,11 @@ class RealDataModule(L.LightningDataModule):
         self.im_size: tuple[int, int] | None = None
         self.num_classes: int | None = None
         self.class_names: list[str] | None = None
+
+    def check_source(self) -> None:
+        """What :meth:`setup` would refuse that needs no decoding (a missing root, the wrong
+        layout, a named dataset's classes missing), in a second: call it before any work."""
+        check_source(self.name, self.root, self.download, self.layout, self.classes)
 
     def setup(self, stage: str | None = None) -> None:
         """Load, split and normalise the data (once; later calls do nothing)."""

@@ -46,7 +46,7 @@ def _image_files(folder: Path) -> list[os.DirEntry]:
     return sorted(entries, key=lambda e: e.name)
 
 
-def _canon(name: str) -> str:
+def canonical_name(name: str) -> str:
     # "T-shirt/top" cannot be a folder name; compare names ignoring case and punctuation.
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -73,9 +73,9 @@ def resolve_classes(
         return classes
     folders = _subdirs(root / "train")
     if known is not None:
-        by_canon = {_canon(f): f for f in folders}
-        if len(by_canon) == len(folders) and set(by_canon) == {_canon(k) for k in known}:
-            return [by_canon[_canon(k)] for k in known]
+        by_canon = {canonical_name(f): f for f in folders}
+        if len(by_canon) == len(folders) and set(by_canon) == {canonical_name(k) for k in known}:
+            return [by_canon[canonical_name(k)] for k in known]
     return folders
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rdd.data import image_folder as imf
+from rdd.data.expected import check_class_folders
 from rdd.errors import UserError
 
 TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "svhn", "cifar10", "cifar100")
@@ -123,15 +124,47 @@ def load_source(
     Raises:
         UserError: Bad name, missing or malformed root, unreadable image, and so on.
     """
+    used = check_source(name, root, download, layout, classes)
     path = expand_root(root)
-    used = resolve_layout(name, path, layout)
     size = parse_image_size(image_size)
     if used == "bundled":
         return _resize(select_classes(load_digits(), classes), size)
-    path = _check_root(name, path, download)
     if used == "image_folder":
         return _load_folder(name, path, classes, size)
     return _resize(select_classes(_load_torchvision(name, path, download), classes), size)
+
+
+def check_source(
+    name: str,
+    root: str | Path | None,
+    download: bool = False,
+    layout: str = "auto",
+    classes: Sequence[str] | None = None,
+) -> str:
+    """What can be checked of a source without decoding it (a directory listing, not the
+    minutes a decode takes): its name and layout, that the root exists, and that an image
+    folder under a dataset's name holds that dataset's classes (rdd.data.expected).
+
+    Returns:
+        The layout that will be read (:func:`resolve_layout`).
+
+    Raises:
+        UserError: as :func:`load_source`, for all that needs no decoding.
+    """
+    path = expand_root(root)
+    used = resolve_layout(name, path, layout)
+    if used == "bundled":
+        return used
+    path = _check_root(name, path, download)
+    if used == "image_folder":
+        if not imf.is_image_folder(path):
+            raise UserError(
+                f"data root '{path}' has the wrong layout: expected {imf.expected_layout(path)}; "
+                "set data.root to such a folder"
+            )
+        folders = imf.resolve_classes(path, None, KNOWN_CLASSES.get(name))
+        check_class_folders(name, path, folders, classes, KNOWN_CLASSES.get(name))
+    return used
 
 
 def load_digits() -> ImageData:
@@ -179,11 +212,6 @@ def _layout_hint(name: str, root: Path | None) -> str:
 def _load_folder(
     name: str, root: Path, classes: Sequence[str] | None, size: tuple[int, int] | None
 ) -> ImageData:
-    if not imf.is_image_folder(root):
-        raise UserError(
-            f"data root '{root}' has the wrong layout: expected {imf.expected_layout(root)}; "
-            "set data.root to such a folder"
-        )
     names = imf.resolve_classes(root, classes, KNOWN_CLASSES.get(name))
     files = imf.list_files(root, names)
     mode = "L" if name in _GRAYSCALE else "RGB"

@@ -48,7 +48,8 @@ def worker_devices(eval_cfg: Any, trainer_kwargs: dict[str, Any]) -> list[dict[s
 
     ``eval.devices``: 1 (default) trains here; N > 1 uses N GPUs under a GPU accelerator (or
     ``auto`` with GPUs present), else N CPU processes; -1: every visible GPU (one process on a
-    machine without).
+    machine without). Refused with ``eval.batched_nets=true``, which trains the networks
+    together on one device.
     """
     wanted = eval_cfg.get("devices", 1)
     if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted == 0 or wanted < -1:
@@ -56,6 +57,8 @@ def worker_devices(eval_cfg: Any, trainer_kwargs: dict[str, Any]) -> list[dict[s
             f"eval.devices must be a number of devices >= 1, or -1 for every GPU, got "
             f"'{wanted}': set e.g. eval.devices=4"
         )
+    if wanted == 1:
+        return []
     # The device the evaluation would train on here (rdd.eval.stacked.eval_device) says whether
     # the workers get GPUs: under trainer.accelerator gpu, or auto with a GPU present.
     gpus = torch.cuda.device_count() if eval_device(trainer_kwargs).type == "cuda" else 0
@@ -66,6 +69,11 @@ def worker_devices(eval_cfg: Any, trainer_kwargs: dict[str, Any]) -> list[dict[s
         raise UserError(
             f"eval.devices={count} but only {gpus} GPU(s) are visible: set eval.devices={gpus} "
             "(or -1: every GPU)"
+        )
+    if eval_cfg.get("batched_nets"):
+        raise UserError(
+            "eval.batched_nets=true trains the networks together on one device, "
+            f"eval.devices={wanted} one per device: choose one (e.g. eval.batched_nets=null)"
         )
     if gpus:
         return [{"accelerator": "gpu", "devices": [i]} for i in range(count)]

@@ -30,6 +30,14 @@ def partition_key(test_x: torch.Tensor, k: int, seed: int, features: str, net_id
     return tensor_digest(test_x, f"{k}/{seed}/{features}/{net_id}/{tuple(test_x.shape)}")
 
 
+def check_features(features: str) -> None:
+    """The feature space of the test partition must be one rdd computes."""
+    if features not in FEATURES:
+        raise UserError(
+            f"unknown eval.partition.features '{features}': choose one of {', '.join(FEATURES)}"
+        )
+
+
 def partition_test_set(
     test_x: torch.Tensor,
     k: int = 10,
@@ -51,10 +59,7 @@ def partition_test_set(
     Raises:
         UserError: k < 1, k larger than the test set, or an unknown feature space.
     """
-    if features not in FEATURES:
-        raise UserError(
-            f"unknown eval.partition.features '{features}': choose one of {', '.join(FEATURES)}"
-        )
+    check_features(features)
     if not 1 <= k <= len(test_x):
         raise UserError(
             f"eval.partition.k must be in [1, {len(test_x)}] (the test set size), got {k}"

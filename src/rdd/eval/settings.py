@@ -8,9 +8,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.errors import UserError
-from rdd.eval.partition import partition_test_set
+from rdd.eval.parallel import worker_devices
+from rdd.eval.partition import check_features, partition_test_set
 from rdd.eval.shifted_sets import check_shift_settings
 from rdd.nets import load_net_config, net_factory, net_name
+from rdd.schemas import EvalSchema
 from rdd.strategy import trainer_kwargs
 
 
@@ -26,18 +28,49 @@ def eval_settings(cfg: DictConfig, data: Any) -> DictConfig:
     """The `eval` config with its dataset-dependent defaults filled in."""
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     settings["dsa_strategy"] = settings["dsa_strategy"] or data.dsa_strategy
-    for key in ("num_nets", "epochs", "batch_size", "lr"):
-        if settings[key] <= 0:
-            raise UserError(f"eval.{key} must be positive, got {settings[key]}")
-    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, float("inf"))):
-        if not low <= settings[key] < high:
-            raise UserError(f"eval.{key} must lie in [{low}, {high}), got {settings[key]}")
-    if not 0 < settings["lr_decay_at"] <= 1:
-        raise UserError(
-            f"eval.lr_decay_at is a fraction of the epochs in (0, 1], got {settings['lr_decay_at']}"
-        )
+    check_protocol_values(settings)
     check_shift_settings(settings)
     return OmegaConf.create(settings)
+
+
+def check_eval(cfg: DictConfig) -> None:
+    """Every check of the `eval` node that needs no data, so that a bad value fails before the
+    data loads and the distillation runs: the protocol's numbers, the shifts, the architectures
+    named, ``eval.devices`` (and its clash with ``eval.batched_nets``). What needs the data
+    (``eval.partition.k`` against the test set) is checked by :func:`partition_of`, still
+    before distilling."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    check_protocol_values(settings)
+    check_shift_settings(settings)
+    check_features(settings["partition"]["features"])
+    names = list(settings["nets"] or [])
+    if settings["partition"]["features"] == "net":
+        names.append(settings["partition"].get("net") or "convnet")
+    for name in names:
+        load_net_config(name)  # an unknown architecture: one line naming the options
+    worker_devices(cfg.eval, eval_trainer_kwargs(cfg))
+
+
+def check_protocol_values(settings: dict[str, Any]) -> None:
+    """The protocol's numbers in range; each refusal suggests the published value."""
+    published = EvalSchema()
+    for key in ("num_nets", "epochs", "batch_size", "lr"):
+        if settings[key] <= 0:
+            raise UserError(
+                f"eval.{key} must be positive, got {settings[key]}: "
+                f"set e.g. eval.{key}={getattr(published, key)}"
+            )
+    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, float("inf"))):
+        if not low <= settings[key] < high:
+            raise UserError(
+                f"eval.{key} must lie in [{low}, {high}), got {settings[key]}: "
+                f"set e.g. eval.{key}={getattr(published, key)}"
+            )
+    if not 0 < settings["lr_decay_at"] <= 1:
+        raise UserError(
+            f"eval.lr_decay_at is a fraction of the epochs in (0, 1], got "
+            f"{settings['lr_decay_at']}: set e.g. eval.lr_decay_at={published.lr_decay_at}"
+        )
 
 
 def partition_of(data: Any, settings: DictConfig) -> torch.Tensor:

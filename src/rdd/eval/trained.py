@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rdd.errors import UserError
 from rdd.eval.metrics import group_accuracy
 from rdd.eval.parallel import Job, train_in_parallel, worker_devices
 from rdd.eval.stacked import (
@@ -54,11 +53,6 @@ def train_all(
     seeds = {arch: [derived_seed(seed, arch, i) for i in range(eval_cfg.num_nets)] for arch in nets}
     devices = worker_devices(eval_cfg, trainer_kwargs)
     if devices:
-        if eval_cfg.get("batched_nets"):
-            raise UserError(
-                "eval.batched_nets=true trains the networks together on one device, "
-                "eval.devices>1 one per device: choose one (e.g. eval.batched_nets=null)"
-            )
         yield from train_on_workers(
             nets, seeds, images, labels, data, eval_cfg, trainer_kwargs, test_groups, devices
         )

@@ -30,6 +30,7 @@ from torch import nn
 
 from rdd.augment import DSA
 from rdd.distributed import owns_class, sum_owned
+from rdd.errors import UserError
 from rdd.expansion import check_factor, expand
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
@@ -127,7 +128,9 @@ class DistributionMatching(Matcher):
         non_negative |= {"accuracy_reset_every": accuracy_reset_every}
         for key, value in non_negative.items():
             if value < 0:
-                raise ValueError(f"matching.{key} must be >= 0, got {value}")
+                raise UserError(
+                    f"matching.{key} must be >= 0, got {value}: set matching.{key} to 0 or more"
+                )
         check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img, self.batch_real = lr_img, momentum_img, batch_real

@@ -38,7 +38,9 @@ def check_positive(settings: dict[str, float]) -> None:
     """Every value must be > 0: a one-line error naming the `matching` key otherwise."""
     for key, value in settings.items():
         if value <= 0:
-            raise UserError(f"matching.{key} must be positive, got {value}")
+            raise UserError(
+                f"matching.{key} must be positive, got {value}: set matching.{key} to a value > 0"
+            )
 
 
 def check_init(init: str) -> None:

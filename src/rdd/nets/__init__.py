@@ -79,9 +79,10 @@ def load_net_config(name: str) -> DictConfig:
     with _hydra_configs():
         try:
             return compose(config_name="eval_net", overrides=[f"net={name}", *_searchpath()]).net
-        except MissingConfigException as err:
-            options = err.options or available_nets()
-            raise UserError(f"unknown net '{name}': choose one of {', '.join(options)}") from None
+        except MissingConfigException:
+            # Not Hydra's err.options: they list rdd.schemas' entries (convnet_schema) too.
+            options = ", ".join(available_nets())
+            raise UserError(f"unknown net '{name}': choose one of {options}") from None
 
 
 def _searchpath() -> list[str]:
