@@ -10,7 +10,14 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rdd.report import aggregate, find_runs, headline_details, markdown_table, mixed_settings
+from rdd.report import (
+    aggregate,
+    find_runs,
+    headline_details,
+    markdown_table,
+    mixed_settings,
+    plot_accuracy_vs_ipc,
+)
 from tests.conftest import TINY, run_module
 from tests.test_cli import assert_one_line_error
 
@@ -268,6 +275,28 @@ def test_seeds_are_counted_once_and_interrupted_evaluations_are_left_out(tmp_pat
     assert main[1][4] == "2 (3 runs)"
     note = "± is the std over runs, some sharing a seed; the seeds column counts distinct seeds"
     assert note in result.stdout
+
+
+def test_an_imported_set_of_unequal_classes_is_a_row_of_its_own(tmp_path) -> None:
+    """rdd.evaluate records such a set's ipc as "mixed": a row, no point on the IPC axis."""
+    write_run(tmp_path / "run", ("", "dm", 10, "none", 0, 50.0, 1.0))
+    write_run(tmp_path / "imported", ("", "dm", "mixed", "none", 0, 40.0, 1.0))
+    config = OmegaConf.load(tmp_path / "imported" / "config.yaml")
+    config.imported = {"format": "vico"}
+    OmegaConf.save(config, tmp_path / "imported" / "config.yaml")
+    rows = aggregate(find_runs([tmp_path]))
+    assert [row.labels()[1:3] for row in rows] == [["dm", "10"], ["dm (imported)", "mixed"]]
+    [ax] = plot_accuracy_vs_ipc(rows).axes
+    assert [c.get_label() for c in ax.containers] == ["dm"]
+
+
+def test_an_evaluation_by_an_older_rdd_says_to_evaluate_again(tmp_path, cli) -> None:
+    old = tmp_path / "old_eval"
+    write_run(old, SPECS[0])
+    (old / "config.yaml").unlink()  # rdd.evaluate wrote none before
+    (old / "synset_source.json").write_text('{"synset": "set.pt"}')
+    result = cli("rdd.report", str(old), cwd=tmp_path)
+    assert_one_line_error(result, "older rdd.evaluate", "evaluate the set again")
 
 
 def test_out_never_overwrites_what_the_report_did_not_write(tmp_path, cli) -> None:
