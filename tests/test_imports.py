@@ -61,7 +61,7 @@ def test_vico_res_file_round_trips_to_pixels_with_the_tool_constants(tmp_path) -
     )
     assert resolve_format(path, "auto") == "vico"
     raw = read_foreign(path, "vico", experiment=0)
-    assert raw.method == "DM" and raw.dataset == "cifar100" and "experiment 0 of 2" in raw.detail
+    assert raw.method == "dm" and raw.dataset == "cifar100" and "experiment 0 of 2" in raw.detail
     imported = convert(raw, fake_cifar100(), {"mean": None, "std": None}, "auto", 1)
     torch.testing.assert_close(imported.images, normalised(pixels, RDD_CIFAR100))
     assert torch.equal(imported.labels, labels) and imported.per_class.tolist() == [2] * 100
@@ -82,7 +82,7 @@ def test_mtt_uses_cifar10_constants_for_cifar100_and_reads_the_learned_lr(tmp_pa
     torch.save(torch.tensor(0.0123, requires_grad=True), run / "lr_best.pt")
     assert resolve_format(run, "auto") == "mtt" == resolve_format(run / "images_best.pt", "auto")
     raw = read_foreign(run, "mtt")
-    assert raw.lr == pytest.approx(0.0123)
+    assert raw.lr == pytest.approx(0.0123) and raw.method == "mtt"  # rdd's name, as matching=mtt
     with pytest.raises(UserError, match="normalization=mtt"):
         convert(raw, fake_cifar100(), {}, "auto", 1)  # ZCA or mean/std: the file cannot tell
     imported = convert(raw, fake_cifar100(), "mtt", "auto", 1)
@@ -132,6 +132,7 @@ def test_idm_pickle_is_read_without_running_code(tmp_path) -> None:
     raw = read_foreign(path, "idm")
     assert torch.equal(raw.images, images) and torch.equal(raw.labels, labels)
     assert raw.normalization is None  # MTT's get_dataset: mean/std or --zca
+    assert raw.method == "idm"
 
     class Payload:
         def __reduce__(self):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,44 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, sub in tree.items():
         flat |= flatten(sub, f"{prefix}{key}.")
     return flat
+
+
+@contextmanager
+def app_configs() -> Iterator[Any]:
+    """Hydra's config repository: the running app's (with its search path, so an option a user
+    adds with ``hydra.searchpath``/``--config-dir`` is found too), else rdd's own."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rdd.schemas import register_schemas  # the option files start from these schemas
+
+    register_schemas()
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance()
+        return
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield GlobalHydra.instance()
+
+
+def app_searchpath() -> list[str]:
+    """The running app's ``hydra.searchpath`` as an override (none outside an app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    paths = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group, as Hydra finds them (rdd.schemas' entries left out)."""
+    with app_configs() as hydra_configs:
+        options = hydra_configs.config_loader().get_group_options(group)
+    return sorted(o for o in options if not o.endswith("_schema"))
+
+
+def compose_in_app(config_name: str, overrides: list[str]) -> DictConfig:
+    """``config_name`` composed with ``overrides`` by the running app's Hydra (inside a command
+    such as rdd.evaluate), else by rdd's own configs."""
+    from hydra import compose
+
+    with app_configs():
+        return compose(config_name=config_name, overrides=[*overrides, *app_searchpath()])

@@ -27,7 +27,13 @@ from rdd.config import CONF_DIR, build
 from rdd.data.sources import expand_root, resolve_layout
 from rdd.errors import Interrupted, UserError
 from rdd.eval.baseline import check_baseline, random_subset
-from rdd.eval.protocol import explicit_eval, stored_protocol, task_overrides
+from rdd.eval.protocol import (
+    explicit_eval,
+    explicit_note,
+    imported_protocol,
+    stored_protocol,
+    task_overrides,
+)
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
     eval_nets,
@@ -38,8 +44,8 @@ from rdd.eval.settings import (
 )
 from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.imports import convert, read_foreign, resolve_format
-from rdd.io import atomic_write, write_json
-from rdd.outputs import prepare_output_dir, write_eval_outputs
+from rdd.io import atomic_write, write_json, write_text
+from rdd.outputs import evaluation_config, prepare_output_dir, write_eval_outputs
 from rdd.schemas import register_schemas
 from rdd.summary import format_summary
 from rdd.synset import SyntheticSet
@@ -59,6 +65,8 @@ class Prepared:
     lr: float | None
     default_net: str | None
     description: str
+    protocol: str  # where the protocol comes from, for the output
+    config: DictConfig  # config.yaml: what rdd.report groups the evaluation by
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
@@ -78,20 +86,26 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     baseline = check_baseline(cfg.baseline)
     fmt = resolve_format(cfg.synset, cfg.synset_format)
     overrides = task_overrides(cfg, overrides)
-    prepared = prepare_rdd(cfg, overrides) if fmt == "rdd" else prepare_foreign(cfg, fmt)
+    prepared = prepare_rdd(cfg, overrides) if fmt == "rdd" else prepare_foreign(cfg, fmt, overrides)
     data, run_like = prepared.data, prepared.run_like
     out_dir = prepare_output_dir(cfg.paths.output_dir)
     base_settings = eval_settings(run_like, data)
     settings = with_learned_lr(base_settings, prepared.lr)
     nets = eval_nets(run_like, data, default_name=prepared.default_net)
     trainer_kwargs = eval_trainer_kwargs(cfg)
+    config = OmegaConf.to_yaml(evaluation_config(prepared.config, cfg, fmt))
     start = time.perf_counter()
+
+    def write_outputs(metrics: dict[str, Any], evaluation: Evaluation) -> None:
+        # config.yaml beside the figures: what rdd.report groups them by (dataset, method, ...).
+        write_text(out_dir / "config.yaml", config)
+        write_eval_outputs(out_dir, metrics, evaluation, data, settings)
 
     def write_metrics(evaluation: Evaluation, complete: bool) -> None:
         # Rewritten as figures arrive: an interrupted evaluation keeps what it computed.
         seconds = {"eval_seconds": time.perf_counter() - start}
         done = {"eval_complete": complete and baseline != "random"}  # the baseline comes next
-        write_eval_outputs(out_dir, dict(evaluation) | seconds | done, evaluation, data, settings)
+        write_outputs(dict(evaluation) | seconds | done, evaluation)
 
     try:
         evaluation = evaluate_synset(
@@ -122,7 +136,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
             "random_test_acc_std": rand["test_acc_std"],
             "gain_over_random": metrics["test_acc"] - rand["test_acc"],
         }
-    write_eval_outputs(out_dir, metrics, evaluation, data, settings)
+    write_outputs(metrics, evaluation)
     write_json(out_dir / "synset_source.json", {"synset": str(Path(cfg.synset).resolve())})
     summary = summary_text(cfg, prepared, settings, metrics, out_dir)
     atomic_write(out_dir / "summary.txt", lambda tmp: tmp.write_text(summary + "\n"))
@@ -138,7 +152,7 @@ def summary_text(
         prepared.run_like, {"eval": settings, "seed": cfg.seed}
     )  # the table shows the protocol actually used
     lines = [format_summary(run_like, prepared.data, metrics, out_dir)]
-    lines.insert(0, f"set: {prepared.description}")
+    lines[:0] = [f"set: {prepared.description}", f"protocol: {prepared.protocol}"]
     lines.append(
         f"{run_like.matching.name} ipc {run_like.ipc} on {prepared.data.name}: test acc "
         f"{metrics['test_acc']:.2f} ± {metrics['test_acc_std']:.2f} %, {val_line(metrics)}"
@@ -162,7 +176,7 @@ def prepare_rdd(cfg: DictConfig, overrides: list[str]) -> Prepared:
     """An rdd set: its stored dataset, network and protocol (with the explicit eval keys)."""
     synset = SyntheticSet.load(cfg.synset)
     stored = OmegaConf.create(synset.meta["config"])
-    data_cfg = stored.data
+    data_cfg = stored.data.copy()
     if cfg.get("data") is not None:
         if cfg.data.name != data_cfg.name:
             raise UserError(
@@ -180,7 +194,8 @@ def prepare_rdd(cfg: DictConfig, overrides: list[str]) -> Prepared:
     check_match(data, synset, data_cfg.root)
     if synset.zca is not None:
         data.apply_zca(synset.zca)
-    protocol = stored_protocol(cfg.eval, stored.get("eval"), explicit_eval(cfg.eval, overrides))
+    explicit = explicit_eval(cfg.eval, overrides)
+    protocol = stored_protocol(cfg.eval, stored.get("eval"), explicit)
     run_like = OmegaConf.create(
         {
             "eval": OmegaConf.to_container(protocol),
@@ -192,15 +207,19 @@ def prepare_rdd(cfg: DictConfig, overrides: list[str]) -> Prepared:
     )
     images, labels = synset.expanded()
     per_class = torch.bincount(synset.labels, minlength=data.num_classes)
-    where = f"rdd set {resolve_name(cfg.synset)}, its stored protocol"
+    stored.data.root = data_cfg.root  # where its dataset was read this time
+    stored.eval = protocol
     return Prepared(
         data, images, labels, per_class, run_like, synset.meta.get("lr"), synset.meta.get("net"),
-        where,
+        f"rdd set {resolve_name(cfg.synset)}",
+        protocol=f"the run's own, stored with the set{explicit_note(explicit)}",
+        config=stored,
     )  # fmt: skip
 
 
-def prepare_foreign(cfg: DictConfig, fmt: str) -> Prepared:
-    """A set from another tool on ``data=<option>`` with the protocol of ``conf/eval``."""
+def prepare_foreign(cfg: DictConfig, fmt: str, overrides: list[str]) -> Prepared:
+    """A set from another tool on ``data=<option>``, scored as rdd.run scores its own sets on
+    that dataset (:func:`rdd.eval.protocol.imported_protocol`)."""
     raw = read_foreign(cfg.synset, fmt, int(cfg.exp))
     if cfg.get("data") is None:
         hint = f" (its name suggests data={raw.dataset})" if raw.dataset else ""
@@ -223,18 +242,27 @@ def prepare_foreign(cfg: DictConfig, fmt: str) -> Prepared:
     imported = convert(raw, data, cfg.normalization, cfg.soft_labels, int(factor))
     per_class = imported.per_class
     ipc = int(per_class.max()) if int(per_class.min()) == int(per_class.max()) else "mixed"
+    protocol, source = imported_protocol(cfg.eval, overrides, raw.method)
     run_like = OmegaConf.create(
         {
-            "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+            "eval": OmegaConf.to_container(protocol, resolve=True),
             "net": cfg.net,
             "matching": {"name": raw.method},
             "risk": {"name": "none"},
             "ipc": ipc,
         }
     )
+    imported_as = {"format": fmt, "factor": int(factor), "soft_labels": cfg.soft_labels}
+    imported_as["normalization"] = cfg.normalization  # a name, or mean/std
+    config = OmegaConf.merge(
+        run_like,
+        # An experiment of a res_*.pt is a distillation of its own: the report counts it as a seed.
+        {"data": OmegaConf.to_container(data_cfg, resolve=True), "seed": int(cfg.exp)},
+        {"imported": imported_as},
+    )
     return Prepared(
         data, imported.images, imported.labels, per_class, run_like, imported.lr, None,
-        f"{resolve_name(cfg.synset)}: {imported.description}",
+        f"{resolve_name(cfg.synset)}: {imported.description}", protocol=source, config=config,
     )  # fmt: skip
 
 

@@ -69,6 +69,19 @@ def save_synset(
     return synset
 
 
+def evaluation_config(config: DictConfig, cfg: DictConfig, fmt: str) -> DictConfig:
+    """config.yaml of an rdd.evaluate: the run-like ``config`` rdd.report reads (dataset, method,
+    ipc, risk, seed, protocol), with the command's (``cfg``) paths and where its set of format
+    ``fmt`` came from."""
+    source = {"synset": str(Path(cfg.synset).expanduser().resolve()), "format": fmt}
+    source["eval_seed"] = int(cfg.seed)  # `seed` is the set's own (rdd.report counts them)
+    return OmegaConf.merge(
+        config,
+        {"task_name": "evaluate", "source": source},
+        {"paths": OmegaConf.to_container(cfg.paths, resolve=True)},
+    )
+
+
 def write_eval_outputs(
     out_dir: Path, metrics: dict[str, float], evaluation: Any, data: Any, settings: DictConfig
 ) -> None:

@@ -31,7 +31,9 @@ def validation_metrics(cfg: DictConfig) -> list[str]:
     per evaluation architecture; none with ``data.val_fraction=0`` (no validation split)."""
     if not float(cfg.data.get("val_fraction") or 0) > 0:
         return []
-    nets = cfg.eval.get("nets") or [cfg.hydra.runtime.choices.get("net")]
+    from rdd.nets import net_name  # the name the run's own net's figures are stored under
+
+    nets = cfg.eval.get("nets") or [net_name(cfg)]
     return ["val_acc", *(f"{net}/val_acc" for net in nets if net)]
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 
 from rdd.errors import UserError
-from rdd.experts import ExpertStore, Trajectories, buffer_key
+from rdd.experts import ExpertStore, Trajectories, buffer_key, store_for
 from rdd.experts.training import ExpertTrainer, make_buffer
 from rdd.outputs import read_metrics
-from tests.conftest import compose_config
+from tests.conftest import MTT_EXPERTS, compose_config
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]
 SMALL += ["matching.max_start_epoch=2"]  # MTT needs 2 - 1 + expert_epochs 2 = 3 epochs
@@ -95,6 +98,78 @@ def test_a_folder_with_another_key_is_not_written_into(tmp_path) -> None:
     store.claim()
     with pytest.raises(UserError, match="another config"):
         ExpertStore(tmp_path / "buf", {"a": 2}).claim()
+
+
+def test_the_net_is_named_by_its_config_alone() -> None:
+    """One name whether the config came from the command line or from Python: the option whose
+    config it is (digits' default net is convnet_w32), else its class."""
+    from rdd.nets import net_name
+
+    assert net_name(compose_config()) == "convnet_w32"  # Python's compose once said "convnet"
+    assert net_name(compose_config("net=convnet", "net.width=32")) == "convnet_w32"
+    assert net_name(compose_config("data=cifar10")) == "convnet"
+    assert net_name(compose_config("net=convnet", "net.width=48")) == "convnet"
+    assert net_name(compose_config("net=resnet18_bn")) == "resnet18_bn"
+
+
+def test_a_net_option_that_does_not_compose_names_no_net(monkeypatch) -> None:
+    """A broken option on the search path costs the one-composition shortcut, not the name."""
+    import rdd.nets as nets
+
+    real = nets.compose_in_app
+
+    def compose(config_name: str, overrides: list[str]):
+        if len(overrides) > 1 or overrides == ["net=convnet_w64"]:  # all at once; the broken one
+            raise HydraException("broken option")
+        return real(config_name, overrides)
+
+    monkeypatch.setattr(nets, "compose_in_app", compose)
+    nets.option_configs.cache_clear()
+    try:
+        names = [name for name, _ in nets.option_configs(())]
+        assert "convnet_w64" not in names and {"convnet", "convnet_w32", "mlp"} <= set(names)
+        assert nets.net_name(compose_config()) == "convnet_w32"
+    finally:
+        nets.option_configs.cache_clear()
+
+
+def test_a_buffer_made_on_the_command_line_is_used_by_a_config_from_python(tmp_path, cli) -> None:
+    from rdd.experts.trajectories import attach_experts
+
+    overrides = ["matching=mtt", "matching.max_start_epoch=1", *MTT_EXPERTS]
+    root = f"experts.root={tmp_path / 'buffers'}"
+    made = cli("rdd.buffer", *overrides, root, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    cfg = compose_config(*overrides, root)  # as a notebook composes rdd.run's config
+    data = instantiate(cfg.data)
+    data.setup()
+    matcher = SimpleNamespace(attach=lambda trajectories: setattr(matcher, "got", trajectories))
+    attach_experts(cfg, data, matcher)
+    assert len(matcher.got) == 1 and matcher.got.epochs == 2
+
+
+def test_a_buffer_under_the_old_net_name_is_moved_to_the_new_one(tmp_path, monkeypatch) -> None:
+    """Buffers keyed by the net's old name (``convnet`` for digits' width-32 net, composed in
+    Python) are found, renamed to the new key's folder, or read in place if that fails."""
+    cfg = buffer_config(tmp_path)
+    data = instantiate(cfg.data)
+    data.setup()
+    old_key = buffer_key(cfg, data, "convnet")
+    old = ExpertStore.locate(tmp_path, old_key)
+    old.claim()
+    old.save_expert(0, torch.arange(6.0).view(3, 2), ["w"])
+
+    def refused(*args) -> None:
+        raise PermissionError("read-only")
+
+    with monkeypatch.context() as blocked:  # a folder that cannot be renamed: used where it is
+        blocked.setattr(Path, "rename", refused)
+        assert store_for(cfg, data).directory == old.directory
+    store = store_for(cfg, data)
+    assert "-convnet_w32-" in store.directory.name and not old.directory.exists()
+    assert store.holds(key_of(cfg)) and len(store.finished()) == 1
+    assert torch.equal(Trajectories(store.finished()).snapshot(0, 2), torch.tensor([4.0, 5.0]))
+    assert store_for(cfg, data).directory == store.directory  # moved once
 
 
 def test_a_missing_buffer_names_how_the_nearest_one_differs(tmp_path) -> None:

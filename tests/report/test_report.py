@@ -10,7 +10,14 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rdd.report import aggregate, find_runs, headline_details, markdown_table, mixed_settings
+from rdd.report import (
+    aggregate,
+    find_runs,
+    headline_details,
+    markdown_table,
+    mixed_settings,
+    plot_accuracy_vs_ipc,
+)
 from tests.conftest import TINY, run_module
 from tests.test_cli import assert_one_line_error
 
@@ -164,7 +171,7 @@ def test_table_is_the_mean_and_std_over_seeds(reported) -> None:
     # Rows of 2-3 seeds and rows of one: the line under every table says which std is which.
     note = (
         "± is the std over seeds (over evaluation networks where there is one seed); "
-        "the seeds column counts the runs."
+        "the seeds column counts distinct seeds (and runs, where they differ)."
     )
     assert note in result.stdout and markdown.count(f"\n\n{note}\n") == 3
 
@@ -187,7 +194,8 @@ def test_report_json_holds_the_same_numbers(reported) -> None:
     sweep, _ = reported
     data = json.loads((sweep / "report" / "report.json").read_text())
     row = next(r for r in data["rows"] if (r["method"], r["ipc"], r["risk"]) == ("dsa", 10, "none"))
-    assert row["n"] == 3 and row["figures"]["test_acc"]["mean"] == pytest.approx(52.0)
+    assert row["n"] == row["seeds"] == 3
+    assert row["figures"]["test_acc"]["mean"] == pytest.approx(52.0)
     assert row["figures"]["test_acc"]["std"] == pytest.approx(np.std([50, 52, 54]))
     full = next(r for r in data["rows"] if r["method"] == "full")
     assert full["ipc"] is None
@@ -239,6 +247,74 @@ def test_regenerating_replaces_only_the_reports_files(tmp_path, cli) -> None:
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "clusters_digits_dsa_ipc10.png").exists()
     assert "cvar" not in (out / "report.md").read_text()
+
+
+def test_seeds_are_counted_once_and_interrupted_evaluations_are_left_out(tmp_path, cli) -> None:
+    """Two search trials of seed 0 are one seed (their ± is over runs); an interrupted
+    evaluation is skipped, and eval_complete is no figure."""
+    sweep = tmp_path / "sweep"
+    for folder, seed, acc in (("0", 0, 50.0), ("1", 0, 54.0), ("2", 1, 52.0)):
+        write_run(sweep / folder, ("", "dm", 10, "none", seed, acc, 1.0))
+    stopped = sweep / "3"
+    write_run(stopped, ("", "dm", 10, "none", 2, 10.0, 1.0))
+    for folder, complete in (("0", True), ("1", True), ("2", True), ("3", False)):
+        metrics = json.loads((sweep / folder / "metrics.json").read_text())
+        (sweep / folder / "metrics.json").write_text(
+            json.dumps(metrics | {"eval_complete": complete})
+        )
+    pair = aggregate(find_runs([sweep / "0", sweep / "1"]))[0]
+    assert (pair.n, pair.seeds, pair.labels()[4]) == (2, 1, "1 (2 runs)")
+    result = cli("rdd.report", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "found 3 runs in 1 group; skipped 1 unfinished run" in result.stdout
+    [row] = json.loads((sweep / "report" / "report.json").read_text())["rows"]
+    assert (row["n"], row["seeds"]) == (3, 2) and str(stopped) not in row["runs"]
+    assert "eval_complete" not in row["figures"]
+    assert row["figures"]["test_acc"]["mean"] == pytest.approx(52.0)  # 50, 54, 52; not 10
+    [main] = tables((sweep / "report" / "report.md").read_text())[:1]
+    assert main[1][4] == "2 (3 runs)"
+    note = "± is the std over runs, some sharing a seed; the seeds column counts distinct seeds"
+    assert note in result.stdout
+
+
+def test_an_imported_set_of_unequal_classes_is_a_row_of_its_own(tmp_path) -> None:
+    """rdd.evaluate records such a set's ipc as "mixed": a row, no point on the IPC axis."""
+    write_run(tmp_path / "run", ("", "dm", 10, "none", 0, 50.0, 1.0))
+    write_run(tmp_path / "imported", ("", "dm", "mixed", "none", 0, 40.0, 1.0))
+    config = OmegaConf.load(tmp_path / "imported" / "config.yaml")
+    config.imported = {"format": "vico"}
+    OmegaConf.save(config, tmp_path / "imported" / "config.yaml")
+    rows = aggregate(find_runs([tmp_path]))
+    assert [row.labels()[1:3] for row in rows] == [["dm", "10"], ["dm (imported)", "mixed"]]
+    [ax] = plot_accuracy_vs_ipc(rows).axes
+    assert [c.get_label() for c in ax.containers] == ["dm"]
+
+
+def test_an_evaluation_by_an_older_rdd_says_to_evaluate_again(tmp_path, cli) -> None:
+    old = tmp_path / "old_eval"
+    write_run(old, SPECS[0])
+    (old / "config.yaml").unlink()  # rdd.evaluate wrote none before
+    (old / "synset_source.json").write_text('{"synset": "set.pt"}')
+    result = cli("rdd.report", str(old), cwd=tmp_path)
+    assert_one_line_error(result, "older rdd.evaluate", "evaluate the set again")
+
+
+def test_out_never_overwrites_what_the_report_did_not_write(tmp_path, cli) -> None:
+    sweep = build_sweep(tmp_path / "sweep")
+    taken = tmp_path / "notes.md"
+    taken.write_text("mine")
+    mine = tmp_path / "docs"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own report")
+    for out, words in (
+        (taken, ("is not a folder", "is a file", "pass out=")),
+        (taken / "sub", ("is not a folder", "pass out=")),
+        (mine, ("was not written by rdd.report", "pass out=")),
+    ):
+        assert_one_line_error(cli("rdd.report", str(sweep), f"out={out}", cwd=tmp_path), *words)
+    assert taken.read_text() == "mine" and (mine / "report.md").read_text() == "my own report"
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    assert not (sweep / "report").exists()  # refused before any work
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,18 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 from omegaconf import OmegaConf
 
-from rdd.report import aggregate, find_runs, plot_accuracy_vs_ipc, plot_cluster_bars, std_note
+from rdd.report import (
+    aggregate,
+    find_runs,
+    plot_accuracy_vs_ipc,
+    plot_cluster_bars,
+    std_kind,
+    std_note,
+)
 from rdd.report.sweep import WriteSweepTable
 from tests.conftest import run_module
 from tests.report.test_report import build_sweep, expected_table
@@ -36,6 +44,29 @@ def test_every_line_and_bar_has_its_own_colour_and_says_what_its_error_bars_are(
     assert bars.keys() == {"base (3 seeds)", "cvar (2 seeds)"}
     assert len(set(bars.values())) == 2
     assert ax.get_legend().get_title().get_text() == "error bars: std over seeds"
+
+
+def test_the_cluster_legend_covers_no_bar(tmp_path) -> None:
+    runs = find_runs([build_sweep(tmp_path / "sweep")])
+    fig = plot_cluster_bars(runs, "digits", "dsa", 10)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # lays the figure out (constrained layout) as savefig does
+    [ax] = fig.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for c in ax.containers for p in getattr(c, "patches", [])]
+    assert bars and not any(legend.overlaps(bar) for bar in bars)
+    assert not legend.overlaps(ax.get_window_extent(renderer))  # beside the plot, on nothing
+    assert fig.bbox.contains(legend.x1 - 1, legend.y1 - 1)  # and not cut off
+
+
+def test_std_kind_names_runs_that_share_a_seed() -> None:
+    assert std_kind([(3, 3), (2, 2)]) == "std over seeds"
+    assert std_kind([(1, 1)]) == "std over evaluation networks (one seed)"
+    assert std_kind([(2, 1)]) == "std over runs, some sharing a seed"
+    assert std_kind([(3, 3), (2, 1), (1, 1)]) == (
+        "std over seeds (over runs where runs share a seed; over evaluation networks where "
+        "there is one seed)"
+    )
 
 
 def test_the_table_note_names_the_std_of_its_rows(tmp_path) -> None:

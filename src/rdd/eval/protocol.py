@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.config import CONF_DIR, flatten
+from rdd.config import CONF_DIR, compose_in_app, flatten, group_options
 from rdd.schemas import EvalSchema
 
 
@@ -78,3 +78,49 @@ def stored_protocol(
     for key, value in merged.items():
         OmegaConf.update(tree, key, value, force_add=True)
     return tree
+
+
+def data_option(overrides: Sequence[str]) -> str | None:
+    """The ``data`` option the command line chose (``data=cifar10``), or None."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+") == "data" and value:
+            return value
+    return None
+
+
+def run_protocol(data: str, method: str) -> tuple[DictConfig, str]:
+    """The ``eval`` node rdd.run composes for ``data=<data>`` (with that dataset's CPU budget,
+    budget/<data>.yaml) and, where rdd has the method, ``matching=<method>``; and that command,
+    to say in the output which rdd runs an imported set is scored like."""
+    overrides = [f"data={data}"]
+    if method in group_options("matching"):
+        overrides.append(f"matching={method}")
+    return compose_in_app("run", overrides).eval, f"python -m rdd.run {' '.join(overrides)}"
+
+
+def explicit_note(explicit: dict[str, Any]) -> str:
+    """``; eval.epochs=2 from the command line`` (empty without explicit eval keys)."""
+    if not explicit:
+        return ""
+    return "; " + " ".join(f"eval.{k}={v}" for k, v in explicit.items()) + " from the command line"
+
+
+def imported_protocol(
+    composed: DictConfig, overrides: Sequence[str], method: str
+) -> tuple[DictConfig, str]:
+    """The protocol of rdd.run on the same dataset (its budget there, e.g. digits' 3 networks x
+    300 epochs) and method, the runs an imported set is compared with; ``eval.*`` given on the
+    command line on top. Returns it and a line saying which it is.
+
+    Args:
+        composed: rdd.evaluate's composed ``eval`` node; overrides: its command line;
+        method: what made the set (``dc``).
+    """
+    explicit = explicit_eval(composed, overrides)
+    data = data_option(overrides)
+    if data is None:  # data composed some other way: nothing to match, conf/eval as composed
+        return composed, f"conf/eval{explicit_note(explicit)}"
+    run_eval, command = run_protocol(data, method)
+    protocol = stored_protocol(composed, run_eval, explicit)
+    return protocol, f"as `{command}` evaluates its sets{explicit_note(explicit)}"

@@ -4,7 +4,7 @@ Modules: ``store`` (where a buffer lives, its key and file format), ``trajectori
 experts back and attaching them to MTT), ``training`` (training them: `python -m rdd.buffer`).
 """
 
-from rdd.experts.store import ExpertStore, buffer_key, experts_train_on_risk
+from rdd.experts.store import ExpertStore, buffer_key, experts_train_on_risk, store_for
 from rdd.experts.trajectories import (
     Trajectories,
     attach_experts,
@@ -21,5 +21,6 @@ __all__ = [
     "buffer_key",
     "experts_train_on_risk",
     "flat_parameters",
+    "store_for",
     "unflatten",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ import torch
 
 from rdd.errors import UserError
 from rdd.io import atomic_write, write_json
+from rdd.nets import legacy_net_names, net_name
+
+log = logging.getLogger(__name__)
 
 FORMAT = "rdd-expert/1"
 PARTIAL_FORMAT = "rdd-expert-partial/1"
@@ -64,6 +68,13 @@ def buffer_key(cfg: Any, data: Any, net_name: str) -> dict[str, Any]:
     return key
 
 
+def store_for(cfg: Any, data: Any) -> ExpertStore:
+    """The buffer of this config, found under the net's earlier name too (and moved to its
+    folder now): buffers made before the name depended on the config alone stay usable."""
+    legacy = [buffer_key(cfg, data, name) for name in legacy_net_names(cfg)]
+    return ExpertStore.find(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)), legacy)
+
+
 def experts_train_on_risk(cfg: Any) -> bool:
     """Robust experts: a real risk (not the mean) that acts on networks (experts train on
     real data, so ``robust.targets: null`` includes them)."""
@@ -105,6 +116,35 @@ class ExpertStore:
             key_digest(key),
         ]
         return cls(Path(root).expanduser() / "-".join(parts), key)
+
+    @classmethod
+    def find(cls, root: str | Path, key: dict[str, Any], legacy: list[dict]) -> ExpertStore:
+        """The store for ``key``; a buffer kept under one of the ``legacy`` keys is renamed to
+        key's folder (its key.json rewritten), or read where it is if it cannot be moved."""
+        store = cls.locate(root, key)
+        for old_key in legacy:
+            if store.holds(old_key):  # moved by a migration stopped before it rewrote the key
+                write_json(store.directory / KEY_FILE, key)
+            old = cls.locate(root, old_key)
+            if store.directory.exists() or not old.holds(old_key):
+                continue
+            try:
+                old.directory.rename(store.directory)
+            except OSError:  # e.g. a shared read-only buffer: use it under its old name
+                return old
+            write_json(store.directory / KEY_FILE, key)
+            log.info("expert buffer '%s' renamed to '%s'", old.directory, store.directory.name)
+            return store
+        return store
+
+    def holds(self, key: dict[str, Any]) -> bool:
+        """Whether the folder's key.json is ``key``."""
+        try:
+            return json.loads((self.directory / KEY_FILE).read_text()) == json.loads(
+                json.dumps(key)
+            )
+        except (OSError, ValueError):
+            return False
 
     # -- writing (rdd.buffer) -----------------------------------------------------------------
     def claim(self) -> None:

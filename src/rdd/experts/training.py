@@ -21,11 +21,11 @@ from rdd.augment import DSA
 from rdd.cli import quiet_lightning
 from rdd.config import build
 from rdd.errors import UserError
-from rdd.experts.store import ExpertStore, buffer_key, experts_train_on_risk
+from rdd.experts.store import ExpertStore, experts_train_on_risk, store_for
 from rdd.experts.trajectories import flat_parameters
 from rdd.matching.robust import real_data_loss
 from rdd.matching.trajectory import TrajectoryMatching
-from rdd.nets import net_factory, net_name
+from rdd.nets import net_factory
 from rdd.realpool import RealPool
 from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
 from rdd.seeds import derived_seed
@@ -39,7 +39,7 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     check_robust_node(cfg)
     data = build(cfg.data, "data")
     data.setup()
-    store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
+    store = store_for(cfg, data)
     store.claim()
     trainer = ExpertTrainer(cfg, data, pick_device(cfg.trainer.accelerator))
     todo = [i for i in range(cfg.experts.num_experts) if not store.expert_path(i).exists()]

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from rdd.errors import UserError
-from rdd.experts.store import FORMAT, ExpertStore, buffer_key
-from rdd.nets import net_name
+from rdd.experts.store import FORMAT, ExpertStore, store_for
 
 
 def flat_parameters(net: nn.Module) -> torch.Tensor:
@@ -90,7 +89,7 @@ def unflatten(flat: torch.Tensor, net: nn.Module) -> dict[str, torch.Tensor]:
 
 def attach_experts(cfg: Any, data: Any, matcher: Any) -> None:
     """Give MTT the expert trajectories made for this config, or say how to make them."""
-    store = ExpertStore.locate(cfg.experts.root, buffer_key(cfg, data, net_name(cfg)))
+    store = store_for(cfg, data)
     paths = store.finished()
     if not paths:
         raise UserError(

@@ -57,7 +57,8 @@ class RawSet:
         normalization: the tool's normalisation when the file fixes it (``vico``, ``mtt``,
             ``pixels``), None when it cannot be known from the file.
         lr: a learned evaluation step size (MTT), or None.
-        method: what made the set (``DC`` from ``res_DC_...``, else the format).
+        method: what made the set, in rdd's lower case (``dc`` from ``res_DC_...``, else the
+            format), so that tables and summaries name it as rdd's own methods.
         detail: where in the file the set came from, for the output.
         dataset: the rdd data option the file name suggests (``res_*_CIFAR10_*``), or None.
     """
@@ -117,7 +118,7 @@ def read_idm(path: Path, experiment: int) -> RawSet:
                 "tuple): pass the acc_*.pkl IDM wrote, or its res_*.pt"
             )
         images, labels = _tensors(payload[0], payload[1], path)
-        return RawSet(images, labels, "idm", None, method="IDM", detail="best set (acc_*.pkl)")
+        return RawSet(images, labels, "idm", None, method="idm", detail="best set (acc_*.pkl)")
     return _read_res(path, experiment, "idm")
 
 
@@ -139,7 +140,7 @@ def _read_res(path: Path, experiment: int, fmt: str) -> RawSet:
         raise UserError(f"'{path}' experiment {experiment} is not an [images, labels] pair")
     images, labels = _tensors(pair[0], pair[1], path)
     named = RES_NAME.match(path.stem)
-    method = named["method"] if named else fmt.upper()
+    method = named["method"].lower() if named else fmt
     dataset = TOOL_DATASETS.get(named["dataset"]) if named else None
     detail = f"experiment {experiment} of {len(data)}"
     return RawSet(images, labels, fmt, None, method=method, detail=detail, dataset=dataset)
@@ -166,7 +167,7 @@ def read_mtt(path: Path) -> RawSet:
         lr = float(value.detach())
     # images_zca_<it>.pt is MTT's whitening undone: plain pixels.
     pixels = images_file.stem.startswith("images_zca_")
-    return RawSet(images, labels, "mtt", "pixels" if pixels else None, lr, "MTT", images_file.name)
+    return RawSet(images, labels, "mtt", "pixels" if pixels else None, lr, "mtt", images_file.name)
 
 
 def read_plain(path: Path) -> RawSet:

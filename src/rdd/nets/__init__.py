@@ -7,19 +7,19 @@ Every network is built as ``Net(channel, num_classes, im_size, **options)``, map
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from functools import partial
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from functools import lru_cache, partial
 from typing import Any
 
 import hydra.utils
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import MissingConfigException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from rdd.config import CONF_DIR
+from rdd.config import app_searchpath, compose_in_app, group_options
 from rdd.errors import UserError
 from rdd.nets.alexnet import AlexNet
 from rdd.nets.convnet import ConvNet
@@ -45,25 +45,9 @@ __all__ = [
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-@contextmanager
-def _hydra_configs() -> Iterator[GlobalHydra]:
-    """Hydra's config repository: the running app's (with its search path, so a net config a
-    user adds with ``hydra.searchpath``/``--config-dir`` is found too), else rdd's own."""
-    from rdd.schemas import register_schemas  # the option files start from these schemas
-
-    register_schemas()
-    if GlobalHydra.instance().is_initialized():
-        yield GlobalHydra.instance()
-        return
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield GlobalHydra.instance()
-
-
 def available_nets() -> list[str]:
     """The options of the `net` config group, as Hydra finds them."""
-    with _hydra_configs() as hydra_configs:
-        options = hydra_configs.config_loader().get_group_options("net")
-    return sorted(o for o in options if not o.endswith("_schema"))  # rdd.schemas' entries
+    return group_options("net")
 
 
 def load_net_config(name: str) -> DictConfig:
@@ -76,21 +60,12 @@ def load_net_config(name: str) -> DictConfig:
     """
     if not name.replace("_", "").replace("-", "").isalnum():  # an option name, not a path
         raise UserError(f"unknown net '{name}': choose one of {', '.join(available_nets())}")
-    with _hydra_configs():
-        try:
-            return compose(config_name="eval_net", overrides=[f"net={name}", *_searchpath()]).net
-        except MissingConfigException:
-            # Not Hydra's err.options: they list rdd.schemas' entries (convnet_schema) too.
-            options = ", ".join(available_nets())
-            raise UserError(f"unknown net '{name}': choose one of {options}") from None
-
-
-def _searchpath() -> list[str]:
-    """The running app's ``hydra.searchpath`` as an override (none outside an app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    paths = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
-    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
+    try:
+        return compose_in_app("eval_net", [f"net={name}"]).net
+    except MissingConfigException:
+        # Not Hydra's err.options: they list rdd.schemas' entries (convnet_schema) too.
+        options = ", ".join(available_nets())
+        raise UserError(f"unknown net '{name}': choose one of {options}") from None
 
 
 def build_net(
@@ -134,12 +109,55 @@ def has_batchnorm(net: nn.Module) -> bool:
 
 
 def net_name(cfg: DictConfig) -> str:
-    """The chosen `net` option (conf/net/<name>.yaml), e.g. 'convnet'."""
+    """The name of the run's net: the `net` option whose config ``cfg.net`` is (``convnet_w32``
+    for width 32), else its class (``convnet``). It depends on the config alone, so a run from
+    the command line and one composed in Python name (and find) the same MTT buffer and
+    metrics keys, whatever option and overrides produced the net."""
+    options = option_configs(tuple(app_searchpath()))
+    mine = comparable(OmegaConf.to_container(cfg.net, resolve=True))
+    return next((name for name, config in options if config == mine), class_name(cfg))
+
+
+def legacy_net_names(cfg: DictConfig) -> list[str]:
+    """Names ``net_name`` gave this net before it depended on the config alone: the command
+    line's option (``net=convnet net.width=32``: convnet) or, composed in Python, the class."""
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.get("net", "net")
+    chosen = HydraConfig.get().runtime.choices.get("net") if HydraConfig.initialized() else None
+    names = dict.fromkeys(n for n in (chosen, class_name(cfg)) if n)
+    return [n for n in names if n != net_name(cfg)]
+
+
+def class_name(cfg: DictConfig) -> str:
     return cfg.net._target_.rsplit(".", 1)[-1].lower()
+
+
+@lru_cache(maxsize=4)
+def option_configs(searchpath: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(name, comparable config) of every `net` option, composed once per search path: all in
+    one composition (each under its own package), else one by one, leaving out any that does
+    not compose (a broken option on the search path names no net)."""
+    del searchpath  # the cache key: compose_in_app reads the running app's search path itself
+    names = available_nets()
+    packaged = [f"+net@every.{name}={name}" for name in names]
+    try:
+        # eval_net needs its one `net` choice (any); the options come under `every`.
+        every = compose_in_app("eval_net", ["net=mlp", *packaged]).every
+        nets = {name: every[name] for name in names}
+    except (HydraException, OmegaConfBaseException):
+        nets = {}
+        for name in names:
+            with contextlib.suppress(HydraException, OmegaConfBaseException):
+                nets[name] = load_net_config(name)
+    return tuple(
+        (name, comparable(OmegaConf.to_container(net, resolve=True))) for name, net in nets.items()
+    )
+
+
+def comparable(net: dict) -> str:
+    """A net config as text that is equal for equal networks (``_partial_`` is how it is
+    built, not which net)."""
+    return json.dumps({k: v for k, v in net.items() if k != "_partial_"}, sort_keys=True)
 
 
 def net_factory(net_cfg: Any, data: Any) -> Callable[[], nn.Module]:

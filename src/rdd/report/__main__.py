@@ -62,7 +62,8 @@ def settings(argv: Sequence[str]) -> tuple[list[Path], dict]:
 def found_line(report: Report) -> str:
     line = f"found {plural(len(report.runs), 'run')} in {plural(len(report.rows), 'group')}"
     if report.unfinished:  # e.g. jobs of a sweep still running, or crashed ones
-        line += f"; skipped {plural(len(report.unfinished), 'unfinished run')} (no metrics.json)"
+        skipped = plural(len(report.unfinished), "unfinished run")
+        line += f"; skipped {skipped} (no metrics.json, or an interrupted evaluation)"
     return line
 
 

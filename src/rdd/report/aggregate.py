@@ -15,9 +15,10 @@ from rdd.report.runs import Run, sort_key
 MISSING = "–"
 SEVERITY_KEY = re.compile(r"^corruption_(.+)_s(\d+)_acc$")
 # Config entries that may differ between the seeds of one group: seeds, where outputs go, how
-# progress is shown. Any other difference means the group mixes settings (see mixed_settings).
+# progress is shown, which file rdd.evaluate read (source). Any other difference means the
+# group mixes settings (see mixed_settings).
 VARYING_KEYS = {"seed", "clustering.seed", "experts.seed", "experts.root", "data.subgroup.seed"}
-VARYING_GROUPS = {"paths", "logger", "trainer", "hydra", "task_name", "optimized_metric"}
+VARYING_GROUPS = {"paths", "logger", "trainer", "hydra", "task_name", "optimized_metric", "source"}
 
 
 @dataclass
@@ -26,14 +27,20 @@ class Row:
 
     dataset: str
     method: str
-    ipc: int | None
+    ipc: int | str | None
     risk: str
     runs: list[Run] = field(repr=False)
     figures: dict[str, tuple[float, float]]
 
     @property
     def n(self) -> int:
+        """Runs averaged."""
         return len(self.runs)
+
+    @property
+    def seeds(self) -> int:
+        """Distinct seeds among them (two search trials of seed 0 are one seed)."""
+        return distinct_seeds(self.runs)
 
     @property
     def name(self) -> str:
@@ -41,7 +48,7 @@ class Row:
 
     def labels(self) -> list[str]:
         ipc = "all" if self.ipc is None else str(self.ipc)
-        return [self.dataset, self.method, ipc, self.risk, str(self.n)]
+        return [self.dataset, self.method, ipc, self.risk, seeds_cell(self.n, self.seeds)]
 
     def cell(self, key: str) -> str:
         if key not in self.figures:
@@ -67,14 +74,24 @@ def aggregate(runs: Sequence[Run]) -> list[Row]:
     return rows
 
 
+def distinct_seeds(runs: Iterable[Run]) -> int:
+    return len({run.seed for run in runs})
+
+
+def seeds_cell(runs: int, seeds: int) -> str:
+    """The seeds column: ``3``, or ``1 (2 runs)`` where runs share a seed."""
+    return str(seeds) if seeds == runs else f"{seeds} ({runs} runs)"
+
+
 def run_figures(run: Run) -> dict[str, tuple[float, float]]:
     """(value, std over networks) of every figure of one run, with the corruption accuracy per
-    severity averaged over corruption names (``corruption_s<k>_acc``)."""
+    severity averaged over corruption names (``corruption_s<k>_acc``). Flags (eval_complete)
+    and durations are no figures."""
     metrics = run.metrics
     figures = {
         key: (float(value), float(metrics.get(f"{key}_std", 0.0)))
         for key, value in metrics.items()
-        if not key.endswith("_std") and not key.endswith("_seconds")
+        if not key.endswith(("_std", "_seconds")) and not isinstance(value, bool)
     }
     by_severity: dict[int, list[tuple[float, float]]] = {}
     for key, pair in figures.items():
@@ -94,20 +111,39 @@ def combine(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     return float(values.mean()), std
 
 
-def std_kind(seeds: Iterable[int]) -> str:
-    """What the std of rows (or plot points) averaging ``seeds`` runs each is: over seeds,
-    over a single run's evaluation networks (see :func:`combine`), or which is which."""
-    kinds = {n >= 2 for n in seeds}
-    if kinds == {True}:
-        return "std over seeds"
-    if kinds == {False}:
-        return "std over evaluation networks (one seed)"
-    return "std over seeds (over evaluation networks where there is one seed)"
+# What the std of a group is over (see combine): as the only kind, and beside a main one.
+SPREADS = {
+    "seeds": ("over seeds", ""),
+    "runs": ("over runs, some sharing a seed", "over runs where runs share a seed"),
+    "nets": (
+        "over evaluation networks (one seed)",
+        "over evaluation networks where there is one seed",
+    ),
+}
+
+
+def spread(runs: int, seeds: int) -> str:
+    """What the std of a group of ``runs`` runs with ``seeds`` distinct seeds is over."""
+    if runs < 2:
+        return "nets"
+    return "seeds" if seeds == runs else "runs"
+
+
+def std_kind(groups: Iterable[tuple[int, int]]) -> str:
+    """What the std of rows (or plot points) is, from their (runs, distinct seeds): over seeds,
+    over runs that share seeds (e.g. search trials), over a single run's evaluation networks
+    (see :func:`combine`), or which is which."""
+    present = {spread(*group) for group in groups}
+    kinds = [k for k in SPREADS if k in present]
+    main, *rest = kinds or ["seeds"]  # "nets" comes last: never the main kind of a mixture
+    beside = f" ({'; '.join(SPREADS[k][1] for k in rest)})" if rest else ""
+    return f"std {SPREADS[main][0]}{beside}"
 
 
 def std_note(rows: Sequence[Row]) -> str:
     """The line under a table that says what its ± is."""
-    return f"± is the {std_kind(row.n for row in rows)}; the seeds column counts the runs"
+    kind = std_kind((row.n, row.seeds) for row in rows)
+    return f"± is the {kind}; the seeds column counts distinct seeds (and runs, where they differ)"
 
 
 def mixed_settings(runs: Sequence[Run]) -> list[str]:

@@ -6,6 +6,7 @@ notebook keeps its inline backend and the command line renders PNGs with Agg.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rdd.io import atomic_write
-from rdd.report.aggregate import Row, std_kind
+from rdd.report.aggregate import Row, distinct_seeds, std_kind
 from rdd.report.runs import Run, sort_key
 
 # line style per risk measure in the IPC plot, the base (risk none) first
@@ -36,6 +37,8 @@ def plot_accuracy_vs_ipc(rows: Sequence[Row], path: str | Path | None = None) ->
     for ax, dataset in zip(axes, datasets, strict=False):
         mine = [r for r in rows if r.dataset == dataset and "test_acc" in r.figures]
         risks = list(dict.fromkeys(r.risk for r in sorted(mine, key=lambda r: r.risk != "none")))
+        # An imported set of unequal images per class (ipc "mixed") has no place on the axis.
+        mine = [r for r in mine if not isinstance(r.ipc, str)]
         lines = list(dict.fromkeys((r.method, r.risk) for r in mine if r.ipc is not None))
         for method, risk in dict.fromkeys((r.method, r.risk) for r in mine):
             line = [r for r in mine if (r.method, r.risk) == (method, risk)]
@@ -56,7 +59,7 @@ def plot_accuracy_vs_ipc(rows: Sequence[Row], path: str | Path | None = None) ->
             ax.set_xticks(ipcs, [str(i) for i in ipcs])
             ax.minorticks_off()
         ax.set(title=dataset, xlabel="images per class", ylabel="test accuracy (%)")
-        points = [r.n for r in mine if r.ipc is not None]
+        points = [(r.n, r.seeds) for r in mine if r.ipc is not None]
         title = f"error bars: {std_kind(points)}" if points else None
         ax.legend(fontsize="small", title=title, title_fontsize="small")
     return save(fig, path)
@@ -80,13 +83,13 @@ def plot_cluster_bars(
     by_risk: dict[str, list[Run]] = {}
     for run in sorted(mine, key=lambda r: sort_key(r.key)):
         by_risk.setdefault(run.key[3], []).append(run)
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(by_risk), 1)
     for i, (risk, group) in enumerate(by_risk.items()):
         means, stds = cluster_accuracy(group)
         x = np.arange(len(means)) + (i - (len(by_risk) - 1) / 2) * width
-        label = f"{'base' if risk == 'none' else risk} ({len(group)} seed{'s' * (len(group) > 1)})"
+        label = f"{'base' if risk == 'none' else risk} ({seeds_label(group)})"
         ax.bar(x, means, width, yerr=stds, capsize=2, color=f"C{i % 10}", label=label)
         ax.set_xticks(range(len(means)))
     ax.set(
@@ -94,9 +97,25 @@ def plot_cluster_bars(
         xlabel="cluster",
         ylabel="test accuracy (%)",
     )
-    bars = std_kind(len(group) for group in by_risk.values())  # as cluster_accuracy takes it
-    ax.legend(fontsize="small", title=f"error bars: {bars}", title_fontsize="small")
+    groups = by_risk.values()
+    bars = std_kind((len(g), distinct_seeds(g)) for g in groups)  # as cluster_accuracy takes it
+    # Beside the axes, not on them: bars fill the plot up to its top, so any corner covers some.
+    ax.legend(
+        fontsize="small",
+        title="\n".join(textwrap.wrap(f"error bars: {bars}", 34)),  # narrow: the bars keep room
+        title_fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+        borderaxespad=0,
+    )
     return save(fig, path)
+
+
+def seeds_label(runs: Sequence[Run]) -> str:
+    """``3 seeds``, or ``1 seed, 2 runs`` where runs share a seed."""
+    seeds = distinct_seeds(runs)
+    label = f"{seeds} seed{'s' * (seeds != 1)}"
+    return label if seeds == len(runs) else f"{label}, {len(runs)} runs"
 
 
 def cluster_accuracy(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,10 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.get("matching.name", "?"))
+        """The matching method; a set imported from another tool (evaluated by rdd.evaluate)
+        is marked, so that it gets a row of its own beside rdd's runs of that method."""
+        name = str(self.get("matching.name", "?"))
+        return f"{name} (imported)" if self.get("imported") is not None else name
 
     @property
     def dataset(self) -> str:
@@ -40,18 +43,26 @@ class Run:
         return f"{name}+{subgroup if isinstance(subgroup, str) else subgroup.get('transform')}"
 
     @property
-    def key(self) -> tuple[str, str, int | None, str]:
-        """(dataset, method, ipc, risk); the whole-dataset reference has no ipc."""
-        ipc = None if self.method == "full" else int(self.get("ipc", 0))
+    def key(self) -> tuple[str, str, int | str | None, str]:
+        """(dataset, method, ipc, risk); the whole-dataset reference has no ipc, an imported
+        set with unequal images per class has ipc "mixed"."""
+        ipc = self.get("ipc", 0)
+        ipc = None if self.method == "full" else ipc if isinstance(ipc, str) else int(ipc)
         return self.dataset, self.method, ipc, str(self.get("risk.name", "none"))
 
     @property
     def seed(self) -> int:
         return int(self.get("seed", 0))
 
+    @property
+    def complete(self) -> bool:
+        """False for an evaluation that was interrupted (metrics.json has its figures so far)."""
+        return self.metrics.get("eval_complete", True) is not False
+
 
 def scan_runs(dirs: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
-    """Finished runs under ``dirs`` (recursively) and the directories of unfinished ones."""
+    """Finished runs under ``dirs`` (recursively) and the directories of unfinished ones (no
+    metrics.json, or an interrupted evaluation: its figures would average fewer networks)."""
     runs, unfinished = [], []
     for root in map(Path, dirs):
         if not root.is_dir():
@@ -60,9 +71,10 @@ def scan_runs(dirs: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
                 "(e.g. logs/distill/multiruns)"
             )
         for path in run_dirs(root):
-            if (path / "metrics.json").is_file():
-                runs.append(load_run(path))
-            else:
+            run = load_run(path) if (path / "metrics.json").is_file() else None
+            if run is not None and run.complete:
+                runs.append(run)
+            else:  # not evaluated yet, or its evaluation was interrupted
                 unfinished.append(path)
     return sorted(runs, key=lambda r: (sort_key(r.key), r.seed, str(r.path))), unfinished
 
@@ -86,6 +98,11 @@ def run_dirs(root: Path) -> Iterable[Path]:
 def load_run(path: Path) -> Run:
     """Read one run directory; a config.yaml missing from a finished run is a user error."""
     if not (path / "config.yaml").is_file():
+        if (path / "synset_source.json").is_file():  # rdd.evaluate wrote no config.yaml before
+            raise UserError(
+                f"'{path}' was written by an older rdd.evaluate (no config.yaml): evaluate the "
+                "set again (its path is in synset_source.json) or remove that directory"
+            )
         raise UserError(f"run '{path}' has metrics.json but no config.yaml: restore or remove it")
     details_path = path / "eval_details.json"
     return Run(
@@ -103,7 +120,9 @@ def read_json(path: Path) -> Any:
         raise UserError(f"'{path}' is not valid JSON ({err}): rerun or remove that run") from None
 
 
-def sort_key(key: tuple[str, str, int | None, str]) -> tuple:
-    """Dataset, method, ipc (the whole-dataset 'all' last), risk with the base 'none' first."""
+def sort_key(key: tuple[str, str, int | str | None, str]) -> tuple:
+    """Dataset, method, ipc ("mixed", then the whole-dataset 'all' last), risk with the base
+    'none' first."""
     dataset, method, ipc, risk = key
-    return dataset, method, ipc is None, ipc or 0, risk != "none", risk
+    numeric = ipc if isinstance(ipc, int) else 0
+    return dataset, method, ipc is None, isinstance(ipc, str), numeric, risk != "none", risk

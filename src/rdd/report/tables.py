@@ -9,7 +9,8 @@ from typing import Any
 from rdd.columns import figure_columns
 from rdd.report.aggregate import Row
 
-# "seeds": how many runs (seeds) a row averages; what its ± is says rdd.report.aggregate.std_note.
+# "seeds": how many distinct seeds a row averages (and how many runs, where some share a seed);
+# what its ± is says rdd.report.aggregate.std_note.
 LABELS = ["dataset", "method", "ipc", "risk", "seeds"]
 
 
@@ -78,7 +79,7 @@ def wandb_table(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
     header = LABELS + [f"{title}{part}" for title in columns.values() for part in ("", " std")]
     body = [
         row.labels()[:4]
-        + [row.n]
+        + [row.seeds]
         + [row.figures[k][i] if k in row.figures else None for k in columns for i in (0, 1)]
         for row in rows
     ]

@@ -49,13 +49,14 @@ def make_report(
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise UserError("no run directory given: pass runs=DIR (a run or Hydra multirun directory)")
+    out = Path(out).expanduser() if out is not None else dirs[0] / "report"
+    check_out(out)
     runs, unfinished = scan_runs(dirs)
     if not runs:
         raise UserError(
             f"no finished runs (config.yaml and metrics.json) under {', '.join(map(str, dirs))}: "
             "pass a run or Hydra multirun directory"
         )
-    out = Path(out) if out is not None else dirs[0] / "report"
     rows = aggregate(runs)
     images = save_plots(runs, rows, out) if plots else []
     report = Report(out, runs, rows, images, unfinished)
@@ -71,6 +72,31 @@ def make_report(
 def write_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Write the report of the runs under ``dirs``; returns its directory."""
     return make_report(dirs, out).out
+
+
+def check_out(out: Path) -> None:
+    """Refuse a report folder that is a file (or under one), or that holds a report.md or
+    report.json which no rdd.report wrote: a report replaces only its own earlier files."""
+    fix = "pass out=<a new folder, or one an earlier rdd.report wrote>"
+    folder = out.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(
+            f"out={out} is not a folder ('{folder}' is a file): rdd.report writes report.md, "
+            f"report.json and plots into a folder; {fix}"
+        )
+    theirs = [n for n in ("report.md", "report.json") if (out / n).exists()]
+    if theirs and not is_report_json(out / "report.json"):
+        raise UserError(f"'{out / theirs[0]}' was not written by rdd.report; {fix}")
+
+
+def is_report_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"rows", "files"} <= data.keys()
 
 
 def save_plots(runs: Sequence[Run], rows: Sequence[Row], out: Path) -> list[Path]:
@@ -142,7 +168,8 @@ def report_json(report: Report) -> dict[str, Any]:
             "method": row.method,
             "ipc": row.ipc,
             "risk": row.risk,
-            "n": row.n,  # runs (seeds)
+            "n": row.n,  # runs
+            "seeds": row.seeds,  # distinct seeds among them
             "runs": [str(run.path) for run in row.runs],
             "mixed_settings": mixed_settings(row.runs),
             "figures": {k: {"mean": m, "std": s} for k, (m, s) in row.figures.items()},
