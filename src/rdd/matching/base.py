@@ -54,7 +54,7 @@ def backward_each(
     The gradient of a sum is the sum of its terms' gradients, so the gradients this leaves
     are those of one backward of the sum, while only one term's graph is alive at a time:
     DC/DSA/DM's loss is a sum over classes, and one backward of it kept every class's graph
-    until the image step (DM, CIFAR-100 at IPC 50: ~11 GB; benchmarks/memory/). Each class's
+    until the image step (DM, CIFAR-100 at IPC 50: ~11 GiB; benchmarks/memory/). Each class's
     loss reaches only its own images, so the per-class gradients land on disjoint rows and
     add up exactly (x + 0 = x): the same gradient bitwise as the single backward
     (tests/matching/test_class_backward.py). ``terms`` may be a generator: a term is then
