@@ -11,6 +11,7 @@ from functools import partial
 import torch
 
 from rdd.learner import SyntheticSetLearner
+from rdd.matching.base import backward_each
 from rdd.nets import build_net
 
 NUM_CLASSES, SHAPE = 10, (3, 32, 32)
@@ -24,7 +25,8 @@ def cifar_shaped(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def plain_learner(matcher, init_images, real_x, real_y, ipc: int, **kwargs) -> SyntheticSetLearner:
-    """A learner on ConvNet-3 w128 whose image steps are plain SGD (what the Trainer does)."""
+    """A learner on ConvNet-3 w128 whose image steps are plain SGD (what the Trainer does),
+    a summed loss backpropagated term by term as the learner does."""
     learner = SyntheticSetLearner(
         matcher,
         partial(build_net, "convnet", SHAPE[0], NUM_CLASSES, SHAPE[1:]),
@@ -38,12 +40,14 @@ def plain_learner(matcher, init_images, real_x, real_y, ipc: int, **kwargs) -> S
     )
     opt = torch.optim.SGD([learner.images], lr=matcher.lr_img, momentum=matcher.momentum_img)
 
-    def image_step(loss: torch.Tensor) -> None:
+    def summed_image_step(terms) -> torch.Tensor:
         opt.zero_grad()
-        loss.backward()
+        values = backward_each(terms, torch.Tensor.backward)
         opt.step()
+        return values
 
-    learner.image_step = image_step
+    learner.summed_image_step = summed_image_step
+    learner.image_step = lambda loss: summed_image_step((loss,))
     return learner
 
 

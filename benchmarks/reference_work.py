@@ -136,9 +136,8 @@ def gradient_pair(args, dsa: bool, inner: bool, compile_nets: bool) -> dict:
     ours = seeded_net().train()
 
     def rdd_match() -> None:
-        losses = matcher.class_losses(ours, learner)
-        learner.image_step(losses.sum())
-        float(losses.detach().mean())  # step's logged loss
+        losses = learner.summed_image_step(matcher.class_loss_terms(ours, learner))
+        float(losses.mean())  # step's logged loss
 
     def rdd_inner() -> None:
         matcher.train_net(ours, matcher.net_optimizer(ours), learner, args.inner_epochs)

@@ -7,11 +7,12 @@ rdd.matching.base.DistillContext (tests/matching/test_matching.py checks that it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from rdd.matching.base import backward_each
 from rdd.risk.mean import MeanRisk
 
 
@@ -23,8 +24,9 @@ class FakeContext:
             when that is None, with a draw from the context's generator (like the learner).
         risk: the risk for every target and class (default: the mean).
         shuffle: real batches are random draws (from ``generator``) instead of the first n.
-        step_lr: :meth:`image_step` also takes an SGD step of this size on the images
-            (None: it only records the loss).
+        step_lr: :meth:`image_step` and :meth:`summed_image_step` also take an SGD step of
+            this size on the images (None: image_step only records the loss, and
+            summed_image_step leaves the gradient in ``images.grad``).
         robust_matching: default: whether ``risk`` is not the mean.
         owners: (len(images),) the group that owns each synthetic image (default: image i of
             class c belongs to the class's i-th group, cycling).
@@ -72,7 +74,8 @@ class FakeContext:
         )
         self.generator = torch.Generator().manual_seed(seed)
         self.owners = self.default_owners() if owners is None else owners
-        self.losses: list[torch.Tensor] = []  # every loss given to image_step, in order
+        # every loss given to image_step, in order (summed_image_step's: the sum, detached)
+        self.losses: list[torch.Tensor] = []
 
     @property
     def steps(self) -> int:
@@ -139,3 +142,14 @@ class FakeContext:
         loss.backward()
         with torch.no_grad():
             self.images -= self.step_lr * self.images.grad
+
+    def summed_image_step(self, terms: Iterable[torch.Tensor]) -> torch.Tensor:
+        """As the learner: a backward per term into a fresh ``images.grad``, one graph at a
+        time; records the detached sum."""
+        self.images.grad = None
+        values = backward_each(terms, torch.Tensor.backward)
+        self.losses.append(values.sum())
+        if self.step_lr is not None:
+            with torch.no_grad():
+                self.images -= self.step_lr * self.images.grad
+        return values

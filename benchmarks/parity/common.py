@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -52,9 +52,10 @@ def main(
 
 
 class FixedBatches:
-    """What DistributionMatching reads of the learner, on fixed batches: class c's real batch
-    is rows ``[c * per_class, (c + 1) * per_class)`` of ``real``; losses given to image_step
-    are kept in ``losses``."""
+    """What DC's and DM's matching read of the learner, on fixed batches: class c's real batch
+    is rows ``[c * per_class, (c + 1) * per_class)`` of ``real``; an image step leaves its
+    gradient in ``images.grad`` (backpropagated term by term, as the learner does) and its
+    detached loss in ``losses``."""
 
     robust_matching = False
 
@@ -70,4 +71,12 @@ class FixedBatches:
         return self.real[c * self.per_class : c * self.per_class + n]
 
     def image_step(self, loss: torch.Tensor) -> None:
-        self.losses.append(loss)
+        self.summed_image_step((loss,))
+
+    def summed_image_step(self, terms: Iterable[torch.Tensor]) -> torch.Tensor:
+        from rdd.matching.base import backward_each  # the scripts put src/ on the path later
+
+        self.images.grad = None
+        values = backward_each(terms, torch.Tensor.backward)
+        self.losses.append(values.sum())
+        return values

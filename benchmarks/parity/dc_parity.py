@@ -56,18 +56,13 @@ def rdd_net(num_classes: int = CLASSES) -> torch.nn.Module:
 def rdd_figures() -> dict[str, torch.Tensor]:
     """rdd's loss per class, image gradient and the network after one inner epoch."""
     data = inputs()
-    net, matcher = rdd_net(), GradientMatching()
-    params = list(net.parameters())
-    syn = data["syn"].clone().requires_grad_(True)
-    losses = torch.stack(
-        [
-            matcher.match(net, params, data["real"][c], syn[c * IPC : (c + 1) * IPC], c)
-            for c in range(CLASSES)
-        ]
-    )
-    (image_grad,) = torch.autograd.grad(losses.sum(), syn)
+    net, matcher = rdd_net(), GradientMatching(batch_real=BATCH_REAL)
+    # the matching step's own path: a backward per class (the reference: one of the sum)
+    fixed = common.FixedBatches(data["real"].flatten(0, 1), data["syn"], CLASSES, IPC)
+    losses = fixed.summed_image_step(matcher.class_loss_terms(net, fixed))
+    image_grad = fixed.images.grad
     ctx = types.SimpleNamespace(
-        images=syn.detach(),
+        images=data["syn"],
         labels=torch.arange(CLASSES).repeat_interleave(IPC),
         generator=torch.Generator().manual_seed(0),
         show_progress=False,
@@ -75,7 +70,7 @@ def rdd_figures() -> dict[str, torch.Tensor]:
     before = [p.detach().clone() for p in net.parameters()]
     matcher.train_net(net, matcher.net_optimizer(net), ctx, INNER_EPOCHS)
     return {
-        "losses": losses.detach(),
+        "losses": losses,
         "image_grad": image_grad,
         "net_update": update_signature(before, net),
     }

@@ -10,7 +10,7 @@ algorithm. Networks sampled per step are built here but never registered as subm
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
@@ -27,6 +27,7 @@ from rdd.distributed import (
 )
 from rdd.errors import NonFiniteError
 from rdd.loggers import log_group_losses
+from rdd.matching.base import backward_each
 from rdd.ownership import AllocationSettings, Ownership, revisit_allocation
 from rdd.realpool import RealPool
 from rdd.risk.mean import MeanRisk
@@ -227,7 +228,13 @@ class SyntheticSetLearner(L.LightningModule):
         return self.real_x[to_device(idx, self.real_x.device)]
 
     def image_step(self, loss: torch.Tensor) -> None:
-        """One optimizer step on the synthetic images (and MTT's step size) for ``loss``.
+        """One optimizer step on the synthetic images (and MTT's step size) for ``loss``."""
+        self.summed_image_step((loss,))
+
+    def summed_image_step(self, terms: Iterable[torch.Tensor]) -> torch.Tensor:
+        """One optimizer step for the sum of ``terms``, each backpropagated as soon as it is
+        made (:func:`~rdd.matching.base.backward_each`: one class's graph in memory, not all);
+        returns the detached terms (n,).
 
         A non-finite loss, or images or step size that a step made non-finite, stop the run
         with the last finite values put back (see :meth:`stop_nonfinite`). Both are read in
@@ -238,7 +245,8 @@ class SyntheticSetLearner(L.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
             opt.zero_grad()
-        self.manual_backward(loss)
+        values = backward_each(terms, self.manual_backward)
+        loss = values.sum()
         self.reduce_grads()
         last_good = [p.detach().clone() for p in self.learned_parameters()]
         for opt in optimizers:
@@ -254,6 +262,7 @@ class SyntheticSetLearner(L.LightningModule):
             if not torch.isfinite(loss):
                 self.stop_nonfinite(f"the matching loss became {loss.item()}")
             self.stop_nonfinite("an image step made the images or the step size non-finite")
+        return values
 
     def safe_point(self) -> None:
         """A point inside an iteration where the run may stop (Matcher.safe_points_inside)."""

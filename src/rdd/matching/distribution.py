@@ -2,7 +2,8 @@
 
 DM: every iteration a fresh random network embeds, class by class, a real batch and the
 synthetic images (the same DSA transform on both); the loss is the squared L2 distance between
-the two mean embeddings, summed over classes, and the images take one SGD step.
+the two mean embeddings, summed over classes, and the images take one SGD step (each class's
+loss backpropagated as soon as it is made, so one class's graph is in memory at a time).
 
 IDM adds three things, each a config key here:
 
@@ -56,6 +57,12 @@ def frozen(net: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in zip(net.parameters(), flags, strict=True):
             p.requires_grad_(flag)
+
+
+def stepped(ctx: DistillContext, loss: torch.Tensor) -> torch.Tensor:
+    """Take an image step on ``loss`` (IDM's step per class); its value, detached."""
+    ctx.image_step(loss)
+    return loss.detach()
 
 
 class DistributionMatching(Matcher):
@@ -202,17 +209,13 @@ class DistributionMatching(Matcher):
                 loss = self.joint_loss(net, ctx)
                 ctx.image_step(loss)
             return loss.detach() / ctx.num_classes
-        class_losses = []
         with frozen(net):
-            for c in range(ctx.num_classes):
-                loss = self.class_loss(net, accuracy, ctx, c)
-                if self.step_per_class:
-                    ctx.image_step(loss)
-                class_losses.append(loss.detach() if self.step_per_class else loss)
-            losses = torch.stack(class_losses)
-            if not self.step_per_class:
-                ctx.image_step(losses.sum())
-        return sum_owned(losses.detach()).mean()
+            terms = (self.class_loss(net, accuracy, ctx, c) for c in range(ctx.num_classes))
+            if self.step_per_class:
+                losses = torch.stack([stepped(ctx, loss) for loss in terms])
+            else:  # a backward per class: one class's graph in memory, not every class's
+                losses = ctx.summed_image_step(terms)
+        return sum_owned(losses).mean()
 
     def batchnorm_branch(self, ctx: DistillContext) -> bool:
         """DM's published BatchNorm branch applies: one image step on the plain loss (no

@@ -10,6 +10,7 @@ and the synthetic batch of a class.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -167,26 +168,31 @@ class GradientMatching(Matcher):
         for step in inner_steps(range(outer), outer, "outer steps", ctx.show_progress):
             if has_batchnorm(net):
                 self.freeze_batchnorm(net, ctx)
-            class_losses = self.class_losses(net, ctx)
-            ctx.image_step(class_losses.sum())
-            losses.append(sum_owned(class_losses.detach()).mean())
+            # a backward per class: one class's graph in memory, not every class's
+            class_losses = ctx.summed_image_step(self.class_loss_terms(net, ctx))
+            losses.append(sum_owned(class_losses).mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
                 ctx.safe_point()  # where a preempted run may stop (rdd.preemption)
         return stats | logged_losses(torch.stack(losses).mean(), self.group_losses)
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
-        """Gradient-matching loss of every class: (num_classes,), differentiable.
+        """Gradient-matching loss of every class: (num_classes,), differentiable (every
+        class's graph at once: :meth:`step` uses :meth:`class_loss_terms` instead)."""
+        return torch.stack(list(self.class_loss_terms(net, ctx)))
+
+    def class_loss_terms(self, net: nn.Module, ctx: DistillContext) -> Iterator[torch.Tensor]:
+        """Gradient-matching loss of each class in turn: scalars, differentiable; the next is
+        made only when asked for, after the caller's backward of this one.
 
         With a robust risk on matching, subgroups own the class's images
         (:meth:`owned_class_loss`).
         """
         params = [p for p in net.parameters() if p.requires_grad]
         real_net = first_order(net, self.compile_nets)
-        losses = []
         for c in range(ctx.num_classes):
             if ctx.robust_matching:
-                losses.append(self.owned_class_loss(net, params, ctx, c, real_net))
+                yield self.owned_class_loss(net, params, ctx, c, real_net)
                 continue
             real = ctx.sample_real(c, self.batch_real)
             syn = ctx.images[c * ctx.ipc : (c + 1) * ctx.ipc]
@@ -195,10 +201,9 @@ class GradientMatching(Matcher):
                 transform = self.augment.sample(ctx.generator, image_size=tuple(syn.shape[-2:]))
                 real, syn = transform(real), transform(syn)
             if not owns_class(c):  # class-parallel: another rank's class (its draws made)
-                losses.append(syn.sum() * 0.0)
+                yield syn.sum() * 0.0
                 continue
-            losses.append(self.match(net, params, real, syn, c, real_net))
-        return torch.stack(losses)
+            yield self.match(net, params, real, syn, c, real_net)
 
     def owned_class_loss(
         self,
