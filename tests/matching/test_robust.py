@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -167,8 +169,14 @@ def test_wandb_offline_gets_the_group_loss_histogram(tmp_path, monkeypatch) -> N
         output_dir=tmp_path,
     )
     run(cfg)
-    # The offline run's log (what `wandb sync` uploads) holds the histogram records.
-    log = next((tmp_path / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
+    # The offline run's log (what `wandb sync` uploads) holds the histogram records. W&B's
+    # service process may still be writing it when finish() returns (seen on a loaded
+    # machine), so the file is read until it holds them or 60 s have passed.
+    deadline, log = time.monotonic() + 60, b""
+    while time.monotonic() < deadline and not (b"risk/group_losses" in log and b"histogram" in log):
+        logs = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+        log = logs[0].read_bytes() if logs else b""
+        time.sleep(0.5)
     assert b"risk/group_losses" in log and b"histogram" in log
 
 
