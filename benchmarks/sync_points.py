@@ -240,6 +240,8 @@ def overrides_for(method: str, risk: str, iterations: int, out: Path, device, bu
     settings = ["ipc=2", f"matching={method}", f"matching.iterations={iterations}", f"risk={risk}"]
     settings += ["logger=none", "checkpoint_every=0", "trainer.enable_progress_bar=false"]
     settings += [*EXTRA.get(method, []), f"paths.output_dir={out}", *accelerator(device)]
+    if risk != "none":  # two subgroups per class: each owns one of the IPC 2 images
+        settings += ["clustering.k=2"]
     if method == "mtt":
         settings += ["experts.num_experts=1", "experts.epochs=2", f"experts.root={buffer}"]
         if risk != "none":  # robust experts are another buffer; the risk acts on matching
