@@ -105,8 +105,9 @@ def _train(job: Job) -> dict[str, torch.Tensor]:
     """Train one network on this worker's device; its weights (and buffers) on the CPU."""
     settings = job.trainer_kwargs | _worker_device
     module, _ = train_eval_net(
-        job.make_net, job.images, job.labels, job.num_classes, job.eval_cfg, settings, job.seed
-    )
+        job.make_net, job.images, job.labels, job.num_classes, job.eval_cfg, settings, job.seed,
+        show_epochs=False,  # one bar per worker would interleave with the others
+    )  # fmt: skip
     return {name: t.detach().cpu() for name, t in module.net.state_dict().items()}
 
 
