@@ -272,9 +272,15 @@ CASES = [
     ),
     # -- files ---------------------------------------------------------------------------------
     Case("missing synset", "rdd.evaluate", ["synset={tmp}/none.pt"], "not found"),
-    Case("truncated synset", "rdd.evaluate", ["synset={tmp}/truncated.pt"], "corrupt"),
+    Case(
+        "truncated synset",
+        "rdd.evaluate",
+        ["synset={tmp}/truncated.pt"],
+        "is a damaged or truncated torch.save archive",
+    ),
     Case("foreign .pt", "rdd.evaluate", ["synset={tmp}/model.pt"], "not an rdd synthetic set"),
     Case("pickle payload", "rdd.evaluate", ["synset={tmp}/evil.pt"], "synset"),
+    Case("code in a plain pickle", "rdd.evaluate", ["synset={tmp}/code.pt"], "holds code ("),
     Case(
         "other dataset",
         "rdd.evaluate",
@@ -282,7 +288,12 @@ CASES = [
         "does not match the synthetic set",
     ),
     Case("no synset", "rdd.evaluate", [], "synset is not set: pass synset="),
-    Case("random bytes", "rdd.evaluate", ["synset={tmp}/random.pt"], "not a readable torch file"),
+    Case(
+        "random bytes",
+        "rdd.evaluate",
+        ["synset={tmp}/random.pt"],
+        "is neither a torch.save file nor a pickle",
+    ),
     Case(
         "unknown format",
         "rdd.evaluate",
@@ -385,6 +396,7 @@ def prepare_files(tmp: Path, finished: Path) -> None:
         tmp / "evil.pt",
         pickle_module=pickle,
     )
+    (tmp / "code.pt").write_bytes(pickle.dumps({"images": Payload(str(tmp / "executed"))}))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -111,7 +111,10 @@ def test_evaluate_a_saved_set(tmp_path, cli) -> None:
 def test_evaluate_refuses_a_corrupt_or_foreign_file(tmp_path, cli) -> None:
     bad = tmp_path / "synset.pt"
     bad.write_bytes(b"definitely not a zip archive")
-    assert_one_line_error(cli("rdd.evaluate", f"synset={bad}", cwd=tmp_path), "corrupt")
+    assert_one_line_error(
+        cli("rdd.evaluate", f"synset={bad}", cwd=tmp_path),
+        "is neither a torch.save file nor a pickle",
+    )
     png = tmp_path / "picture.png"
     Image.new("RGB", (4, 4)).save(png)
     assert_one_line_error(cli("rdd.evaluate", f"synset={png}", cwd=tmp_path), "picture.png")

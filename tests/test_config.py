@@ -181,3 +181,24 @@ def test_the_cross_architecture_pool_builds_every_net_and_keeps_the_protocol(tmp
     for name, factory in eval_nets(cfg, data).items():
         out = factory()(data.train_x[:2])
         assert out.shape == (2, data.num_classes), name
+
+
+def test_the_readme_gives_an_overlays_example_command_in_full() -> None:
+    """An overlay whose YAML shows the command to run it (``# python -m rdd.run experiment=X
+    ...``) is named in README.md with that whole command, never with its overrides elided."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        shown = re.search(r"^# python -m rdd\.run (experiment=\S+.*)$", path.read_text(), re.M)
+        if shown is None:
+            continue
+        command = shown.group(1).strip()
+        name = command.split()[0]
+        # Each mention: from the overlay's name to the end of its `code` or its command line.
+        mentions = re.findall(rf"{re.escape(name)}(?![\w])[^`#\n]*", readme)
+        assert mentions, f"README.md does not show {command}"
+        for mention in mentions:
+            assert " ".join(mention.split()) == command, (path.name, mention)

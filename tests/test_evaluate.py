@@ -31,7 +31,7 @@ def test_an_rdd_set_is_evaluated_with_its_own_protocol(tmp_path, cli) -> None:
     # The same protocol and seed as the run's own evaluation: the same figure.
     assert metrics["test_acc"] == run_metrics["test_acc"]
     summary = (out / "summary.txt").read_text()
-    assert "1 nets x 2 epochs, DSA off" in summary and "distill" not in summary
+    assert "1 net x 2 epochs, DSA off" in summary and "distill" not in summary
     assert summary.strip() in result.stdout
     out2 = tmp_path / "eval2"
     changed = cli(

@@ -97,3 +97,24 @@ def test_resume_alone_re_applies_the_killed_runs_overrides(tmp_path, argv, expec
     (run_dir / "checkpoint.pt").touch()  # resumable (what it holds is checked when loaded)
     fill = [a.replace("R", str(run_dir)) for a in argv]
     assert with_resumed_overrides(fill) == [a.replace("R", str(run_dir)) for a in expected]
+
+
+def test_the_stop_line_is_not_glued_to_an_open_progress_bar(capsys) -> None:
+    """A bar (and a transient inner one) still open when a command stops: the bars are closed
+    and the line starts a line of its own, not after the bar's text or its cursor-up code."""
+    from tqdm import tqdm
+
+    from rdd.cli import fail
+
+    outer = tqdm(total=10, desc="distilling", file=sys.stderr)
+    outer.update(3)
+    inner = tqdm(total=50, desc="outer steps", leave=False, file=sys.stderr)
+    inner.update(7)
+    with pytest.raises(SystemExit) as stop:
+        fail(Interrupted("distillation stopped; resume with ..."))
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    before, line = err.rsplit("interrupted: ", 1)
+    assert before.endswith("\n"), repr(err)
+    assert line == "distillation stopped; resume with ...\n"
+    assert outer.disable and inner.disable  # closed

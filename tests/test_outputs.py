@@ -4,8 +4,10 @@ as rdd.run returns them (also from files written before, which repeat the headli
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from rdd.errors import UserError
 from rdd.outputs import read_metrics, stored_metrics
@@ -62,3 +64,18 @@ def test_a_broken_file_is_a_one_line_user_error(tmp_path) -> None:
         read_metrics(tmp_path)
     with pytest.raises(UserError, match="cannot read"):
         read_metrics(tmp_path / "missing")
+
+
+def test_the_summary_counts_networks_and_epochs_in_words_that_agree() -> None:
+    from types import SimpleNamespace
+
+    from rdd.summary import format_summary
+
+    data = SimpleNamespace(im_size=(8, 8), name="digits", num_classes=10, channel=1)
+    for nets, epochs, words in ((1, 1, "1 net x 1 epoch"), (5, 300, "5 nets x 300 epochs")):
+        cfg = OmegaConf.create(
+            {"matching": {"name": "dc"}, "risk": {"name": "none"}, "ipc": 1, "seed": 0}
+            | {"eval": {"num_nets": nets, "epochs": epochs, "dsa": False}}
+        )
+        summary = format_summary(cfg, data, {"eval_seconds": 1.0}, Path("out"))
+        assert f"({words}, DSA off)" in summary

@@ -85,7 +85,7 @@ def test_corrupt_file(tmp_path) -> None:
     path = tmp_path / "synset.pt"
     make_set().save(path)
     path.write_bytes(path.read_bytes()[:200])  # truncated
-    with pytest.raises(UserError, match="corrupt"):
+    with pytest.raises(UserError, match="is a damaged or truncated torch.save archive"):
         SyntheticSet.load(path)
 
 

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
 
 from rdd.config import CONF_DIR, check_fresh, check_writable, explain, first_line
 from rdd.errors import Interrupted, UserError
@@ -119,8 +120,18 @@ def fail(
     message = f"{err.label}: {err or 'nothing was kept'}" if interrupted else f"error: {err}"
     if job_dir is not None:
         discard_failed_run(job_dir, message)
+    close_progress_bars()
     print(message, file=sys.stderr)
     sys.exit(err.exit_status if interrupted else 2)
+
+
+def close_progress_bars() -> None:
+    """Close the tqdm bars a stopped command left open, inner ones first, so that its one
+    line starts a line of its own: an open bar leaves the cursor after its text (or, an
+    inner one, a line up), where the line would otherwise be glued."""
+    for bar in sorted(tqdm._instances, key=lambda bar: -abs(bar.pos)):
+        bar.close()
+    sys.stdout.flush()  # Lightning's bar writes to stdout, the line goes to stderr
 
 
 def fail_job(err: Exception, alike_on_every_rank: bool = False) -> NoReturn:

@@ -14,6 +14,13 @@ from rdd.config import CONF_DIR
 
 RESOLVER = "rdd_config_groups"
 
+# What an entry point whose config extends run.yaml leaves out of its --help: the groups it
+# never reads, and for a group it reads, the prefix of the options it accepts. rdd.buffer
+# makes MTT's experts: it evaluates nothing, logs no metrics, runs no Lightning callbacks,
+# searches nothing, and refuses any matching but mtt (rdd.experts.training).
+UNUSED_GROUPS = {"buffer": ("eval", "logger", "callbacks", "hparams_search", "debug")}
+ACCEPTED_OPTIONS = {"buffer": {"matching": "mtt", "experiment": "mtt_"}}
+
 
 def defaults_of(config_name: str) -> list[tuple[str, Any]]:
     """(group, default option) for each group a primary config's defaults list selects, the
@@ -34,11 +41,18 @@ def defaults_of(config_name: str) -> list[tuple[str, Any]]:
 
 
 def group_help(config_name: str) -> str:
-    """One line per group: ``matching: dc, dm, ... (default: dc)``."""
+    """One line per group the entry point reads: ``matching: dc, dm, ... (default: dc)``;
+    ``matching: mtt (required)`` where it accepts only options its default is not."""
     lines = []
+    accepted = ACCEPTED_OPTIONS.get(config_name, {})
     for group, default in defaults_of(config_name):
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        if group in UNUSED_GROUPS.get(config_name, ()):
+            continue
+        prefix = accepted.get(group, "")
+        options = sorted(p.stem for p in (CONF_DIR / group).glob(f"{prefix}*.yaml"))
         chosen = f"default: {default}" if default is not None else "optional"
+        if default is not None and default not in options:
+            chosen = "required"
         line = f"{group}: {', '.join(options)} ({chosen})"
         lines.append(textwrap.fill(line, width=100, subsequent_indent="    "))
     return "\n".join(lines)

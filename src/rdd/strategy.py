@@ -26,6 +26,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from omegaconf import OmegaConf
 
 from rdd.errors import Interrupted, UserError
+from rdd.lifeline import die_with_parent
 from rdd.preemption import defer_signals
 
 # Strategy names that select this strategy; other distributed strategies are refused.
@@ -43,6 +44,16 @@ class ReplicatedDDPStrategy(DDPStrategy):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(start_method="popen" if launched_externally() else "spawn", **kwargs)
+
+    def configure_ddp(self) -> None:
+        # No DistributedDataParallel wrapper: see the module docstring.
+        pass
+
+    def _configure_launcher(self) -> None:
+        if self._start_method == "popen":  # torchrun/srun started the ranks: join them
+            super()._configure_launcher()
+        else:
+            self._launcher = StoppableLauncher(self, start_method=self._start_method)
 
 
 def launched_externally() -> bool:
@@ -81,13 +92,6 @@ def launched_devices(devices: Any) -> Any:
         return devices
     return local
 
-    def configure_ddp(self) -> None:
-        # No DistributedDataParallel wrapper: see the module docstring.
-        pass
-
-    def _configure_launcher(self) -> None:
-        self._launcher = StoppableLauncher(self, start_method="spawn")
-
 
 class StoppableLauncher(_MultiProcessingLauncher):
     """Lightning's spawn launcher, through which the ranks' stop at a safe point
@@ -97,6 +101,7 @@ class StoppableLauncher(_MultiProcessingLauncher):
     def _wrapping_function(
         self, process_idx, trainer, function, args, kwargs, return_queue, global_states=None
     ) -> None:
+        die_with_parent()  # a killed main process leaves no rank behind (rdd.lifeline)
         defer_signals()  # before Lightning installs its handlers (see rdd.preemption)
         try:
             super()._wrapping_function(

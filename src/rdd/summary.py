@@ -19,7 +19,8 @@ def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path
         # rdd.evaluate has no distillation time (and foreign sets never had one).
         (f"distill {metrics['distill_seconds']:.1f} s | " if "distill_seconds" in metrics else "")
         + f"evaluation {metrics['eval_seconds']:.1f} s "
-        f"({cfg.eval.num_nets} nets x {cfg.eval.epochs} epochs, DSA {'on' if cfg.eval.dsa else 'off'})",
+        f"({plural(cfg.eval.num_nets, 'net')} x {plural(cfg.eval.epochs, 'epoch')}, "
+        f"DSA {'on' if cfg.eval.dsa else 'off'})",
     ]
     columns = summary_columns(metrics, archs[0]) if archs else {}
     widths = [max(17, len(title) + 2) for title in columns.values()]
@@ -35,6 +36,11 @@ def format_summary(cfg: Any, data: Any, metrics: dict[str, float], out_dir: Path
         )
     rows.append(f"outputs: {out_dir}")
     return "\n".join(rows)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 net``, ``5 nets``: a count with its noun."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def summary_columns(metrics: dict[str, float], arch: str) -> dict[str, str]:

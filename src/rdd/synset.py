@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from rdd.errors import UserError
 from rdd.expansion import expand
-from rdd.io import atomic_write
+from rdd.io import atomic_write, refusal, torch_load_safely
 from rdd.zca import ZCA
 
 FORMAT = "rdd-synset/1"
@@ -93,16 +93,16 @@ class SyntheticSet:
         """Load a set written by :meth:`save`; a run directory is accepted too.
 
         Raises:
-            UserError: the path is missing, or the file is corrupt or not an rdd synthetic set.
+            UserError: the path is missing, or the file is damaged, holds code, or is not an
+                rdd synthetic set.
         """
         path = resolve_synset_path(path)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            payload = torch_load_safely(path)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
             raise UserError(
-                f"cannot read synthetic set '{path}' ({first[:120]}): the file is corrupt or not an "
-                "rdd synset; pass a synset.pt written by python -m rdd.run"
+                f"synthetic set '{path}' {refusal(path)}: pass a synset.pt written by "
+                "python -m rdd.run"
             ) from None
         return cls._from_payload(payload, path)
 

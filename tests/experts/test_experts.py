@@ -274,3 +274,23 @@ def test_command_line_says_how_to_make_the_missing_buffer_then_uses_it(tmp_path,
     assert synset.zca is not None and synset.meta["zca"]  # the evaluator whitens its test data
     assert any("-zca-" in p.name for p in (tmp_path / "buffers").iterdir())
     assert read_metrics(out)["test_acc"] > 0
+
+
+def test_the_buffer_run_log_says_what_was_made_and_where(tmp_path, cli) -> None:
+    """buffer.log in the run directory is not empty: it names the experts and their folder,
+    counted in words that agree with the numbers ("1 expert", not "1 experts")."""
+    root, out = tmp_path / "buffers", tmp_path / "run"
+    made = cli(
+        "rdd.buffer",
+        "matching=mtt",
+        "matching.max_start_epoch=1",
+        *MTT_EXPERTS,
+        f"experts.root={root}",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    (store,) = root.iterdir()
+    lines = (out / "buffer.log").read_text().splitlines()
+    assert any(line.endswith(f"1 expert x 2 epochs in {store}") for line in lines), lines
+    assert any(f"1 expert x 2 epochs (0 already made) -> {store}" in line for line in lines)

@@ -110,3 +110,12 @@ def test_wandb_offline_logs_the_table_and_plots(tmp_path, monkeypatch) -> None:
     assert dsa[5] == pytest.approx(52.0) and dsa[6] == pytest.approx(np.std([50, 52, 54]))
     images = {p.name.split("_")[0] for p in (run_dir / "files" / "media" / "images").glob("*.png")}
     assert images == {"acc", "clusters", "grids"}
+
+
+@pytest.mark.parametrize(
+    ("ipc", "title"), [(1, "digits, 1 image per class"), (10, "digits, 10 images per class")]
+)
+def test_the_grid_figure_counts_images_in_words_that_agree(ipc, title) -> None:
+    from rdd.report.plots import plot_grids
+
+    assert plot_grids([], "digits", ipc).get_suptitle() == title

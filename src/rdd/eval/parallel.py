@@ -9,7 +9,8 @@ back to this process, which scores them exactly as it scores its own (same code,
 loaders). Results arrive in the order of the one-by-one evaluation.
 
 Workers are spawned (a CUDA context does not survive a fork) and ignore Ctrl-C: the main
-process stops them, and says what the evaluation kept (rdd.eval.scoring).
+process stops them, and says what the evaluation kept (rdd.eval.scoring); a main process
+killed outright takes them with it (rdd.lifeline).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from rdd.errors import UserError
 from rdd.eval.stacked import eval_device
 from rdd.eval.training import EvalNetModule, init_net, train_eval_net
+from rdd.lifeline import die_with_parent
 
 _worker_device: dict[str, Any] = {}  # this worker's trainer settings (set by _start_worker)
 
@@ -99,7 +101,9 @@ def train_in_parallel(jobs: list[Job], devices: list[dict[str, Any]]) -> Iterato
 
 
 def _start_worker(slots: Any, threads: int) -> None:
-    """A worker's set-up: its own device, its share of the CPU threads, no Ctrl-C of its own."""
+    """A worker's set-up: its own device, its share of the CPU threads, no Ctrl-C of its own,
+    and no life after the main process's (rdd.lifeline)."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker_device.update(slots.get())
@@ -109,8 +113,9 @@ def _train(job: Job) -> dict[str, torch.Tensor]:
     """Train one network on this worker's device; its weights (and buffers) on the CPU."""
     settings = job.trainer_kwargs | _worker_device
     module, _ = train_eval_net(
-        job.make_net, job.images, job.labels, job.num_classes, job.eval_cfg, settings, job.seed
-    )
+        job.make_net, job.images, job.labels, job.num_classes, job.eval_cfg, settings, job.seed,
+        show_epochs=False,  # one bar per worker would interleave with the others
+    )  # fmt: skip
     return {name: t.detach().cpu() for name, t in module.net.state_dict().items()}
 
 

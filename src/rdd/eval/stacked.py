@@ -41,6 +41,7 @@ from rdd.eval.training import (
     init_net,
     protocol_optimizer,
 )
+from rdd.progress import EpochBar
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def train_stacked(
     eval_cfg: Any,
     seeds: Sequence[int],
     device: torch.device | str = "cpu",
+    show_epochs: bool = True,
 ) -> StackedNets:
     """Train one fresh network per seed together, each exactly as
     :func:`rdd.eval.training.train_eval_net` trains it alone.
@@ -207,6 +209,7 @@ def train_stacked(
         eval_cfg: the `eval` config (epochs, batch_size, lr, momentum, ...).
         seeds: network i's seed, as passed to ``train_eval_net``.
         device: where to train.
+        show_epochs: the epochs on a bar once the training has run a few seconds.
 
     Returns:
         The M = len(seeds) trained networks, in evaluation mode.
@@ -221,20 +224,22 @@ def train_stacked(
     )
     x_all, y_all = images.detach().to(device), labels.detach().to(device)
     stacked.train(True)
-    for batches in zip(*samplers, strict=True):  # step s: batch s of every network
-        xs, ys = [], []
-        for index, generator in zip(batches, generators, strict=True):
-            index = index.to(device)
-            x = x_all[index]
-            xs.append(augment(x, generator) if augment is not None else x)
-            ys.append(y_all[index])
-        logits = stacked(torch.stack(xs))
-        # Each network's loss as it computes it alone; the sum's gradient is each one's own.
-        loss = torch.stack([F.cross_entropy(z, y) for z, y in zip(logits, ys, strict=True)])
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        sched.step()
+    with EpochBar(eval_cfg.epochs, samplers[0].batches_per_epoch, show_epochs) as bar:
+        for batches in zip(*samplers, strict=True):  # step s: batch s of every network
+            xs, ys = [], []
+            for index, generator in zip(batches, generators, strict=True):
+                index = index.to(device)
+                x = x_all[index]
+                xs.append(augment(x, generator) if augment is not None else x)
+                ys.append(y_all[index])
+            logits = stacked(torch.stack(xs))
+            # Each network's loss as it computes it alone; the sum's gradient is each one's own.
+            loss = torch.stack([F.cross_entropy(z, y) for z, y in zip(logits, ys, strict=True)])
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            sched.step()
+            bar.step()
     stacked.train(False)
     return stacked
 

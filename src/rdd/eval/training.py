@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from rdd.augment import DSA
 from rdd.eval.metrics import ClassAccuracy
+from rdd.progress import EpochBar
 from rdd.seeds import derived_seed
 
 
@@ -166,6 +167,28 @@ def protocol_optimizer(
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[decay], gamma=0.1)
 
 
+class EpochProgress(L.Callback):
+    """One network's epochs on an :class:`rdd.progress.EpochBar` (the Trainer has no bar of
+    its own: its one epoch holds every training epoch, EpochBatchSampler)."""
+
+    def __init__(self, sampler: EpochBatchSampler, show: bool = True) -> None:
+        self.epochs, self.steps, self.show = sampler.epochs, sampler.batches_per_epoch, show
+        self.bar: EpochBar | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bar = EpochBar(self.epochs, self.steps, self.show)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.bar.step()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bar.close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train_eval_net(
     make_net: Callable[[], nn.Module],
     images: torch.Tensor,
@@ -174,9 +197,11 @@ def train_eval_net(
     eval_cfg: Any,
     trainer_kwargs: dict[str, Any],
     seed: int,
+    show_epochs: bool = True,
 ) -> tuple[EvalNetModule, L.Trainer]:
     """Train one fresh network on (images (N, C, H, W), labels (N,) int64 or (N, K) float
-    probabilities) by the protocol."""
+    probabilities) by the protocol; its epochs on a bar once it has trained a few seconds
+    (``show_epochs``)."""
     net = init_net(make_net, seed)
     sampler = batch_order(len(images), eval_cfg, seed)
     module = EvalNetModule(
@@ -190,12 +215,12 @@ def train_eval_net(
         seed=augment_seed(seed),
     )
     loader = DataLoader(TensorDataset(images.detach().cpu(), labels.cpu()), batch_sampler=sampler)
-    trainer = eval_trainer(trainer_kwargs)
+    trainer = eval_trainer(trainer_kwargs, [EpochProgress(sampler, show_epochs)])
     trainer.fit(module, train_dataloaders=loader)
     return module, trainer
 
 
-def eval_trainer(trainer_kwargs: dict[str, Any]) -> L.Trainer:
+def eval_trainer(trainer_kwargs: dict[str, Any], callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A quiet one-epoch Trainer that trains (the epochs are in the sampler) or scores."""
     return L.Trainer(
         max_epochs=1,
@@ -204,5 +229,6 @@ def eval_trainer(trainer_kwargs: dict[str, Any]) -> L.Trainer:
         enable_model_summary=False,
         enable_progress_bar=False,
         num_sanity_val_steps=0,
+        callbacks=list(callbacks),
         **trainer_kwargs,
     )

@@ -10,6 +10,7 @@ from its last epoch.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -29,6 +30,9 @@ from rdd.nets import net_factory
 from rdd.realpool import RealPool
 from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
 from rdd.seeds import derived_seed
+from rdd.summary import plural
+
+log = logging.getLogger(__name__)
 
 
 def make_buffer(cfg: DictConfig) -> ExpertStore:
@@ -45,12 +49,15 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     todo = [i for i in range(cfg.experts.num_experts) if not store.expert_path(i).exists()]
     epochs = cfg.experts.epochs
     done = cfg.experts.num_experts - len(todo)
+    experts = f"{plural(cfg.experts.num_experts, 'expert')} x {plural(epochs, 'epoch')}"
+    # Through logging: the console, and buffer.log in the run directory (Hydra's job log).
+    log.info("rdd.buffer: %s (%d already made) -> %s", experts, done, store.directory)
     with tqdm(
         total=cfg.experts.num_experts * epochs, initial=done * epochs, desc="experts", unit="epoch"
     ) as bar:
         for index in todo:
             trainer.train(index, store, bar)
-    print(f"{cfg.experts.num_experts} experts x {epochs} epochs in {store.directory}")
+    log.info("%s in %s", experts, store.directory)
     return store
 
 

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from rdd.errors import UserError
+from rdd.io import code_in, holds_code, pickled_names, refusal, torch_load_safely
 
 # What rdd.evaluate reads, for the messages that refuse a file.
 READABLE = (
-    "it reads an rdd synset.pt, VICO/IDM res_*.pt, MTT images_best.pt (+ labels_best.pt), "
-    "IDM acc_*.pkl and a torch file of {images, labels}"
+    "rdd.evaluate reads an rdd synset.pt, VICO/IDM res_*.pt, MTT images_best.pt "
+    "(+ labels_best.pt), IDM acc_*.pkl and a torch file of {images, labels}"
 )
 
 # VICO's and IDM's res_*.pt keep np.float64 accuracies (np.mean of a list) next to the images;
@@ -41,26 +42,9 @@ def first_line(err: BaseException) -> str:
 def load_torch(path: Path) -> Any:
     """``torch.load`` a file safely on the CPU; a one-line UserError when it cannot be read."""
     try:
-        with torch.serialization.safe_globals(NUMPY_SCALARS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # A torch.save archive with code in its pickle; random bytes fail the same way.
-        if "Weights only load failed" in str(err) and zipfile.is_zipfile(path):
-            raise UserError(
-                f"'{path}' holds Python objects other than tensors, numbers and strings, which "
-                f"rdd does not load (they could run code): save the images and labels as tensors; "
-                f"{READABLE}"
-            ) from None
-        raise _unreadable(path, err) from None
-    except LOAD_ERRORS as err:
-        raise _unreadable(path, err) from None
-
-
-def _unreadable(path: Path, err: BaseException) -> UserError:
-    return UserError(
-        f"'{path}' is not a readable torch file (corrupt, truncated or not written by "
-        f"torch.save: {first_line(err)}); {READABLE}"
-    )
+        return torch_load_safely(path, NUMPY_SCALARS)
+    except LOAD_ERRORS:
+        raise UserError(f"'{path}' {refusal(path)}; {READABLE}") from None
 
 
 def _storage_from_bytes(data: bytes) -> Any:
@@ -91,6 +75,8 @@ def load_pickle(path: Path) -> Any:
         with path.open("rb") as handle:
             return TensorUnpickler(handle).load()
     except (*LOAD_ERRORS, ValueError, AttributeError, IndexError) as err:
-        raise UserError(
-            f"'{path}' is not a readable pickle of tensors ({first_line(err)}); {READABLE}"
-        ) from None
+        code = [] if isinstance(err, OSError) else code_in(pickled_names(path))
+        why = (
+            holds_code(code) if code else f"is not a readable pickle of tensors ({first_line(err)})"
+        )
+        raise UserError(f"'{path}' {why}; {READABLE}") from None

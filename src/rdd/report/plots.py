@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from rdd.io import atomic_write
 from rdd.report.aggregate import Row, distinct_seeds, std_kind
 from rdd.report.runs import Run, sort_key
+from rdd.summary import plural
 
 # line style per risk measure in the IPC plot, the base (risk none) first
 RISK_STYLES = [
@@ -166,7 +167,7 @@ def plot_grids(
         ax.imshow(read_image(grid_path(run)))
         ax.set_title(f"{method} / {risk}\nseed {run.seed}", fontsize="small")
         ax.axis("off")
-    fig.suptitle(f"{dataset}, {ipc} images per class")
+    fig.suptitle(f"{dataset}, {plural(ipc, 'image')} per class")
     return save(fig, path)
 
 
