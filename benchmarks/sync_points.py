@@ -201,9 +201,11 @@ class SyncCounter(TorchFunctionMode):
 
 
 def host_bookkeeping(learner) -> list[torch.Tensor]:
-    """The learner's CPU-side tensors: labels, the subgroup table, the class index."""
+    """The learner's CPU-side tensors: labels, the subgroup table, the class index, and with
+    subgroups owning images every group's members and the images' owners."""
     pool = learner.pool
-    return [learner.real_y, pool.labels, pool.groups, *pool.index.members]
+    owned = [] if learner.ownership is None else [learner.ownership.owners]
+    return [learner.real_y, pool.labels, pool.groups, *pool.index.members, *pool.members, *owned]
 
 
 # -- one tiny run per (method, risk) ---------------------------------------------------------
