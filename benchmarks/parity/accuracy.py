@@ -76,7 +76,7 @@ class Item:
 
 ITEMS = {
     "dm10": Item("dm", 10, "main_DM.py", ("--init", "real"), "dm_cifar10", iterations=100),
-    "dsa1": Item("dsa", 1, "main.py", ("--method", "DSA", "--init", "real"), "dsa_cifar10", 20),
+    "dsa1": Item("dsa", 1, "main.py", ("--method", "DSA", "--init", "real"), "dsa_cifar10", 100),
     "dsa10": Item("dsa", 10, "main.py", ("--method", "DSA", "--init", "real"), "dsa_cifar10", 2),
 }
 REQUIRED = {"vico": ("main.py", "main_DM.py", "utils.py", "networks.py")}
