@@ -18,6 +18,9 @@ Patches to the reference (to its scratch copy only, through a shim imported befo
 - ``torchvision.datasets.CIFAR10`` reads the JPEG folders (an ``ImageFolder``; its classes sort
   into CIFAR-10's order) instead of downloading the pickled batches (no network here). Both
   tools then decode the same JPEGs with PIL and normalise with the same mean and std.
+- VICO's ``main.py`` sets ``args.epoch_eval_train = 1000`` whenever DSA (or DC's augmentation)
+  is on, whatever ``--epoch_eval_train`` says; those assignments are removed
+  (:func:`keep_eval_epochs`), so its own evaluation trains the epochs both sides were given.
 - Nothing else: the budget is set through the script's own arguments (``--Iteration``,
   ``--num_eval``, ``--epoch_eval_train``, ``--num_exp 1``, ``--model ConvNetW32``: both sides
   use ConvNet-3 at width 32, not the published 128), and ``--eval_mode final`` (not
@@ -117,6 +120,18 @@ def check_checkout(path: Path, name: str) -> Path:
     return path
 
 
+# main.py's assignments that override --epoch_eval_train (DSA: 1000; DC with augmentation: 1000).
+FIXED_EVAL_EPOCHS = re.compile(r"^([ \t]*)args\.epoch_eval_train = \d+[^\r\n]*", re.MULTILINE)
+
+
+def keep_eval_epochs(script: Path) -> None:
+    """Make the reference's script evaluate for ``--epoch_eval_train`` epochs, as given."""
+    with script.open(newline="") as f:  # keep the file's own line endings (CRLF in VICO's)
+        text = f.read()
+    with script.open("w", newline="") as f:
+        f.write(FIXED_EVAL_EPOCHS.sub(r"\1pass  # rdd parity: keep --epoch_eval_train", text))
+
+
 def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None):
     """Run ``cmd`` with its output in ``log``; a failure is a BenchError naming both."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +155,7 @@ def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(checkout, folder / "code", ignore=shutil.ignore_patterns(".git"))
     (folder / "code" / "parity_shim.py").write_text(SHIM)
+    keep_eval_epochs(folder / "code" / item.script)
     args = [
         *item.reference_args,
         "--dataset", "CIFAR10", "--model", item.reference_model, "--ipc", str(item.ipc),
