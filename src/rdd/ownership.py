@@ -195,8 +195,11 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     first, due = not own.allocated, not own.fixed and own.settings.due(learner.iteration)
     if not (first or due):
         return {}
+    allocations = [first_allocation] if first else []
+    if due:
+        allocations.append(measured_allocation)
     moved = [torch.empty(0, dtype=torch.int64)]
-    for allocate in (first_allocation,) * first + (measured_allocation,) * due:
+    for allocate in allocations:
         moved.append(allocate(learner))
         if len(moved[-1]):
             restart_rows(learner, moved[-1])
