@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 
 METRICS = ("test_acc", "mean_cluster_acc", "worst_cluster_acc", "worst_class_acc")
 

@@ -65,7 +65,7 @@ class Counter:
 
 
 def call_site() -> str:
-    """The first rdd function (outside rdd.distributed) or Lightning module up the stack."""
+    """The first rdd function (outside rdd.parallel.distributed) or Lightning module up the stack."""
     for frame in inspect.stack()[2:]:
         path = frame.filename
         if "/rdd/" in path and not path.endswith("distributed.py"):
@@ -137,9 +137,9 @@ def run_one(spec: dict) -> None:
     from hydra import compose, initialize_config_dir
 
     import rdd.data.sources as sources
-    from rdd.config import CONF_DIR
+    from rdd.config.compose import CONF_DIR
+    from rdd.config.schemas import register_schemas
     from rdd.run import distill, prepare
-    from rdd.schemas import register_schemas
 
     classes, channels, size, net = SHAPES[spec["shape"]]
     classes = spec.get("classes") or classes

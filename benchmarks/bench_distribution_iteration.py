@@ -31,7 +31,7 @@ from common import (
     time_steps,
 )
 
-from rdd.expansion import pack
+from rdd.distill.expansion import pack
 from rdd.matching.distribution import DistributionMatching
 
 SETTINGS = {

@@ -30,9 +30,9 @@ from common import NUM_CLASSES, SHAPE, add_device_argument, cifar_shaped, machin
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from rdd.config.schemas import EvalSchema
 from rdd.eval.scoring import evaluate_synset
 from rdd.nets import build_net, load_net_config
-from rdd.schemas import EvalSchema
 
 SHIFTS = ("noise", "blur", "invert")
 

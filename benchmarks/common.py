@@ -10,7 +10,7 @@ from functools import partial
 
 import torch
 
-from rdd.learner import SyntheticSetLearner
+from rdd.distill.learner import SyntheticSetLearner
 from rdd.matching.base import backward_each
 from rdd.nets import build_net
 

@@ -21,7 +21,7 @@ from bench_mtt_syn_steps import random_expert, rss_mib
 from common import NUM_CLASSES, SHAPE, cifar_shaped, plain_learner
 from torch import nn
 
-from rdd.expansion import pack
+from rdd.distill.expansion import pack
 from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
 from rdd.matching.trajectory import TrajectoryMatching

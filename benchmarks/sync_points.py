@@ -220,8 +220,8 @@ def compose(config_name: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from rdd.config import CONF_DIR
-    from rdd.schemas import register_schemas
+    from rdd.config.compose import CONF_DIR
+    from rdd.config.schemas import register_schemas
 
     register_schemas()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

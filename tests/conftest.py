@@ -18,8 +18,8 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rdd.config import CONF_DIR  # noqa: E402
-from rdd.schemas import register_schemas  # noqa: E402
+from rdd.config.compose import CONF_DIR  # noqa: E402
+from rdd.config.schemas import register_schemas  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"

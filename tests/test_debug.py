@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 from tests.conftest import compose_config
 
 

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from rdd.eval.baseline import random_subset
 from rdd.eval.protocol import imported_protocol
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 from tests.conftest import TINY, compose_config
 from tests.report.test_report import tables
 

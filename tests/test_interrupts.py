@@ -12,8 +12,8 @@ import time
 import pytest
 
 import rdd.eval.scoring
-from rdd.errors import Interrupted
-from rdd.outputs import read_metrics
+from rdd.config.errors import Interrupted
+from rdd.outputs.files import read_metrics
 from tests.conftest import REPO, TINY
 
 
@@ -88,7 +88,7 @@ def test_sigint_during_distillation_says_how_to_resume(tmp_path) -> None:
 )
 def test_resume_alone_re_applies_the_killed_runs_overrides(tmp_path, argv, expected) -> None:
     """Where the killed run went (hydra.*) is never re-applied, the rest is, before argv."""
-    from rdd.cli import with_resumed_overrides
+    from rdd.config.cli import with_resumed_overrides
 
     run_dir = tmp_path / "killed"
     (run_dir / ".hydra").mkdir(parents=True)
@@ -104,7 +104,7 @@ def test_the_stop_line_is_not_glued_to_an_open_progress_bar(capsys) -> None:
     and the line starts a line of its own, not after the bar's text or its cursor-up code."""
     from tqdm import tqdm
 
-    from rdd.cli import fail
+    from rdd.config.cli import fail
 
     outer = tqdm(total=10, desc="distilling", file=sys.stderr)
     outer.update(3)

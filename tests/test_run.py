@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from rdd.errors import UserError
-from rdd.outputs import read_metrics
+from rdd.config.errors import UserError
+from rdd.outputs.files import read_metrics
 from rdd.run import run
 from rdd.synset import SyntheticSet
 from tests.conftest import TINY, compose_config

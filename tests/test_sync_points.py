@@ -60,7 +60,7 @@ def test_the_counter_sees_device_reads_and_not_host_draws() -> None:
 
 
 def sync_points_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    from rdd.device import to_device
+    from rdd.parallel.device import to_device
 
     return to_device(t, device)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.synset import SyntheticSet, class_grouped_labels
 
 

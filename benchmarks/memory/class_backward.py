@@ -52,7 +52,7 @@ def one_iteration(method: str, classes: int, ipc: int) -> dict:
     import lightning as L
     import torch
 
-    from rdd.learner import SyntheticSetLearner
+    from rdd.distill.learner import SyntheticSetLearner
     from rdd.matching.distribution import DistributionMatching
     from rdd.matching.gradient import GradientMatching
     from rdd.nets import build_net

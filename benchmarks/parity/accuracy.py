@@ -52,7 +52,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

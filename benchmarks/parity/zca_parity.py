@@ -5,7 +5,7 @@ compute_inv=True)`` on ``ToTensor()`` images of the training split and whitens e
 with it. Both are run here on the same images -- the digits training split as rdd's data
 module reads it (16x16, raw [0, 1] pixels) -- and the whitened test images are compared.
 Prints the max relative difference; ``--record`` writes kornia's output to the fixture that
-``tests/test_zca.py`` checks rdd against on every ``make test``.
+``tests/data/test_zca.py`` checks rdd against on every ``make test``.
 
 rdd now fits with kornia's ``zca_mean`` itself (kornia is a dependency), so this checks that
 rdd's data module feeds kornia what MTT feeds it and applies the fit as kornia's module does.

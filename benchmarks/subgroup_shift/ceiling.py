@@ -39,7 +39,7 @@ KEYS = ("transform", "rare_per_class", "seed", "nets", "epochs")  # what a rerun
 
 def run_config(root: str, transform: str, nets: int, epochs: int):
     """rdd.run's config for this benchmark's evaluation (``run.sh``'s overrides)."""
-    from rdd.config import compose_or_explain
+    from rdd.config.compose import compose_or_explain
 
     overrides = [
         "data=cifar10",
@@ -58,7 +58,7 @@ def run_config(root: str, transform: str, nets: int, epochs: int):
 
 def ranked_members(data, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per class, its rare and its common training indices in a seeded random order."""
-    from rdd.seeds import derived_seed
+    from rdd.utils.seeds import derived_seed
 
     gen = torch.Generator().manual_seed(derived_seed(seed, "ceiling"))
     ranked = []
@@ -122,7 +122,7 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    from rdd.config import build
+    from rdd.config.compose import build
 
     torch.set_num_threads(1)  # the machine is shared; one thread, as OMP_NUM_THREADS=1
     for transform in args.transforms:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 
 NAME = re.compile(r"(?P<method>[a-z]+)_(?P<arm>[a-z_]+?)_s(?P<seed>\d+)(?P<tag>.*)$")
 KEYS = ("test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc")

@@ -44,7 +44,7 @@ from torch import Tensor
 from rdd.clustering import KMeansClusterer, embed_in_batches, rare_group_discovery, robust_scaling
 from rdd.clustering.discovery import class_rare_group
 from rdd.clustering.features import style_statistics
-from rdd.config import build
+from rdd.config.compose import build
 from rdd.nets import net_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))

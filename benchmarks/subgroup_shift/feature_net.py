@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from rdd.clustering import KMeansClusterer
-from rdd.config import build
+from rdd.config.compose import build
 from rdd.nets import net_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))

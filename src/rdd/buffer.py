@@ -9,11 +9,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from rdd.cli import fail_job, run_cli
-from rdd.config import CONF_DIR
-from rdd.errors import Interrupted, UserError
+from rdd.config.cli import fail_job, run_cli
+from rdd.config.compose import CONF_DIR
+from rdd.config.errors import Interrupted, UserError
+from rdd.config.schemas import register_schemas
 from rdd.experts.training import make_buffer
-from rdd.schemas import register_schemas
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="buffer")

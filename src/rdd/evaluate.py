@@ -22,10 +22,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.cli import fail_job, quiet_lightning, run_cli
-from rdd.config import CONF_DIR, build
+from rdd.config.cli import fail_job, quiet_lightning, run_cli
+from rdd.config.compose import CONF_DIR, build
+from rdd.config.errors import Interrupted, UserError
+from rdd.config.schemas import register_schemas
 from rdd.data.sources import expand_root, resolve_layout
-from rdd.errors import Interrupted, UserError
 from rdd.eval.baseline import check_baseline, random_subset
 from rdd.eval.protocol import (
     explicit_eval,
@@ -44,11 +45,10 @@ from rdd.eval.settings import (
 )
 from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.imports import convert, read_foreign, resolve_format
-from rdd.io import atomic_write, write_json, write_text
-from rdd.outputs import evaluation_config, prepare_output_dir, write_eval_outputs
-from rdd.schemas import register_schemas
-from rdd.summary import format_summary
+from rdd.outputs.files import evaluation_config, prepare_output_dir, write_eval_outputs
+from rdd.outputs.summary import format_summary
 from rdd.synset import SyntheticSet
+from rdd.utils.io import atomic_write, write_json, write_text
 
 log = logging.getLogger("rdd.evaluate")  # named so in evaluate.log under python -m too
 

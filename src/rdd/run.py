@@ -1,7 +1,7 @@
 """`python -m rdd.run`: distil a synthetic set, evaluate it, write the run's outputs.
 
-The pipeline, and nothing else (its parts live in their own modules: rdd.checkpoint,
-rdd.initial, rdd.outputs, rdd.eval.settings, rdd.loggers). Three seams, each callable with a
+The pipeline, and nothing else (its parts live in their own modules: rdd.checkpoint.state,
+rdd.distill.initial, rdd.outputs.files, rdd.eval.settings, rdd.outputs.loggers). Three seams, each callable with a
 composed config: ``run(cfg) -> metrics`` (everything ``python -m rdd.run`` does),
 ``prepare(cfg) -> Prepared`` (checked config, seeded, data loaded, method and net factory
 built) and ``distill(prepared) -> (images, labels, learned lr)`` (the distillation alone).
@@ -23,18 +23,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rdd.callbacks import build_callbacks
-from rdd.checkpoint import Checkpoints
-from rdd.class_parallel import (
-    check_class_parallel,
-    check_one_forward_per_class,
-    check_ranks_for_classes,
-)
-from rdd.cli import check_ipc, fail_job, quiet_lightning, run_cli
-from rdd.config import CONF_DIR, build
-from rdd.config_tree import config_tree, print_config_tree
+from rdd.checkpoint.preemption import deferred_signals, stopped_distillation
+from rdd.checkpoint.resume import run_checkpoints
+from rdd.checkpoint.state import Checkpoints
+from rdd.config.callbacks import build_callbacks
+from rdd.config.cli import check_ipc, fail_job, quiet_lightning, run_cli
+from rdd.config.compose import CONF_DIR, build
+from rdd.config.errors import Interrupted, NonFiniteError, UserError
+from rdd.config.schemas import register_schemas
+from rdd.config.tree import config_tree, print_config_tree
 from rdd.data.expected import data_line, size_warning
-from rdd.errors import Interrupted, NonFiniteError, UserError
+from rdd.distill.initial import check_class_sizes, expansion_factor, initial_images, real_draw
+from rdd.distill.learner import SyntheticSetLearner
 from rdd.eval.scoring import Evaluation, evaluate_synset
 from rdd.eval.settings import (
     check_eval,
@@ -46,36 +46,36 @@ from rdd.eval.settings import (
 )
 from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.experts import attach_experts
-from rdd.initial import check_class_sizes, expansion_factor, initial_images, real_draw
-from rdd.io import write_text
-from rdd.launch import check_num_nodes, is_launched_rank0
-from rdd.learner import SyntheticSetLearner
-from rdd.loggers import ProgressLog, build_loggers, report_to_loggers
 from rdd.matching import Matcher
 from rdd.nets import checked_net_factory
-from rdd.outputs import (
+from rdd.outputs.files import (
     interrupted_evaluation,
     prepare_output_dir,
     save_synset,
     synset_meta,
     write_eval_outputs,
 )
-from rdd.ownership import AllocationSettings
-from rdd.preemption import deferred_signals, stopped_distillation
-from rdd.resume import run_checkpoints
-from rdd.robust import (
+from rdd.outputs.loggers import ProgressLog, build_loggers, report_to_loggers
+from rdd.outputs.summary import format_summary
+from rdd.parallel.class_parallel import (
+    check_class_parallel,
+    check_one_forward_per_class,
+    check_ranks_for_classes,
+)
+from rdd.parallel.launch import check_num_nodes, is_launched_rank0
+from rdd.parallel.shared_cpu import shared_cpu_warning
+from rdd.parallel.strategy import apply_determinism, distill_strategy, trainer_kwargs
+from rdd.robust.ownership import AllocationSettings
+from rdd.robust.plan import (
     build_clusterer,
     build_risk,
     check_min_per_group,
     check_robust_node,
     plan_for,
 )
-from rdd.schemas import register_schemas
-from rdd.seeds import derived_seed
-from rdd.shared_cpu import shared_cpu_warning
-from rdd.strategy import apply_determinism, distill_strategy, trainer_kwargs
-from rdd.summary import format_summary
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
+from rdd.utils.io import write_text
+from rdd.utils.seeds import derived_seed
 
 log = logging.getLogger("rdd.run")  # named so in run.log under python -m too, not __main__
 
@@ -157,7 +157,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise UserError(
             f"{err}; the last good synthetic set is kept in {out_dir / FILE_NAME}"
         ) from None
-    except Interrupted as err:  # Ctrl-C, or SIGTERM/SIGUSR1 at a safe point (rdd.preemption)
+    except (
+        Interrupted
+    ) as err:  # Ctrl-C, or SIGTERM/SIGUSR1 at a safe point (rdd.checkpoint.preemption)
         raise stopped_distillation(err, checkpoints.path) from None
     distill_seconds = time.perf_counter() - start
     if not is_launched_rank0():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from rdd.cli import run_cli
+from rdd.config.cli import run_cli
 
 
 def _hydra_entry(module: str) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from rdd.errors import UserError
-from rdd.expansion import expand
-from rdd.io import atomic_write, refusal, torch_load_safely
-from rdd.zca import ZCA
+from rdd.config.errors import UserError
+from rdd.data.zca import ZCA
+from rdd.distill.expansion import expand
+from rdd.utils.io import atomic_write, refusal, torch_load_safely
 
 FORMAT = "rdd-synset/1"
 FILE_NAME = "synset.pt"

@@ -19,7 +19,7 @@ from rdd.clustering import (
     nearest_synthetic,
     per_class_kmeans,
 )
-from rdd.config import CONF_DIR
+from rdd.config.compose import CONF_DIR
 from rdd.nets import build_net
 from tests.conftest import compose_config
 
@@ -336,7 +336,9 @@ def test_nearest_synthetic_clusterer_groups_around_the_synthetic_images() -> Non
     syn_images = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 5.0, 10.0, 15.0)])
     syn_labels = torch.tensor([0, 0, 1, 1])
     clusterer = NearestSyntheticClusterer(features="pixels", pool_per_class=None)
-    assert clusterer.nearest and not hasattr(KMeansClusterer(), "nearest")  # how rdd.learner tells
+    assert clusterer.nearest and not hasattr(
+        KMeansClusterer(), "nearest"
+    )  # how rdd.distill.learner tells
     groups = clusterer.fit(images, labels, 2, syn_images=syn_images, syn_labels=syn_labels)
     assert groups.tolist() == torch.arange(4).repeat_interleave(6).tolist()
     assert clusterer.num_groups(2, ipc=2) == 4 == clusterer.num_groups(2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_resume import Killed, distil
+from tests.checkpoint.test_resume import Killed, distil
 
 
 def test_a_resumed_style_clustered_run_equals_an_uninterrupted_one_bitwise(tmp_path) -> None:
@@ -22,7 +22,7 @@ def test_a_resumed_style_clustered_run_equals_an_uninterrupted_one_bitwise(tmp_p
     with pytest.raises(Killed):
         distil(overrides, tmp_path / "killed", kill_after=1)
     state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
-    # The refit at iteration 2 needs these (tests/test_resume.py's DSA case fails without).
+    # The refit at iteration 2 needs these (tests/checkpoint/test_resume.py's DSA case fails without).
     assert state["clusterer"]["feature_scale"].shape == (7,)
     assert state["clusterer"]["centroids"].shape[-1] == 7
     assert torch.equal(whole, distil(overrides, tmp_path / "killed", resume=True))

@@ -16,7 +16,7 @@ from rdd.clustering import (
     robust_scaling,
     style_statistics,
 )
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from tests.conftest import compose_config
 
 # Normalisation like CIFAR-10's: unequal channel means and stds.

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rdd.config import CONF_DIR
+from rdd.config.compose import CONF_DIR
+from rdd.config.errors import UserError
 from rdd.data import RealDataModule, load_dataset, load_source, sources, stratified_split
 from rdd.data import image_folder as imf
-from rdd.errors import UserError
 from tests.conftest import compose_config
 
 CIFAR10 = list(sources.KNOWN_CLASSES["cifar10"])

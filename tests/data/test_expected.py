@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from rdd.config.errors import UserError
 from rdd.data import cache, load_dataset, sources
 from rdd.data.expected import EXPECTED, check_class_folders, size_warning
-from rdd.errors import UserError
 from tests.conftest import TINY
 from tests.data.test_data import CIFAR10, make_tree
 

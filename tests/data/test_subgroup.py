@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 from scipy import ndimage
 
+from rdd.config.errors import UserError
 from rdd.data import RealDataModule
 from rdd.data.subgroup import TRANSFORMS, Subgroup, alter_subgroup, pick_members
-from rdd.errors import UserError
 from rdd.eval.scoring import evaluate_synset
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 from rdd.report import aggregate, find_runs, markdown_table
 from rdd.run import run
 from tests.conftest import TINY, compose_config

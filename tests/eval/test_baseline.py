@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.baseline import random_subset
 
 

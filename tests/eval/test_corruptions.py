@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval import corruptions
 
 RANDOM_SHIFTS = {"noise"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-import rdd.progress
+import rdd.outputs.progress
 from rdd.eval.stacked import train_stacked
 from rdd.eval.training import train_eval_net
-from rdd.progress import EpochBar
+from rdd.outputs.progress import EpochBar
 from tests.eval.test_scoring import CPU
 from tests.eval.test_stacked import PROTOCOL, SEEDS, convnet, train_set
 
@@ -27,7 +27,7 @@ def test_the_bar_counts_epochs_in_steps_with_the_time_per_epoch() -> None:
 @pytest.fixture
 def shown_at_once(monkeypatch):
     """Bars shown from the first step (in a run: once a network has trained a few seconds)."""
-    monkeypatch.setattr(rdd.progress, "INNER_BAR_DELAY_S", 0)
+    monkeypatch.setattr(rdd.outputs.progress, "INNER_BAR_DELAY_S", 0)
 
 
 def test_a_network_trained_alone_shows_its_epochs(shown_at_once, capsys) -> None:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.official_corruptions import corruption_source
 from rdd.eval.shifted_sets import check_shift_settings, shifted_test_sets
-from rdd.outputs import write_eval_outputs
+from rdd.outputs.files import write_eval_outputs
 from tests.eval.test_shifted_sets import TinyTestSet
 
 N = 6  # TinyTestSet's test images: (6, 3, 8, 8)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.parallel import worker_devices
 from rdd.eval.scoring import evaluate_synset
 from rdd.nets import build_net
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 from tests.conftest import TINY
 from tests.eval.test_scoring import CPU, EVAL, EasyData
 

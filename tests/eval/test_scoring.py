@@ -7,13 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.metrics import group_accuracy
 from rdd.eval.partition import partition_test_set
 from rdd.eval.scoring import evaluate_synset
 from rdd.eval.training import EpochBatchSampler
 from rdd.nets import build_net
-from rdd.seeds import derived_seed
+from rdd.utils.seeds import derived_seed
 
 
 class EasyData:

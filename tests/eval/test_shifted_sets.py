@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from rdd.eval.corruptions import apply_corruption, apply_shift
 from rdd.eval.shifted_sets import shifted_test_sets
-from rdd.seeds import derived_seed
+from rdd.utils.seeds import derived_seed
 
 
 class TinyTestSet:

@@ -11,10 +11,10 @@ import torch
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.experts import ExpertStore, Trajectories, buffer_key, store_for
 from rdd.experts.training import ExpertTrainer, make_buffer
-from rdd.outputs import read_metrics
+from rdd.outputs.files import read_metrics
 from tests.conftest import MTT_EXPERTS, compose_config
 
 SMALL = ["matching=mtt", "experts.num_experts=2", "experts.epochs=3", "trainer.accelerator=cpu"]

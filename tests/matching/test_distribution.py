@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.expansion import check_factor, expand, pack
+from rdd.distill.expansion import check_factor, expand, pack
 from rdd.matching.distribution import DistributionMatching, frozen
 from rdd.matching.queue import NetQueue
 from rdd.nets import build_net

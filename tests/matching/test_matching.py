@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.config import CONF_DIR, build
+from rdd.config.compose import CONF_DIR, build
 from rdd.matching import Matcher
 from rdd.matching.coreset import HerdingCoreset, KCenterCoreset, RandomCoreset
 from rdd.matching.distance import cosine_distance, layerwise_distance, mse_distance
@@ -227,7 +227,7 @@ def contract_members() -> set[str]:
 
 
 def test_the_learner_and_the_test_fake_both_implement_the_matcher_contract() -> None:
-    from rdd.learner import SyntheticSetLearner
+    from rdd.distill.learner import SyntheticSetLearner
 
     ctx = matching_context()
     learner = SyntheticSetLearner(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.matching.gradient import GradientMatching
 from rdd.matching.robust import group_sums, risk_cross_entropy
 from rdd.nets import build_net

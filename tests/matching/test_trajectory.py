@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rdd.errors import NonFiniteError, UserError
+from rdd.config.errors import NonFiniteError, UserError
 from rdd.experts import Trajectories, flat_parameters
 from rdd.matching import Matcher
 from rdd.matching.trajectory import TrajectoryMatching
@@ -203,7 +203,7 @@ def test_trajectories_read_snapshots_and_survive_pickling(tmp_path) -> None:
 def tiny_learner(matcher_obj, images: torch.Tensor | None = None):
     import lightning as L
 
-    from rdd.learner import SyntheticSetLearner
+    from rdd.distill.learner import SyntheticSetLearner
 
     images = torch.randn(K * 2, C, H, W) if images is None else images
     learner = SyntheticSetLearner(

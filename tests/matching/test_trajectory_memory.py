@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.experts import Trajectories
 from rdd.matching.trajectory import TrajectoryMatching
 from rdd.nets.convnet import ConvNet

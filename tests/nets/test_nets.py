@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from rdd.config import CONF_DIR
-from rdd.errors import UserError
+from rdd.config.compose import CONF_DIR
+from rdd.config.errors import UserError
 from rdd.nets import (
     ConvNet,
     ResNet18,

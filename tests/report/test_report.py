@@ -18,8 +18,8 @@ from rdd.report import (
     mixed_settings,
     plot_accuracy_vs_ipc,
 )
+from tests.config.test_cli import assert_one_line_error
 from tests.conftest import TINY, run_module
-from tests.test_cli import assert_one_line_error
 
 # (folder, method, ipc, risk, seed, test_acc, its std over nets); figures below derive from it.
 SPECS = [

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from rdd.config.schemas import GENERATED
 from rdd.risk import CVaR, Entropic, MaxGroup, MeanRisk, TwoLevel, cvar_weights
-from rdd.robust import build_risk
-from rdd.schemas import GENERATED
+from rdd.robust.plan import build_risk
 from tests.conftest import compose_config
 
 D = torch.float64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 OPS: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 MODES: tuple[str, ...] = ("single", "all")

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from rdd.augment.config import MODES, OPS, PARAM_KEYS, DSAConfig, parse_strategy
 from rdd.augment.ops import _APPLIERS, _SAMPLERS
-from rdd.device import to_device
-from rdd.errors import UserError
+from rdd.config.errors import UserError
+from rdd.parallel.device import to_device
 
 
 @dataclass(frozen=True, eq=False)

@@ -41,8 +41,8 @@ from rdd.clustering.features import (
     robust_scaling,
     style_statistics,
 )
-from rdd.errors import UserError
-from rdd.seeds import derived_seed
+from rdd.config.errors import UserError
+from rdd.utils.seeds import derived_seed
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:

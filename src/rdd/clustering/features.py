@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 FEATURE_SPACES = ("embedding", "pixels", "fixed_net", "style")
 # Images per forward pass when computing features: bounds memory on large pools.

@@ -15,7 +15,7 @@ from rdd.clustering.base import (
 from rdd.clustering.kmeans import per_class_kmeans
 from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 
 class KMeansClusterer(Grouping):

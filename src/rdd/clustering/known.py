@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rdd.clustering.base import Grouping, _check_images
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 GROUPS_PER_CLASS = 2  # common, altered
 NO_SUBGROUP = (

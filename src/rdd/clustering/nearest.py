@@ -103,7 +103,7 @@ class NearestSyntheticClusterer(Grouping):
         assignments: (P,) group of every pooled real image after :meth:`fit`.
     """
 
-    # Marks a grouper whose fit() needs the synthetic set (rdd.learner tests for it).
+    # Marks a grouper whose fit() needs the synthetic set (rdd.distill.learner tests for it).
     nearest: ClassVar[bool] = True
 
     def __init__(

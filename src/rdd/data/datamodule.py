@@ -10,11 +10,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from rdd.config.errors import UserError
 from rdd.data.cache import cache_file_name, load_dataset
 from rdd.data.sources import check_source
 from rdd.data.subgroup import Subgroup
-from rdd.errors import UserError
-from rdd.zca import ZCA, load_or_fit
+from rdd.data.zca import ZCA, load_or_fit
 
 
 class RealDataModule(L.LightningDataModule):
@@ -46,7 +46,7 @@ class RealDataModule(L.LightningDataModule):
     Attributes (after ``setup()``):
         train_x, val_x, test_x: float32 (N, C, H, W), normalised with ``mean``/``std``
             (and whitened with ``zca`` when it is set).
-        zca: the :class:`rdd.zca.ZCA` applied to the data, or None.
+        zca: the :class:`rdd.data.zca.ZCA` applied to the data, or None.
         subgroup: the parsed ``data.subgroup`` (:class:`rdd.data.subgroup.Subgroup`), or None.
         train_subgroup, val_subgroup: bool (N,), which train/val images were altered, or None.
         train_y, val_y, test_y: int64 (N,).

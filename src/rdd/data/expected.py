@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rdd.config.errors import UserError
 from rdd.data.image_folder import canonical_name
-from rdd.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdd.config.errors import UserError
 from rdd.data import image_folder as imf
 from rdd.data.expected import check_class_folders
-from rdd.errors import UserError
 
 TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "svhn", "cifar10", "cifar100")
 SOURCES = ("digits", *TORCHVISION_SOURCES, "image_folder")

@@ -19,9 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.corruptions import gaussian_blur, quantise
-from rdd.seeds import derived_seed
+from rdd.utils.seeds import derived_seed
 
 # ITU-R BT.601 luma weights in thousandths, so that the rounding is exact in integers.
 LUMA_WEIGHTS = (299, 587, 114)

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from rdd.errors import UserError
-from rdd.seeds import derived_seed
+from rdd.config.errors import UserError
+from rdd.utils.seeds import derived_seed
 
 BASELINES = (None, "random")
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Generator, Tensor
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 PIL_CHUNK = 1024  # images converted to uint8 at a time: bounds the copies for N = 10,000

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 
 LABELS = "labels.npy"
 # The released files: 15 benchmark corruptions and the 4 held-out ones.

@@ -10,7 +10,7 @@ loaders). Results arrive in the order of the one-by-one evaluation.
 
 Workers are spawned (a CUDA context does not survive a fork) and ignore Ctrl-C: the main
 process stops them, and says what the evaluation kept (rdd.eval.scoring); a main process
-killed outright takes them with it (rdd.lifeline).
+killed outright takes them with it (rdd.parallel.lifeline).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.stacked import eval_device
 from rdd.eval.training import EvalNetModule, init_net, train_eval_net
-from rdd.lifeline import die_with_parent
+from rdd.parallel.lifeline import die_with_parent
 
 _worker_device: dict[str, Any] = {}  # this worker's trainer settings (set by _start_worker)
 
@@ -102,7 +102,7 @@ def train_in_parallel(jobs: list[Job], devices: list[dict[str, Any]]) -> Iterato
 
 def _start_worker(slots: Any, threads: int) -> None:
     """A worker's set-up: its own device, its share of the CPU threads, no Ctrl-C of its own,
-    and no life after the main process's (rdd.lifeline)."""
+    and no life after the main process's (rdd.parallel.lifeline)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)

@@ -19,8 +19,8 @@ from torch import nn
 
 from rdd.clustering.features import embed_in_batches
 from rdd.clustering.kmeans import faiss_kmeans
-from rdd.errors import UserError
-from rdd.io import load_or_build_tensor, tensor_digest
+from rdd.config.errors import UserError
+from rdd.utils.io import load_or_build_tensor, tensor_digest
 
 FEATURES = ("pixels", "net")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.config import CONF_DIR, compose_in_app, flatten, group_options
-from rdd.schemas import EvalSchema
+from rdd.config.compose import CONF_DIR, compose_in_app, flatten, group_options
+from rdd.config.schemas import EvalSchema
 
 
 def task_overrides(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[str]:

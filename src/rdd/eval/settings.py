@@ -7,13 +7,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
+from rdd.config.schemas import EvalSchema
 from rdd.eval.parallel import worker_devices
 from rdd.eval.partition import check_features, partition_test_set
 from rdd.eval.shifted_sets import check_shift_settings
 from rdd.nets import load_net_config, net_factory, net_name
-from rdd.schemas import EvalSchema
-from rdd.strategy import trainer_kwargs
+from rdd.parallel.strategy import trainer_kwargs
 
 
 def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

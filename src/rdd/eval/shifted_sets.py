@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.eval.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -31,8 +31,8 @@ from rdd.eval.corruptions import (
     quantise,
 )
 from rdd.eval.official_corruptions import OfficialCorruptions, check_names
-from rdd.io import load_or_build_tensor, tensor_digest
-from rdd.seeds import derived_seed
+from rdd.utils.io import load_or_build_tensor, tensor_digest
+from rdd.utils.seeds import derived_seed
 
 ShiftedSets = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 

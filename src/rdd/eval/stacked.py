@@ -41,7 +41,7 @@ from rdd.eval.training import (
     init_net,
     protocol_optimizer,
 )
-from rdd.progress import EpochBar
+from rdd.outputs.progress import EpochBar
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from rdd.eval.stacked import (
     use_stacked,
 )
 from rdd.eval.training import EvalNetModule, eval_trainer, train_eval_net
-from rdd.seeds import derived_seed
+from rdd.utils.seeds import derived_seed
 
 
 def score(

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from rdd.augment import DSA
 from rdd.eval.metrics import ClassAccuracy
-from rdd.progress import EpochBar
-from rdd.seeds import derived_seed
+from rdd.outputs.progress import EpochBar
+from rdd.utils.seeds import derived_seed
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -168,7 +168,7 @@ def protocol_optimizer(
 
 
 class EpochProgress(L.Callback):
-    """One network's epochs on an :class:`rdd.progress.EpochBar` (the Trainer has no bar of
+    """One network's epochs on an :class:`rdd.outputs.progress.EpochBar` (the Trainer has no bar of
     its own: its one epoch holds every training epoch, EpochBatchSampler)."""
 
     def __init__(self, sampler: EpochBatchSampler, show: bool = True) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from rdd.errors import UserError
-from rdd.io import atomic_write, write_json
+from rdd.config.errors import UserError
 from rdd.nets import legacy_net_names, net_name
+from rdd.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def store_for(cfg: Any, data: Any) -> ExpertStore:
 def experts_train_on_risk(cfg: Any) -> bool:
     """Robust experts: a real risk (not the mean) that acts on networks (experts train on
     real data, so ``robust.targets: null`` includes them)."""
-    from rdd.robust import resolve_targets  # rdd.robust imports the config layer
+    from rdd.robust.plan import resolve_targets  # rdd.robust.plan imports the config layer
 
     return resolve_targets(cfg.risk, cfg.robust.targets, trains_on_real=True).networks
 

@@ -19,18 +19,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rdd.augment import DSA
-from rdd.cli import quiet_lightning
-from rdd.config import build
-from rdd.errors import UserError
+from rdd.config.cli import quiet_lightning
+from rdd.config.compose import build
+from rdd.config.errors import UserError
+from rdd.distill.realpool import RealPool
 from rdd.experts.store import ExpertStore, experts_train_on_risk, store_for
 from rdd.experts.trajectories import flat_parameters
 from rdd.matching.robust import real_data_loss
 from rdd.matching.trajectory import TrajectoryMatching
 from rdd.nets import net_factory
-from rdd.realpool import RealPool
-from rdd.robust import RiskSlots, build_clusterer, build_risk, check_robust_node
-from rdd.seeds import derived_seed
-from rdd.summary import plural
+from rdd.outputs.summary import plural
+from rdd.robust.plan import RiskSlots, build_clusterer, build_risk, check_robust_node
+from rdd.utils.seeds import derived_seed
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.experts.store import FORMAT, ExpertStore, store_for
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.imports.convert import ImportedSet, convert
 from rdd.imports.formats import (
     FORMATS,

@@ -6,7 +6,7 @@ Normalisations (the ``normalization`` key of rdd.evaluate):
   ``mtt``      MTT's (and IDM's) per-dataset mean/std; note that MTT uses CIFAR-10's constants
                for CIFAR-100 too.
   ``zca``      MTT's ``--zca``: kornia ``ZCAWhitening(eps=0.1)`` fitted on the whole training
-               split in [0, 1] (no mean/std); rdd refits that transform with :class:`rdd.zca.ZCA`
+               split in [0, 1] (no mean/std); rdd refits that transform with :class:`rdd.data.zca.ZCA`
                (same estimator) to undo it.
   ``pixels``   [0, 1] pixels.  ``dataset``: already rdd's input space for this data config.
   ``{mean: [..], std: [..]}``  any other per-channel mean/std.
@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from rdd.config.errors import UserError
 from rdd.data.cache import load_dataset
-from rdd.errors import UserError
-from rdd.expansion import expand
+from rdd.data.zca import load_or_fit
+from rdd.distill.expansion import expand
 from rdd.imports.formats import RawSet
-from rdd.zca import load_or_fit
 
 CIFAR10_STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rdd.errors import UserError
-from rdd.io import code_in, holds_code, pickled_names, refusal, torch_load_safely
+from rdd.config.errors import UserError
+from rdd.utils.io import code_in, holds_code, pickled_names, refusal, torch_load_safely
 
 # What rdd.evaluate reads, for the messages that refuse a file.
 READABLE = (

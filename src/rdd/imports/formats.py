@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.imports.files import READABLE, load_pickle, load_torch
 
 FORMATS = ("auto", "rdd", "vico", "mtt", "idm", "plain")

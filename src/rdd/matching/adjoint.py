@@ -30,15 +30,46 @@ step size's gradient is the global one on every rank.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from rdd.augment import DSATransform
+
 if TYPE_CHECKING:
     from rdd.matching.base import DistillContext
-    from rdd.matching.trajectory import Batch, Params, TrajectoryMatching
+
+Params = dict[str, torch.Tensor]
+Batch = tuple[torch.Tensor, DSATransform | None]  # a student step's indices and DSA draw
+
+
+class UnrolledMatcher(Protocol):
+    """What the reverse pass asks of MTT's matcher (rdd.matching.trajectory, which imports this
+    module): its mini-batches, and one differentiable student step."""
+
+    def minibatches(self, ctx: DistillContext) -> Iterator[Batch]: ...
+
+    def batch(
+        self,
+        ctx: DistillContext,
+        idx: torch.Tensor,
+        transform: DSATransform | None,
+        images: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def student_step(
+        self,
+        net: nn.Module,
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch: int,
+        lr,
+        create_graph: bool = True,
+    ) -> Params: ...
 
 
 class _Unroll:
@@ -46,7 +77,7 @@ class _Unroll:
     parameters before it and the mini-batch and DSA transform it used."""
 
     def __init__(
-        self, matcher: TrajectoryMatching, ctx: DistillContext, net: nn.Module, names: list[str]
+        self, matcher: UnrolledMatcher, ctx: DistillContext, net: nn.Module, names: list[str]
     ) -> None:
         self.matcher, self.ctx, self.net, self.names = matcher, ctx, net, names
         self.thetas: list[tuple[torch.Tensor, ...]] = []
@@ -116,7 +147,7 @@ class _AdjointUnroll(torch.autograd.Function):
 
 
 def adjoint_unroll(
-    matcher: TrajectoryMatching, ctx: DistillContext, net: nn.Module, begin: Params
+    matcher: UnrolledMatcher, ctx: DistillContext, net: nn.Module, begin: Params
 ) -> Params:
     """The student's parameters after ``matcher.syn_steps`` steps from ``begin``, with the
     value and gradients (images, ``ctx.syn_lr``) of :meth:`TrajectoryMatching.unroll`.

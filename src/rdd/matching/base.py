@@ -24,7 +24,7 @@ class DistillContext(Protocol):
     ipc: int
     generator: torch.Generator  # CPU generator: every random draw of the run
 
-    robust_matching: bool  # subgroups own synthetic images (rdd.ownership)
+    robust_matching: bool  # subgroups own synthetic images (rdd.robust.ownership)
     robust_networks: bool  # train networks on real data with the risk
     num_groups: int  # subgroups of the real data (classes x groups per class)
     iteration: int  # the outer iteration being run, from 0
@@ -90,10 +90,10 @@ class Matcher:
     # How DDP combines the ranks' image gradients: "mean" (each rank has the full gradient)
     # or "sum" (each rank holds its shard's part, MTT).
     image_grad_reduction: ClassVar[str] = "mean"
-    # How a run makes this method train a network on real data (for rdd.robust's errors).
+    # How a run makes this method train a network on real data (for rdd.robust.plan's errors).
     real_training_hint: ClassVar[str] = ""
     # Whether step() calls ctx.safe_point() between its image steps, where a preempted run may
-    # stop mid-iteration (rdd.preemption; it then keeps a copy of the state at each start).
+    # stop mid-iteration (rdd.checkpoint.preemption; it then keeps a copy of the state at each start).
     safe_points_inside: ClassVar[bool] = False
     # Synthetic images per stored image (IDM's multi-formation); 1 elsewhere.
     factor: int = 1

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.matching.base import Matcher
 
 FEATURE_SPACES = ("pixels", "random_net", "trained_net")

@@ -8,7 +8,7 @@ loss backpropagated as soon as it is made, so one class's graph is in memory at 
 IDM adds three things, each a config key here:
 
 * partition-and-expansion (``factor``): each stored image holds ``factor x factor`` smaller
-  images, upsampled before use (:mod:`rdd.expansion`); evaluation expands the same way;
+  images, upsampled before use (:mod:`rdd.distill.expansion`); evaluation expands the same way;
 * a queue of semi-trained networks (``queue_size > 0``): networks are pushed every
   ``generate_every`` iterations, ``fetch_nets`` random ones train ``train_steps`` SGD steps on
   real data per iteration, and ``sampled_nets`` random ones are used for matching;
@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
-from rdd.distributed import owns_class, sum_owned
-from rdd.errors import UserError
-from rdd.expansion import check_factor, expand
+from rdd.config.errors import UserError
+from rdd.distill.expansion import check_factor, expand
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.queue import NetQueue
@@ -44,6 +43,7 @@ from rdd.matching.robust import (
 )
 from rdd.nets import has_batchnorm
 from rdd.nets.compiled import first_order
+from rdd.parallel.distributed import owns_class, sum_owned
 
 
 @contextmanager
@@ -280,7 +280,7 @@ class DistributionMatching(Matcher):
     def owned_class_loss(
         self, net: nn.Module, accuracy: float, ctx: DistillContext, c: int
     ) -> torch.Tensor:
-        """Class c's loss with subgroups owning its images (:mod:`rdd.ownership`): for each
+        """Class c's loss with subgroups owning its images (:mod:`rdd.robust.ownership`): for each
         group, the squared distance between the mean embedding of its owned (expanded) images
         and that of its stratified real batch, weighted by its share of the class's images
         (so an image steps as far as in the base method); every group sees one DSA transform."""

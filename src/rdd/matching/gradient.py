@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdd.augment import DSA
-from rdd.device import to_device
-from rdd.distributed import all_reduce_grads, owns_class, sum_owned
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
 from rdd.matching.robust import logged_losses, real_data_loss, real_gradient
 from rdd.nets import has_batchnorm
 from rdd.nets.compiled import first_order
-from rdd.progress import inner_steps
+from rdd.outputs.progress import inner_steps
+from rdd.parallel.device import to_device
+from rdd.parallel.distributed import all_reduce_grads, owns_class, sum_owned
 
 # (outer_loop, inner_loop) by IPC, as published for DC/DSA.
 PUBLISHED_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -145,7 +145,7 @@ class GradientMatching(Matcher):
         outer, inner = loops_for_ipc(ipc)
         return self.outer_loop or outer, inner if self.inner_loop is None else self.inner_loop
 
-    # How a run makes this method train a network on real data (for rdd.robust's errors).
+    # How a run makes this method train a network on real data (for rdd.robust.plan's errors).
     real_training_hint = (
         "DC/DSA train the network on real data with robust.net_train_data=real, between "
         "matching steps (so with ipc > 1 or matching.outer_loop > 1, and inner_loop > 0)"
@@ -173,7 +173,7 @@ class GradientMatching(Matcher):
             losses.append(sum_owned(class_losses).mean())
             if step < outer - 1:
                 self.train_net(net, net_opt, ctx, inner)
-                ctx.safe_point()  # where a preempted run may stop (rdd.preemption)
+                ctx.safe_point()  # where a preempted run may stop (rdd.checkpoint.preemption)
         return stats | logged_losses(torch.stack(losses).mean(), self.group_losses)
 
     def class_losses(self, net: nn.Module, ctx: DistillContext) -> torch.Tensor:
@@ -213,7 +213,7 @@ class GradientMatching(Matcher):
         c: int,
         real_net: nn.Module,
     ) -> torch.Tensor:
-        """Class c's loss with subgroups owning its images (:mod:`rdd.ownership`): for each
+        """Class c's loss with subgroups owning its images (:mod:`rdd.robust.ownership`): for each
         group, the distance between the gradient on its owned images and on its stratified
         real batch, weighted by its share of the class's images; one DSA transform for all."""
         batches = ctx.owned_batches(c, self.batch_real)

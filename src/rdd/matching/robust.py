@@ -1,6 +1,6 @@
 """What the matchers share for the robust layer: real statistics, group sums, group risks.
 
-* ``matching``: subgroups own synthetic images (:mod:`rdd.ownership`); the matchers compare
+* ``matching``: subgroups own synthetic images (:mod:`rdd.robust.ownership`); the matchers compare
   each group's owned images with that group's real images, using the real gradients and
   embeddings here (each all-reduced under DDP).
 * ``networks``: a network trained on real data minimises the group risk of its per-sample
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdd.distributed import (
+from rdd.parallel.distributed import (
     all_reduce_sum,
     all_reduce_sum_coalesced,
     data_world,

@@ -31,19 +31,17 @@ from torch import nn
 from torch.func import functional_call
 
 from rdd.augment import DSA, DSATransform
-from rdd.device import to_device
-from rdd.distributed import replicated_input, shard, sum_over_ranks, world_size
-from rdd.errors import UserError
+from rdd.config.errors import UserError
 from rdd.experts import Trajectories, unflatten
-from rdd.matching.adjoint import adjoint_unroll
+from rdd.matching.adjoint import Batch, Params, adjoint_unroll
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
-from rdd.progress import inner_steps
+from rdd.outputs.progress import inner_steps
+from rdd.parallel.device import to_device
+from rdd.parallel.distributed import replicated_input, shard, sum_over_ranks, world_size
 
-Params = dict[str, torch.Tensor]
 MEMORY_MODES = ("full", "constant")
-Batch = tuple[torch.Tensor, DSATransform | None]  # a student step's indices and DSA draw
 
 
 class TrajectoryMatching(Matcher):

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from rdd.config import app_searchpath, compose_in_app, group_options
-from rdd.errors import UserError
+from rdd.config.compose import app_searchpath, compose_in_app, group_options
+from rdd.config.errors import UserError
 from rdd.nets.alexnet import AlexNet
 from rdd.nets.convnet import ConvNet
 from rdd.nets.mlp import MLP
@@ -63,7 +63,7 @@ def load_net_config(name: str) -> DictConfig:
     try:
         return compose_in_app("eval_net", [f"net={name}"]).net
     except MissingConfigException:
-        # Not Hydra's err.options: they list rdd.schemas' entries (convnet_schema) too.
+        # Not Hydra's err.options: they list rdd.config.schemas' entries (convnet_schema) too.
         options = ", ".join(available_nets())
         raise UserError(f"unknown net '{name}': choose one of {options}") from None
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rdd.cli import check_overrides, fail
-from rdd.config import compose_or_explain
-from rdd.errors import UserError
+from rdd.config.cli import check_overrides, fail
+from rdd.config.compose import compose_or_explain
+from rdd.config.errors import UserError
 from rdd.report.aggregate import mixed_notes, std_note
 from rdd.report.tables import markdown_table
 from rdd.report.write import Report, log_to_wandb, make_report, plural

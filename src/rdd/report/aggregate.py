@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from omegaconf import OmegaConf
 
-from rdd.config import flatten
+from rdd.config.compose import flatten
 from rdd.report.runs import Run, sort_key
 
 MISSING = "–"

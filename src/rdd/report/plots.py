@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from rdd.io import atomic_write
+from rdd.outputs.summary import plural
 from rdd.report.aggregate import Row, distinct_seeds, std_kind
 from rdd.report.runs import Run, sort_key
-from rdd.summary import plural
+from rdd.utils.io import atomic_write
 
 # line style per risk measure in the IPC plot, the base (risk none) first
 RISK_STYLES = [

@@ -10,8 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rdd.errors import UserError
-from rdd.outputs import read_metrics
+from rdd.config.errors import UserError
+from rdd.outputs.files import read_metrics
 
 
 @dataclass

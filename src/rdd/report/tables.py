@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rdd.columns import figure_columns
+from rdd.outputs.columns import figure_columns
 from rdd.report.aggregate import Row
 
 # "seeds": how many distinct seeds a row averages (and how many runs, where some share a seed);

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rdd.errors import UserError
-from rdd.io import write_json, write_text
+from rdd.config.errors import UserError
 from rdd.report.aggregate import (
     MISSING,
     Row,
@@ -28,6 +27,7 @@ from rdd.report.plots import (
 )
 from rdd.report.runs import Run, scan_runs
 from rdd.report.tables import arch_table, markdown_table, severity_table, table_columns, wandb_table
+from rdd.utils.io import write_json, write_text
 
 
 @dataclass

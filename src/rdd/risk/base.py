@@ -59,7 +59,7 @@ class GroupRisk(nn.Module):
     Subclasses implement `weights`, computed without gradient from the detached means; by
     Danskin's theorem the gradient of the returned value is then the gradient of the risk.
 
-    A risk is a pure measure: where it acts (``robust.targets``) is decided in :mod:`rdd.robust`.
+    A risk is a pure measure: where it acts (``robust.targets``) is decided in :mod:`rdd.robust.plan`.
 
     Args:
         name: config name, kept for logging.

@@ -26,7 +26,7 @@ class MaxGroup(GroupRisk):
     value is sum_g q_g mean_g with q restricted to the non-empty groups and renormalised there,
     so that empty groups get zero weight and a constant loss c has risk c (when no group is
     empty this is Sagawa et al.'s update on losses in units of their mean). In eval mode q is
-    read, not updated. One module holds the q of one grouping: :class:`rdd.robust.RiskSlots`
+    read, not updated. One module holds the q of one grouping: :class:`rdd.robust.plan.RiskSlots`
     keeps one per (target, class) and starts them afresh when the clustering is refitted.
 
     Args:

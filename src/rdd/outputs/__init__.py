@@ -1,0 +1,1 @@
+"""What a run shows and writes: its directory's files, loggers, progress bars and summary table."""

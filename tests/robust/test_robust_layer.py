@@ -1,0 +1,402 @@
+"""The robust layer end to end: fresh real batches, where the risk acts, per-slot risk state."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from rdd.clustering import KMeansClusterer, KnownSubgroups, NearestSyntheticClusterer
+from rdd.config.errors import UserError
+from rdd.distill.learner import SyntheticSetLearner
+from rdd.distill.realpool import RealPool
+from rdd.matching.distribution import DistributionMatching
+from rdd.matching.gradient import GradientMatching
+from rdd.nets import build_net
+from rdd.risk import CVaR, MaxGroup, cvar_weights
+from rdd.robust.ownership import AllocationSettings, Ownership
+from rdd.robust.plan import RiskSlots, RobustPlan, RunningGroupRisk, build_risk, plan_for
+from tests.conftest import compose_config
+
+K, PER_CLASS, SIZE = 3, 40, 8
+NET = {"_target_": "rdd.nets.convnet.ConvNet", "width": 4, "depth": 2}
+
+
+def real_data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(K * PER_CLASS, 1, SIZE, SIZE, generator=gen)
+    x[::7] *= 3  # a few far-off images per class: a subgroup k-means can find
+    return x, torch.arange(K).repeat_interleave(PER_CLASS)
+
+
+def learner_for(risk, clusterer, plan, matcher=None, batch_real=30) -> SyntheticSetLearner:
+    x, y = real_data()
+    matcher = matcher or DistributionMatching(iterations=4, batch_real=batch_real, dsa=False)
+    init = torch.cat([x[y == c][:2] for c in range(K)])
+    make_net = partial(build_net, NET, 1, K, (SIZE, SIZE))
+    return SyntheticSetLearner(
+        matcher,
+        make_net,
+        init,
+        x,
+        y,
+        K,
+        2,
+        seed=0,
+        risk=risk,
+        clusterer=clusterer,
+        plan=plan,
+        allocation=AllocationSettings(min_per_group=8, train_steps=5),
+    )
+
+
+def fit(learner: SyntheticSetLearner) -> list[torch.Tensor]:
+    """Run the learner; returns every per-class real draw (indices) it made."""
+    draws: list[torch.Tensor] = []
+    draw = learner.pool.draw
+
+    def recording(c, n, generator):
+        idx = draw(c, n, generator)
+        draws.append(idx)
+        return idx
+
+    learner.pool.draw = recording
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(learner)
+    return draws
+
+
+def kmeans(pool_per_class: int = 8, every: int = 2) -> KMeansClusterer:
+    return KMeansClusterer(
+        k=2, every=every, pool_per_class=pool_per_class, features="pixels", seed=0
+    )
+
+
+def test_a_robust_run_draws_fresh_stratified_batches_from_every_image() -> None:
+    """The clustering is fitted on 8 images per class, but a robust run's batches come from
+    all 40, group by group: every group's share of the batch, at least min_per_group."""
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    draws: list[list[torch.Tensor]] = []
+    stratified = learner.pool.draw_stratified
+
+    pool = learner.pool
+
+    def recording(c, n, minimum, generator):
+        drawn = stratified(c, n, minimum, generator)
+        assert n == 30 and minimum == 8
+        assert [len(d) for d in drawn] == pool.stratified_sizes(c, n, minimum)
+        for group, idx in zip(pool.class_groups(c).tolist(), drawn, strict=True):
+            assert bool((pool.groups[idx] == group).all()) and len(idx.unique()) == len(idx)
+        draws.append(drawn)
+        return drawn
+
+    pool.draw_stratified = recording
+    fit(learner)
+    _, y = real_data()
+    assert len(draws) == 4 * K  # every class, every iteration
+    seen = torch.unique(torch.cat([torch.cat(d) for d in draws]))
+    assert int(torch.bincount(y[seen], minlength=K).min()) > 8
+
+
+def test_the_stratified_draw_gives_every_group_its_minimum() -> None:
+    """A class of 40 images in groups of 35 and 5: a batch of 30 in proportion would hold
+    ~4 of the small group; with a minimum of 8 it holds all 5, and the large group its share."""
+    _, y = real_data()
+    pool = RealPool(y, K)
+    groups = 2 * y
+    groups[::8] += 1  # 5 of every class's 40 images
+    pool.set_groups(groups, 2)
+    assert pool.stratified_sizes(0, 30, 8) == [26, 5]
+    assert pool.stratified_sizes(0, 30, 1) == [26, 4]
+    assert pool.stratified_sizes(0, 100, 1) == [35, 5]  # never more than a group holds
+    drawn = pool.draw_stratified(0, 30, 8, torch.Generator().manual_seed(0))
+    assert [len(d) for d in drawn] == [26, 5]
+
+
+def test_every_image_gets_a_group_of_its_own_class_after_a_fit() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    fit(learner)
+    _, y = real_data()
+    groups = learner.pool.groups
+    assert learner.num_groups == 2 * K and len(groups) == len(y)
+    assert torch.equal(groups // 2, y)  # group id = class * k + cluster
+
+
+def test_nearest_synthetic_groups_every_image_around_its_class_images() -> None:
+    clusterer = NearestSyntheticClusterer(every=2, pool_per_class=8, features="pixels")
+    learner = learner_for(CVaR(0.5), clusterer, RobustPlan(matching=True))
+    fit(learner)
+    _, y = real_data()
+    assert learner.num_groups == 2 * K  # one group per synthetic image (ipc 2)
+    assert torch.equal(learner.pool.groups // 2, y)
+
+
+def test_known_subgroups_make_the_mask_the_groups_once() -> None:
+    x, y = real_data()
+    altered = torch.zeros(len(y), dtype=torch.bool)
+    altered[::7] = True  # the far-off images of real_data()
+    learner = learner_for(CVaR(0.5), KnownSubgroups(altered), RobustPlan(matching=True))
+    fit(learner)
+    assert learner.num_groups == 2 * K
+    # Group 2c: class c's common images, 2c + 1: its altered ones; nothing else.
+    assert torch.equal(learner.pool.groups, 2 * y + altered.long())
+    # Fixed groups: built at iteration 0 only, so a refit never resets group DRO's state.
+    assert [KnownSubgroups(altered).due(i) for i in range(3)] == [True, False, False]
+
+
+def test_known_subgroups_need_the_mask_and_assign_only_its_images() -> None:
+    with pytest.raises(UserError, match="data.subgroup"):
+        KnownSubgroups(None)
+    x, y = real_data()
+    with pytest.raises(ValueError, match="training images its mask describes"):
+        KnownSubgroups(torch.zeros(len(y) + 1, dtype=torch.bool)).assign(x, y)
+
+
+def test_every_synthetic_image_belongs_to_one_group_of_its_class() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    fit(learner)
+    owners = learner.ownership.owners
+    assert torch.equal(owners // 2, learner.labels.cpu())  # a group of the image's own class
+    for c in range(K):  # ipc 2, k 2, at least one image each: one image per group
+        assert sorted(owners[learner.labels.cpu() == c].tolist()) == [2 * c, 2 * c + 1]
+
+
+def test_an_owned_image_starts_from_a_real_image_of_its_group() -> None:
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())  # iteration 0: fit, allocate, measure
+    x, _ = real_data()
+    for row, group in enumerate(learner.ownership.owners.tolist()):
+        members = x[learner.pool.groups == group]
+        assert any(torch.equal(learner.images[row].detach(), m) for m in members)
+    assert "alloc/moved" not in learner.regroup(learner.new_net())  # once per iteration
+
+
+def test_the_first_measurement_sees_the_set_the_size_allocation_made(monkeypatch) -> None:
+    """The loss model is anchored at the counts of the size-based allocation, so the network
+    that measures the groups' losses at iteration 0 trains on those owned images (each a real
+    image of its group), not on the base method's random start."""
+    import rdd.robust.ownership
+
+    seen = []
+    measure = rdd.robust.ownership.train_on_set
+    monkeypatch.setattr(
+        rdd.robust.ownership,
+        "train_on_set",
+        lambda net, images, *rest: (
+            seen.append(images.detach().clone()) or measure(net, images, *rest)
+        ),
+    )
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())
+    x, _ = real_data()
+    (trained_on,) = seen
+    for row, group in enumerate(learner.ownership.owners.tolist()):
+        members = x[learner.pool.groups == group]
+        assert any(torch.equal(trained_on[row], m) for m in members)
+
+
+def test_a_moved_slot_changes_owner_and_the_others_keep_theirs() -> None:
+    own = Ownership(2, 4, AllocationSettings())
+    own.assign(0, torch.tensor([0, 1]), torch.tensor([3, 1]))
+    own.assign(1, torch.tensor([2, 3]), torch.tensor([2, 2]))
+    assert own.owners.tolist() == [0, 0, 0, 1, 2, 2, 3, 3]
+    changed = own.assign(0, torch.tensor([0, 1]), torch.tensor([2, 2]))
+    assert changed.tolist() == [2]  # group 0 gives up its last image to group 1
+    assert own.owners.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert own.counts(torch.tensor([0, 1])).tolist() == [2, 2]
+
+
+def test_group_dro_on_matching_and_networks_at_once_runs() -> None:
+    """Was: "first called with 3 groups, now with 30" (one q for both targets)."""
+    matcher = GradientMatching(
+        iterations=1, batch_real=10, batch_train=12, outer_loop=2, inner_loop=2
+    )
+    matcher.net_train_data = "real"
+    plan = RobustPlan(matching=True, networks=True)
+    learner = learner_for(MaxGroup(smooth=True), kmeans(), plan, matcher=matcher)
+    fit(learner)
+    slots = learner.risks.slots
+    assert "networks" in slots  # matching: the risk allocates images (rdd.robust.ownership)
+    assert slots["networks"].risk.q.numel() == 2 * K
+
+
+@pytest.mark.parametrize("features, kept", [("pixels", True), ("embedding", False)])
+def test_a_refit_keeps_the_risk_state_only_where_group_ids_persist(features, kept) -> None:
+    """Refits in a fixed space are matched to the previous fit, so group DRO's q is carried
+    over; with ``embedding`` the ids name other subgroups after a refit and q restarts."""
+    clusterer = KMeansClusterer(k=2, every=1, pool_per_class=8, features=features, seed=0)
+    plan = RobustPlan(matching=False, networks=True)
+    learner = learner_for(MaxGroup(smooth=True), clusterer, plan)
+    learner.regroup(learner.new_net())
+    q = learner.risk_for("networks")
+    q(torch.arange(2.0 * K), torch.ones(2 * K))
+    learner.iteration = 1  # due again (every=1)
+    learner.regroup(learner.new_net())
+    assert ("networks" in learner.risks.slots) is kept
+    if kept:
+        assert learner.risk_for("networks") is q
+
+
+def test_running_group_risk_weighs_by_the_running_estimate() -> None:
+    sums_a, counts_a = torch.tensor([4.0, 1.0, 0.0]), torch.tensor([2.0, 1.0, 0.0])
+    sums_b, counts_b = torch.tensor([0.0, 6.0, 9.0]), torch.tensor([0.0, 2.0, 3.0])
+    running = RunningGroupRisk(CVaR(0.5), 3, momentum=0.25)
+    # The first batch alone: the plain risk of it.
+    assert float(running(sums_a, counts_a)) == pytest.approx(float(CVaR(0.5)(sums_a, counts_a)))
+    value = running(sums_b, counts_b)
+    ema_sums = 0.75 * sums_a.double() + 0.25 * sums_b.double()
+    ema_counts = 0.75 * counts_a.double() + 0.25 * counts_b.double()
+    w = cvar_weights(ema_sums / ema_counts.clamp_min(1e-12), ema_counts / ema_counts.sum(), 0.5)
+    w = w.float() * (counts_b > 0)
+    means_b = torch.tensor([0.0, 3.0, 3.0])
+    assert float(value) == pytest.approx(float((w / w.sum() * means_b).sum()))
+
+
+def test_risk_slots_checkpoint_round_trip() -> None:
+    slots = RiskSlots(MaxGroup(smooth=True))
+    slots.get("matching", 1)(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]))
+    slots.get("networks", None, 4)(torch.tensor([1.0, 2.0, 0.0, 5.0]), torch.ones(4))
+    again = RiskSlots(MaxGroup(smooth=True))
+    again.load_state(slots.state())
+    for key, module in slots.slots.items():
+        for name, value in module.state_dict().items():
+            torch.testing.assert_close(again.slots[key].state_dict()[name], value)
+
+
+# -- the defaults mean what they say --------------------------------------------------------------
+def test_cvar_at_the_defaults_differs_from_the_mean_and_from_max_group(tmp_path) -> None:
+    """Default k-means subgroups of every digits class, default alpha: the CVaR tail is wider
+    than the largest group (so it is not max_group) and alpha > 0 (so it is not the mean)."""
+    from rdd.config.compose import build
+
+    cfg = compose_config("risk=cvar", "clustering.features=pixels", output_dir=tmp_path)
+    data = build(cfg.data, "data")
+    data.setup()
+    clusterer = build(cfg.clustering, "clustering")
+    risk = build_risk(cfg.risk)
+    pool = clusterer.pool(data.train_y, data.num_classes)
+    groups = clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes)
+    k = clusterer.k
+    gen = torch.Generator().manual_seed(0)
+    for c in range(data.num_classes):
+        counts = torch.bincount(groups[groups // k == c] - c * k, minlength=k).double()
+        masses = counts / counts.sum()
+        assert float(masses.max()) < 1 - risk.alpha  # the tail holds more than the worst group
+        means = torch.rand(k, generator=gen, dtype=torch.float64)
+        w = risk.group_weights(means * counts, counts)
+        assert float(w.max()) < 1.0  # not max_group
+        assert not torch.allclose(w, masses)  # not the mean
+
+
+# -- where the risk acts: one decision, checked up front --------------------------------------------
+def plan_of(*overrides: str, tmp_path, ipc: int = 10) -> RobustPlan:
+    from rdd.config.compose import build
+
+    cfg = compose_config(*overrides, f"ipc={ipc}", output_dir=tmp_path)
+    matcher = build(cfg.matching, "matching")
+    return plan_for(cfg, matcher, ipc, torch.full((10,), 100))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ipc", "expected"),
+    [
+        (("matching=dm", "risk=cvar"), 10, RobustPlan(matching=True)),
+        (("matching=idm", "risk=cvar"), 10, RobustPlan(matching=True, networks=True)),
+        (("matching=dsa", "risk=cvar"), 10, RobustPlan(matching=True)),
+        (("matching=dsa", "risk=cvar", "robust.net_train_data=real"), 10, RobustPlan(True, True)),
+        # IPC 1: one outer step, the network never trains: the default leaves networks out.
+        (
+            (
+                "matching=dsa",
+                "risk=cvar",
+                "robust.net_train_data=real",
+                "robust.allocation.min_images=0",
+            ),
+            1,
+            RobustPlan(True),
+        ),
+        (("matching=dm", "risk=none"), 10, RobustPlan()),
+    ],
+)
+def test_the_default_targets_agree_with_what_the_method_trains(
+    overrides, ipc, expected, tmp_path
+) -> None:
+    assert plan_of(*overrides, tmp_path=tmp_path, ipc=ipc) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ipc", "message"),
+    [
+        (("matching=dm", "risk=cvar", "robust.targets=[networks]"), 10, "DM trains no network"),
+        (
+            ("matching=dsa", "risk=cvar", "robust.targets=[networks,matching]"),
+            10,
+            "net_train_data=real",
+        ),
+        (("matching=dm", "risk=cvar", "robust.targets=[]"), 10, "non-empty subset"),
+        (("matching=dm", "risk=cvar", "clustering.k=1"), 10, "fewer than 2 subgroups"),
+        (("matching=dm", "risk=cvar", "clustering=nearest_synthetic"), 1, "fewer than 2 subgroups"),
+        (("matching=dm", "risk=cvar", "clustering=none"), 10, "needs subgroups"),
+        (
+            ("matching=dm", "risk=cvar", "clustering.k=200", "robust.allocation.min_images=0"),
+            10,
+            "larger than the smallest",
+        ),
+    ],
+)
+def test_a_robust_setting_that_would_do_nothing_is_refused(
+    overrides, ipc, message, tmp_path
+) -> None:
+    with pytest.raises(UserError, match=message):
+        plan_of(*overrides, tmp_path=tmp_path, ipc=ipc)
+
+
+def test_the_allocation_is_revisited_at_its_cadence(monkeypatch) -> None:
+    import rdd.robust.ownership as ownership
+
+    revisits = []
+    measured = ownership.measured_allocation
+
+    def recording(learner):
+        revisits.append(learner.iteration)
+        return measured(learner)
+
+    monkeypatch.setattr(ownership, "measured_allocation", recording)
+    learner = learner_for(CVaR(0.5), kmeans(every=10), RobustPlan(matching=True))
+    learner.ownership.settings = AllocationSettings(min_per_group=8, every=2, train_steps=5)
+    learner.matcher.iterations = 5
+    fit(learner)
+    assert revisits == [0, 2, 4]
+
+
+def test_a_slot_moved_to_another_group_restarts_from_that_group() -> None:
+    from rdd.robust.ownership import restart_rows
+
+    learner = learner_for(CVaR(0.5), KnownSubgroups(far_off()), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())
+    own = learner.ownership
+    row = int(own.rows_of(0)[0])  # class 0's common group gives its image to the rare group
+    changed = own.assign(0, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    assert changed.tolist() == [row]
+    restart_rows(learner, changed)
+    x, _ = real_data()
+    rare = x[learner.pool.groups == 1]
+    assert any(torch.equal(learner.images[row].detach(), m) for m in rare)
+
+
+def far_off() -> torch.Tensor:
+    """The far-off images of real_data() as a known subgroup."""
+    _, y = real_data()
+    altered = torch.zeros(len(y), dtype=torch.bool)
+    altered[::7] = True
+    return altered
