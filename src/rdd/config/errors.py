@@ -13,6 +13,11 @@ class UserError(ValueError):
     """
 
 
+class ConfigError(UserError):
+    """A composed config refused by its checks (rdd.config.checks): every rank of a
+    torchrun/srun launch finds it alike, so rank 0 alone reports it."""
+
+
 class NonFiniteError(UserError):
     """A loss, the images or the learned step size became NaN/Inf; the run stops.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,9 +13,30 @@ from rdd.config.errors import UserError
 from rdd.config.schemas import EvalSchema
 from rdd.eval.parallel import worker_devices
 from rdd.eval.partition import check_features, partition_test_set
-from rdd.eval.shifted_sets import check_shift_settings
+from rdd.eval.shifted_sets import check_shift_settings, shifted_test_sets
 from rdd.nets import load_net_config, net_factory, net_name
 from rdd.parallel.strategy import trainer_kwargs
+
+
+@dataclass
+class EvalProtocol:
+    """What a run's evaluation needs, resolved before distilling so that a bad setting fails
+    in seconds, not hours."""
+
+    nets: dict[str, Any]  # architecture name -> factory of a fresh network
+    settings: DictConfig  # the `eval` node with its dataset's defaults
+    trainer: dict[str, Any]  # Lightning Trainer settings of one evaluation network
+    test_groups: torch.Tensor  # the cached test partition
+    shifted: Callable  # the shifted test sets, built when scored
+
+
+def eval_protocol(cfg: DictConfig, data: Any) -> EvalProtocol:
+    """The evaluation protocol of a run's config on its data."""
+    nets, settings = eval_nets(cfg, data), eval_settings(cfg, data)
+    trainer = eval_trainer_kwargs(cfg)
+    return EvalProtocol(
+        nets, settings, trainer, partition_of(data, settings), shifted_test_sets(data, settings)
+    )
 
 
 def eval_trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

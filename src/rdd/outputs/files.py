@@ -10,6 +10,7 @@ rdd.run returns, with the headline figures also unprefixed (``test_acc``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rdd.config.compose import check_fresh, check_writable
-from rdd.config.errors import UserError
+from rdd.config.errors import Interrupted, UserError
 from rdd.eval.official_corruptions import corruption_source
+from rdd.eval.scoring import Evaluation, evaluate_synset
+from rdd.eval.settings import EvalProtocol
 from rdd.nets import net_name
 from rdd.synset import FILE_NAME, SyntheticSet
 from rdd.utils.io import write_json
@@ -80,6 +83,45 @@ def evaluation_config(config: DictConfig, cfg: DictConfig, fmt: str) -> DictConf
         {"task_name": "evaluate", "source": source},
         {"paths": OmegaConf.to_container(cfg.paths, resolve=True)},
     )
+
+
+def evaluate_into(
+    out_dir: Path,
+    train_set: tuple[torch.Tensor, torch.Tensor],
+    data: Any,
+    protocol: EvalProtocol,
+    seed: int,
+    distill_seconds: float,
+    discovery: dict[str, float],
+) -> dict[str, Any]:
+    """Train the protocol's networks on the set and score them; returns the metrics.
+
+    metrics.json and eval_details.json are rewritten as figures arrive, so an interrupted
+    evaluation keeps what it computed (and says so, with the command to evaluate again)."""
+    start, metrics = time.perf_counter(), {}
+
+    def write_metrics(evaluation: Evaluation, complete: bool) -> None:
+        seconds = {"distill_seconds": distill_seconds, "eval_seconds": time.perf_counter() - start}
+        metrics.clear()
+        metrics.update(dict(evaluation) | seconds | {"eval_complete": complete} | discovery)
+        write_eval_outputs(out_dir, metrics, evaluation, data, protocol.settings)
+
+    try:
+        evaluate_synset(
+            *train_set,
+            data,
+            protocol.nets,
+            protocol.settings,
+            protocol.trainer,
+            seed,
+            protocol.test_groups,
+            protocol.shifted,
+            known_group=data.subgroup_test_set,
+            on_update=write_metrics,
+        )
+    except Interrupted as err:
+        raise err.again(interrupted_evaluation(out_dir, bool(metrics))) from None
+    return metrics
 
 
 def write_eval_outputs(

@@ -1,0 +1,93 @@
+"""A distillation's learner built from the run's config, and its Lightning Trainer run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from rdd.checkpoint.preemption import deferred_signals
+from rdd.checkpoint.state import Checkpoints
+from rdd.config.callbacks import build_callbacks
+from rdd.distill.initial import expansion_factor, initial_images
+from rdd.distill.learner import SyntheticSetLearner
+from rdd.experts import attach_experts
+from rdd.matching import Matcher
+from rdd.outputs.loggers import ProgressLog
+from rdd.parallel.class_parallel import (
+    check_class_parallel,
+    check_one_forward_per_class,
+    check_ranks_for_classes,
+)
+from rdd.parallel.strategy import distill_strategy, trainer_kwargs
+from rdd.robust.ownership import AllocationSettings
+from rdd.robust.plan import build_clusterer, build_risk, plan_for
+
+
+def build_learner(
+    cfg: DictConfig,
+    data: Any,
+    matcher: Matcher,
+    make_net: Callable[[], nn.Module],
+    ipc: int,
+    generator: torch.Generator,
+) -> SyntheticSetLearner:
+    """The learner of a distillation (not a coreset): its starting set, the robust layer's
+    plan, MTT's experts, and DDP's class-parallel mode where the config asks for it."""
+    plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
+    if matcher.needs_experts:
+        attach_experts(cfg, data, matcher)
+    learner = SyntheticSetLearner(
+        matcher,
+        make_net,
+        initial_images(data, ipc, matcher.init, generator, expansion_factor(matcher, data)),
+        data.train_x,
+        data.train_y,
+        data.num_classes,
+        ipc,
+        cfg.seed,
+        risk=build_risk(cfg.risk),
+        clusterer=build_clusterer(cfg.clustering, data) if plan.active else None,
+        plan=plan,
+        allocation=AllocationSettings.from_config(cfg.robust),
+        altered=data.train_subgroup,
+    )
+    if check_class_parallel(cfg):
+        check_ranks_for_classes(cfg.trainer, data.num_classes)
+        with torch.random.fork_rng(devices=[]):  # a probe net must not move the global RNG
+            check_one_forward_per_class(matcher, make_net(), learner)
+        learner.class_parallel = True
+    return learner
+
+
+def fit(
+    learner: SyntheticSetLearner,
+    cfg: DictConfig,
+    loggers: Sequence[Any] = (),
+    checkpoints: Checkpoints | None = None,
+) -> None:
+    """Every iteration of the distillation under one Lightning Trainer, checkpointed as
+    ``checkpoints`` says (SIGTERM/SIGUSR1 wait for a safe point with a checkpoint to write)."""
+    callbacks = checkpoints.attach(learner, loggers) if checkpoints is not None else []
+    callbacks += build_callbacks(cfg)  # conf/callbacks
+    settings = trainer_kwargs(cfg.trainer)
+    learner.show_progress = bool(settings.get("enable_progress_bar", True))
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=list(loggers) or False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        # Every rank runs every iteration (the "batches" are iteration numbers, not data).
+        use_distributed_sampler=False,
+        callbacks=[*callbacks, ProgressLog()],
+        **(settings | {"strategy": distill_strategy(settings["strategy"])}),
+    )
+    with deferred_signals(trainer, active=checkpoints is not None):
+        trainer.fit(learner)
+    if checkpoints is not None:
+        checkpoints.finish()  # the finished set replaces the checkpoint
