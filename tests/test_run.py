@@ -227,3 +227,16 @@ def test_no_validation_split_trains_on_every_image_and_reports_no_val_acc(tmp_pa
     assert 0 <= metrics["test_acc"] <= 100
     for name in ("dsa_cifar10", "dm_cifar10", "idm_cifar10_ipc10", "mtt_cifar10_ipc10"):
         assert compose_config(f"experiment={name}").data.val_fraction == 0.0
+
+
+def test_a_command_line_run_checks_its_config_once(tmp_path, cli, monkeypatch) -> None:
+    import rdd.run
+
+    calls = []
+    check = rdd.run.check_config
+    monkeypatch.setattr(rdd.run, "check_config", lambda cfg: calls.append(cfg) or check(cfg))
+    done = cli(
+        "rdd.run", *TINY, "print_config=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 1 and (tmp_path / "run" / "metrics.json").is_file()
