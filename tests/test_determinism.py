@@ -49,3 +49,12 @@ def test_the_same_seed_gives_the_identical_set(method, risk, mtt_buffer, tmp_pat
     assert torch.equal(first, again)
     other = synthetic_set([*overrides, "seed=1"], tmp_path)
     assert not torch.equal(first, other)
+
+
+def test_a_compiled_run_gives_the_identical_set_run_after_run(tmp_path) -> None:
+    # matching.compile_nets=true (auto keeps digits eager): torch.compile's kernels sum in
+    # their own order, but the same order every time.
+    overrides = ["matching=dm", "matching.iterations=3", "matching.compile_nets=true"]
+    first = synthetic_set(overrides, tmp_path / "a")
+    assert torch.equal(first, synthetic_set(overrides, tmp_path / "b"))
+    assert not torch.equal(first, synthetic_set([*overrides, "seed=1"], tmp_path / "c"))

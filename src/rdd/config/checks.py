@@ -16,6 +16,7 @@ from rdd.config.compose import build
 from rdd.config.errors import ConfigError, UserError
 from rdd.distill.initial import check_class_sizes
 from rdd.eval.settings import check_eval
+from rdd.nets import compiled
 from rdd.parallel.class_parallel import check_class_parallel
 from rdd.parallel.launch import check_num_nodes
 from rdd.parallel.strategy import trainer_kwargs
@@ -37,6 +38,7 @@ def check_config(cfg: DictConfig) -> int:
         check_class_parallel(cfg)  # trainer.class_parallel with its method
         build(cfg.data, "data").check_source()  # data: the root holds it, before any decoding
         build(cfg.matching, "matching")  # matching: its constructor checks its values
+        check_compiler(cfg.matching)  # matching.compile_nets=true needs a working backend
         check_eval(cfg)  # eval: the whole node, not only once the distillation has finished
     except ConfigError:
         raise
@@ -50,6 +52,16 @@ def check_data(cfg: DictConfig, data: Any, ipc: int) -> None:
     layer's stratified minimum fits the smallest class (or known subgroup)."""
     check_class_sizes(data, ipc)
     check_min_per_group(cfg, data)
+
+
+def check_compiler(matching: DictConfig) -> None:
+    """``matching.compile_nets=true`` where torch.compile fails is refused before any work
+    (``auto`` falls back to eager with a warning instead)."""
+    if matching.get("compile_nets") is True and (problem := compiled.compile_problem()) is not None:
+        raise UserError(
+            f"matching.compile_nets=true, but torch.compile fails here ({problem}): set "
+            "matching.compile_nets=auto or false"
+        )
 
 
 def check_checkpoint_every(every: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from rdd.distill.initial import expansion_factor, initial_images
 from rdd.distill.learner import SyntheticSetLearner
 from rdd.experts import attach_experts
 from rdd.matching import Matcher
+from rdd.nets.compiled import resolve_compile
 from rdd.outputs.loggers import ProgressLog
 from rdd.parallel.class_parallel import (
     check_class_parallel,
@@ -26,6 +28,8 @@ from rdd.parallel.class_parallel import (
 from rdd.parallel.strategy import distill_strategy, trainer_kwargs
 from rdd.robust.ownership import AllocationSettings
 from rdd.robust.plan import build_clusterer, build_risk, plan_for
+
+log = logging.getLogger(__name__)
 
 
 def build_learner(
@@ -39,6 +43,7 @@ def build_learner(
     """The learner of a distillation (not a coreset): its starting set, the robust layer's
     plan, MTT's experts, and DDP's class-parallel mode where the config asks for it."""
     plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
+    compile_where_it_repays(matcher, tuple(data.train_x.shape[-2:]), ipc)
     if matcher.needs_experts:
         attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
@@ -62,6 +67,20 @@ def build_learner(
             check_one_forward_per_class(matcher, make_net(), learner)
         learner.class_parallel = True
     return learner
+
+
+def compile_where_it_repays(matcher: Matcher, image_size: tuple[int, int], ipc: int) -> None:
+    """Settle ``matching.compile_nets=auto`` for this run (rdd.nets.compiled.resolve_compile):
+    the real-batch passes per class are DM/IDM's iterations, DC/DSA's x their outer loops."""
+    if not hasattr(matcher, "compile_nets"):
+        return  # MTT and the coresets run no first-order passes to compile
+    outer = matcher.loops(ipc)[0] if hasattr(matcher, "loops") else 1
+    on, notice = resolve_compile(matcher.compile_nets, image_size, matcher.iterations * outer)
+    matcher.compile_nets = on
+    if getattr(matcher, "queue", None) is not None:
+        matcher.queue.compile_nets = on  # IDM's queue networks train through the same passes
+    if notice:
+        log.warning("warning: %s", notice)
 
 
 def fit(

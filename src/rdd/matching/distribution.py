@@ -42,7 +42,7 @@ from rdd.matching.robust import (
     real_mean_embedding,
 )
 from rdd.nets import has_batchnorm
-from rdd.nets.compiled import first_order
+from rdd.nets.compiled import check_compile_setting, first_order
 from rdd.parallel.distributed import owns_class, sum_owned
 
 
@@ -94,7 +94,7 @@ class DistributionMatching(Matcher):
             ``--eval_interval`` 100 (500 at IPC 50, conf/experiment/idm_*_ipc50); 0: never.
         compile_nets: Embed (real and synthetic) and train the queue networks through
             ``torch.compile`` (:mod:`rdd.nets.compiled`): faster after a one-off compilation,
-            equal to float rounding, not bitwise.
+            equal to float rounding, not bitwise; ``auto``: where it repays (a run decides).
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class DistributionMatching(Matcher):
         momentum_net: float = 0.9,
         weight_decay_net: float = 5e-4,
         accuracy_reset_every: int = 100,
-        compile_nets: bool = False,
+        compile_nets: bool | str = "auto",
     ) -> None:
         positive = {"iterations": iterations, "lr_img": lr_img, "batch_real": batch_real}
         positive |= {"generate_every": generate_every, "sampled_nets": sampled_nets}
@@ -144,6 +144,7 @@ class DistributionMatching(Matcher):
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.factor = check_factor(factor)
         self.ce_weight, self.step_per_class = ce_weight, step_per_class
+        check_compile_setting(compile_nets)
         self.sampled_nets, self.compile_nets = sampled_nets, compile_nets
         self.queue = (
             NetQueue(

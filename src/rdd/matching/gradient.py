@@ -22,7 +22,7 @@ from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.distance import get_distance
 from rdd.matching.robust import logged_losses, real_data_loss, real_gradient
 from rdd.nets import has_batchnorm
-from rdd.nets.compiled import first_order
+from rdd.nets.compiled import check_compile_setting, first_order
 from rdd.outputs.progress import inner_steps
 from rdd.parallel.device import to_device
 from rdd.parallel.distributed import all_reduce_grads, owns_class, sum_owned
@@ -90,7 +90,8 @@ class GradientMatching(Matcher):
         net_train_data: ``synthetic``, ``real`` or ``mixed`` (set it as robust.net_train_data).
         compile_nets: Run the network's first-order passes (the real gradient, the training
             between matching steps) through ``torch.compile`` (:mod:`rdd.nets.compiled`):
-            faster after a one-off compilation, equal to float rounding, not bitwise.
+            faster after a one-off compilation, equal to float rounding, not bitwise;
+            ``auto``: where it repays (a run decides, :func:`rdd.nets.compiled.resolve_compile`).
     """
 
     def __init__(
@@ -112,7 +113,7 @@ class GradientMatching(Matcher):
         dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
         dsa_mode: str = "single",
         net_train_data: str = "synthetic",
-        compile_nets: bool = False,
+        compile_nets: bool | str = "auto",
     ) -> None:
         positive = {"iterations": iterations, "batch_real": batch_real, "batch_train": batch_train}
         positive |= {"lr_img": lr_img, "lr_net": lr_net, "bn_images_per_class": bn_images_per_class}
@@ -136,6 +137,7 @@ class GradientMatching(Matcher):
         self.bn_images_per_class = bn_images_per_class
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.net_train_data = net_train_data
+        check_compile_setting(compile_nets)
         self.compile_nets = compile_nets
         self.group_losses: list[torch.Tensor] = []  # per-subgroup matching losses of the last step
 

@@ -65,7 +65,7 @@ class NetQueue:
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         reset_every: int = 0,
-        compile_nets: bool = False,
+        compile_nets: bool | str = "auto",
     ) -> None:
         self.size, self.generate_every, self.push, self.initial = (
             size,
