@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-COMPILE_SETTINGS = (True, False, "auto")
 AUTO_MIN_SIDE = 32  # pixels: below it a pass is too short for compiled kernels to repay
 AUTO_MIN_PASSES = 100  # real-batch passes per class over a run
 
@@ -62,7 +61,7 @@ def first_order(net: nn.Module, enabled: bool | str) -> nn.Module | FirstOrderPa
 
 def check_compile_setting(value: Any) -> None:
     """``matching.compile_nets`` is true, false or auto."""
-    if value not in COMPILE_SETTINGS or (value != "auto" and not isinstance(value, bool)):
+    if not (isinstance(value, bool) or value == "auto"):
         raise ValueError(
             f"matching.compile_nets must be true, false or auto, got '{value}': set "
             "matching.compile_nets=auto (compile where it repays) or false"
