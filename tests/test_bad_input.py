@@ -109,7 +109,7 @@ CASES = [
     Case(
         "ipc below what the subgroups must own",
         "rdd.run",
-        ["risk=cvar", "ipc=3"],
+        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1"],
         "ipc=3 cannot give each of the 5 subgroups per class",
     ),
     Case(

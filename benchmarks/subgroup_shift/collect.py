@@ -5,7 +5,7 @@
 
 Every run directory ``<method>_<arm>_s<seed>[tag]`` (at any depth) with a metrics.json and a
 config.yaml gives one row ``{"design": "owned", "subgroup", "transform", "method", "risk",
-"groups", "seed", "test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc",
+"groups", "allocation", "seed", "test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc",
 "rare_purity", "rare_recall", ...}`` (percent; ``groups``: ``known``, the clustering with its
 feature space, or ``-`` for risk=none), read from the run's own config. Rows of earlier designs
 already in results.json (``"design": "class-wide"``: a risk over one class-wide synthetic
@@ -45,6 +45,7 @@ def rows(runs: Path) -> list[dict]:
         row = {"design": "owned", "subgroup": transform, "transform": transform}
         row |= {"method": cfg.matching.name, "risk": cfg.risk.name + match["tag"]}
         row |= {"arm": match["arm"], "groups": groups_of(cfg), "seed": int(cfg.seed)}
+        row["allocation"] = allocation_of(cfg)
         values["altered_acc"] = values[f"group_{transform}_acc"]
         row |= {key: round(values[key], 2) for key in KEYS if key in values}
         for key in ("cluster_rare_purity", "cluster_rare_recall"):
@@ -64,6 +65,16 @@ def groups_of(cfg) -> str:
     return (
         f"{cfg.clustering.name}:{cfg.clustering.get('features', '')}:k{cfg.clustering.get('k', '')}"
     )
+
+
+def allocation_of(cfg) -> str:
+    """``shared`` (robust.allocation.shared, the default since issue 24's second design),
+    ``owned`` (every image owned by a group: the first design, and runs from before the key
+    existed), or ``-`` when no risk acts."""
+    if cfg.risk.name == "none":
+        return "-"
+    robust = cfg.get("robust") or {}
+    return "shared" if (robust.get("allocation") or {}).get("shared", False) else "owned"
 
 
 def earlier_rows(results: Path) -> list[dict]:

@@ -27,6 +27,8 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 RUN = ["-m", "rdd.run", "ipc=2", "matching=dc", "matching.iterations=2", "risk=cvar"]
 RUN += ["clustering.k=2", "eval.epochs=2", "eval.num_nets=1", "logger=none", "print_config=false"]
 RUN += ["trainer.enable_progress_bar=false"]
+# every image owned (tests/parallel/test_ddp.py: OWNED_ONLY, and why)
+RUN += ["robust.allocation.shared=false", "robust.allocation.min_images=1"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu"]
 
 

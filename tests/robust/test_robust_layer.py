@@ -16,7 +16,7 @@ from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
 from rdd.nets import build_net
 from rdd.risk import CVaR, MaxGroup, cvar_weights
-from rdd.robust.ownership import AllocationSettings, Ownership
+from rdd.robust.ownership import SHARED, AllocationSettings, Ownership
 from rdd.robust.plan import RiskSlots, RobustPlan, RunningGroupRisk, build_risk, plan_for
 from tests.conftest import compose_config
 
@@ -31,7 +31,12 @@ def real_data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.arange(K).repeat_interleave(PER_CLASS)
 
 
-def learner_for(risk, clusterer, plan, matcher=None, batch_real=30) -> SyntheticSetLearner:
+OWNED_ONLY = AllocationSettings(min_per_group=8, train_steps=5, shared=False, min_images=1)
+
+
+def learner_for(
+    risk, clusterer, plan, matcher=None, batch_real=30, allocation=None
+) -> SyntheticSetLearner:
     x, y = real_data()
     matcher = matcher or DistributionMatching(iterations=4, batch_real=batch_real, dsa=False)
     init = torch.cat([x[y == c][:2] for c in range(K)])
@@ -48,7 +53,7 @@ def learner_for(risk, clusterer, plan, matcher=None, batch_real=30) -> Synthetic
         risk=risk,
         clusterer=clusterer,
         plan=plan,
-        allocation=AllocationSettings(min_per_group=8, train_steps=5),
+        allocation=allocation or AllocationSettings(min_per_group=8, train_steps=5),
     )
 
 
@@ -163,7 +168,7 @@ def test_known_subgroups_need_the_mask_and_assign_only_its_images() -> None:
 
 
 def test_every_synthetic_image_belongs_to_one_group_of_its_class() -> None:
-    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True), allocation=OWNED_ONLY)
     fit(learner)
     owners = learner.ownership.owners
     assert torch.equal(owners // 2, learner.labels.cpu())  # a group of the image's own class
@@ -171,17 +176,57 @@ def test_every_synthetic_image_belongs_to_one_group_of_its_class() -> None:
         assert sorted(owners[learner.labels.cpu() == c].tolist()) == [2 * c, 2 * c + 1]
 
 
-def test_an_owned_image_starts_from_a_real_image_of_its_group() -> None:
-    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+def test_with_shared_images_every_image_is_shared_or_owned_by_a_group_of_its_class() -> None:
+    """Max-group favours one group per class: it buys images, the rest stay shared."""
+    learner = learner_for(MaxGroup(), kmeans(), RobustPlan(matching=True))
+    fit(learner)
+    owners, labels = learner.ownership.owners, learner.labels.cpu()
+    owned = owners != SHARED
+    assert bool(owned.any()) and bool((~owned).any())
+    assert torch.equal(owners[owned] // 2, labels[owned])
+    assert learner.ownership.shared_rows(0).tolist() == torch.nonzero(~owned[:2]).flatten().tolist()
+
+
+@pytest.mark.parametrize("allocation", [None, OWNED_ONLY], ids=["shared", "owned_only"])
+def test_an_owned_image_starts_from_a_real_image_of_its_group(allocation) -> None:
+    learner = learner_for(MaxGroup(), kmeans(), RobustPlan(matching=True), allocation=allocation)
+    before = learner.images.detach().clone()
     learner.regroup(learner.new_net())  # iteration 0: fit, allocate, measure
     x, _ = real_data()
-    for row, group in enumerate(learner.ownership.owners.tolist()):
+    owners = learner.ownership.owners.tolist()
+    assert any(group >= 0 for group in owners)
+    for row, group in enumerate(owners):
+        if group == SHARED:  # a shared image keeps the base method's start
+            assert torch.equal(learner.images[row].detach(), before[row])
+            continue
         members = x[learner.pool.groups == group]
         assert any(torch.equal(learner.images[row].detach(), m) for m in members)
     assert "alloc/moved" not in learner.regroup(learner.new_net())  # once per iteration
 
 
-def test_the_first_measurement_sees_the_set_the_size_allocation_made(monkeypatch) -> None:
+def test_shared_images_are_matched_against_a_plain_batch_of_their_class() -> None:
+    """The shared rows' real batch is the base method's draw (the whole class, batch_real
+    images); each owning group's batch comes from its own images."""
+    learner = learner_for(MaxGroup(), kmeans(), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())
+    x, y = real_data()
+    for c in range(K):
+        batches = learner.owned_batches(c, 30)
+        shared = learner.ownership.shared_rows(c)
+        rows, real = batches[0]
+        assert rows.tolist() == shared.tolist() and len(real) == 30
+        in_class = x[y == c]
+        assert all(any(torch.equal(r, m) for m in in_class) for r in real)
+        for rows, real in batches[1:]:
+            (group,) = learner.ownership.owners[rows.cpu()].unique().tolist()
+            members = x[learner.pool.groups == group]
+            assert all(any(torch.equal(r, m) for m in members) for r in real)
+
+
+@pytest.mark.parametrize("allocation", [None, OWNED_ONLY], ids=["shared", "owned_only"])
+def test_the_first_measurement_sees_the_set_the_size_allocation_made(
+    monkeypatch, allocation
+) -> None:
     """The loss model is anchored at the counts of the size-based allocation, so the network
     that measures the groups' losses at iteration 0 trains on those owned images (each a real
     image of its group), not on the base method's random start."""
@@ -196,11 +241,15 @@ def test_the_first_measurement_sees_the_set_the_size_allocation_made(monkeypatch
             seen.append(images.detach().clone()) or measure(net, images, *rest)
         ),
     )
-    learner = learner_for(CVaR(0.5), kmeans(), RobustPlan(matching=True))
+    learner = learner_for(MaxGroup(), kmeans(), RobustPlan(matching=True), allocation=allocation)
+    start = learner.images.detach().clone()
     learner.regroup(learner.new_net())
     x, _ = real_data()
     (trained_on,) = seen
     for row, group in enumerate(learner.ownership.owners.tolist()):
+        if group == SHARED:
+            assert torch.equal(trained_on[row], start[row])
+            continue
         members = x[learner.pool.groups == group]
         assert any(torch.equal(trained_on[row], m) for m in members)
 
@@ -382,7 +431,9 @@ def test_the_allocation_is_revisited_at_its_cadence(monkeypatch) -> None:
 def test_a_slot_moved_to_another_group_restarts_from_that_group() -> None:
     from rdd.robust.ownership import restart_rows
 
-    learner = learner_for(CVaR(0.5), KnownSubgroups(far_off()), RobustPlan(matching=True))
+    learner = learner_for(
+        CVaR(0.5), KnownSubgroups(far_off()), RobustPlan(matching=True), allocation=OWNED_ONLY
+    )
     learner.regroup(learner.new_net())
     own = learner.ownership
     row = int(own.rows_of(0)[0])  # class 0's common group gives its image to the rare group
@@ -400,3 +451,30 @@ def far_off() -> torch.Tensor:
     altered = torch.zeros(len(y), dtype=torch.bool)
     altered[::7] = True
     return altered
+
+
+def test_an_image_given_back_to_the_shared_pool_keeps_its_pixels(monkeypatch) -> None:
+    """A revisit that returns an owned image to the shared pool leaves it as it is (it is an
+    image of the class already); the image optimizer's state is not touched either."""
+    import rdd.robust.ownership as ownership
+
+    learner = learner_for(MaxGroup(), kmeans(every=100), RobustPlan(matching=True))
+    learner.regroup(learner.new_net())  # iteration 0: allocate, measure
+    own = learner.ownership
+    row = int(torch.nonzero(own.owners >= 0).flatten()[0])
+    c, group = row // 2, int(own.owners[row])
+    groups = learner.pool.class_groups(c)
+
+    def give_back(_learner):
+        slots = own.slots(c, groups)
+        slots[groups.tolist().index(group)] -= 1
+        slots[-1] += 1
+        return own.assign(c, ownership.owner_ids(groups, own.settings), slots)
+
+    monkeypatch.setattr(ownership, "measured_allocation", give_back)
+    own.settings = AllocationSettings(min_per_group=8, every=2, train_steps=5)
+    learner.iteration = 2
+    before = learner.images.detach().clone()
+    stats = ownership.revisit_allocation(learner)
+    assert stats["alloc/moved"] == 1.0 and int(own.owners[row]) == SHARED
+    assert torch.equal(learner.images.detach(), before)

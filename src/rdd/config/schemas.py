@@ -155,6 +155,10 @@ class AllocationSchema:
         every group's loss; images moved to another group restart from it), after the one at
         iteration 0 (right after the first allocation, from the groups' sizes). None: at
         iteration 0 only. A revisit costs one short training (~20 s for CIFAR-10 on a CPU).
+    shared: Images no subgroup needs stay shared: matched against the whole class, as the
+        base method matches them; a group owns images only where the risk says the shared
+        ones do not serve it (the mean keeps every image shared). false: every image is owned
+        by a group (the design measured before; use it with min_images >= 1).
     min_images: Images every subgroup of a class owns at least (ipc must be >= this x groups
         per class).
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
@@ -163,7 +167,8 @@ class AllocationSchema:
     """
 
     every: int | None = 500
-    min_images: int = 1
+    shared: bool = True
+    min_images: int = 0
     exponent: float = 0.5
     train_steps: int = 100
     eval_per_group: int = 256

@@ -186,12 +186,17 @@ class SyntheticSetLearner(L.LightningModule):
         return stats
 
     def owned_batches(self, c: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Class c's groups that own images: (their rows in the set, a stratified real batch
-        of the group), from a draw of about n real images (:meth:`RealPool.draw_stratified`)."""
+        """Class c's owners of images: (their rows in the set, a real batch). A group's batch
+        is its part of a stratified draw of about n real images (:meth:`RealPool.draw_stratified`);
+        the shared images' batch is n real images of the whole class, as the base method draws."""
         assert self.ownership is not None, "owned_batches needs the risk on matching"
         minimum = self.ownership.settings.min_per_group
         draws = self.pool.draw_stratified(c, n, minimum, self.generator)
         batches = []
+        shared = self.ownership.shared_rows(c)
+        if len(shared):
+            idx = self.pool.draw(c, n, self.generator)
+            batches.append((to_device(shared, self.device), self.real_images(idx)))
         for group, idx in zip(self.pool.class_groups(c).tolist(), draws, strict=True):
             rows = self.ownership.rows_of(group)
             if len(rows) and len(idx):

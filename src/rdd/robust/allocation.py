@@ -22,6 +22,24 @@ follows from the rule:
 * ``cvar`` weighs only the groups in the upper tail of mass 1 - alpha, ``entropic`` tilts
   towards the worse groups by beta: both sit between the mean and the max.
 
+**Shared images** (:func:`shared_allocation`, ``robust.allocation.shared``, the default): an
+image may also stay *shared*, matched against the whole class as the base method matches it.
+The class-wide target is the mass-weighted mixture of the groups, so a shared image serves
+group g in proportion to its mass: g's effective count is n_g + m_g * S (S shared images),
+and the loss model above applies to it. A group may own images only where both hold:
+
+* it is *rare*: the shared images give it less than one image's worth (m_g * total < 1, a
+  group under 10 % of its class at IPC 10). A larger group is represented in the class-wide
+  set already, and matching it apart only fragments the class: in benchmarks/subgroup_shift,
+  CVaR's tail (half the class's mass) let the majority's k-means clusters buy images of their
+  own, which cost 2-3 clean points and lifted no group;
+* the risk *favours* it: its risk weight at the start (every image shared) exceeds its mass
+  (CVaR's tail, max-group's worst group, entropic's above-mean groups).
+
+Those groups buy images from the shared pool one at a time while a move lowers the (risk,
+mean loss) pair. So the mean keeps every image shared (the base method's target), and the
+clean cost is the images the rare groups buy.
+
 Everything here is a pure function of tensors (tested on hand-made loss curves).
 """
 
@@ -63,6 +81,36 @@ def risk_value(risk: nn.Module, losses: torch.Tensor, masses: torch.Tensor) -> f
         return float((masses * losses).sum())  # the mean
 
 
+def risk_and_mean(
+    risk: nn.Module, losses: torch.Tensor, masses: torch.Tensor
+) -> tuple[float, float]:
+    """What every search minimises, compared in order: the risk, then the mean loss (the
+    tie-break that keeps max-group from starving the other groups)."""
+    return risk_value(risk, losses, masses), float((masses * losses).sum())
+
+
+def checked_inputs(
+    masses: torch.Tensor,
+    total: int,
+    minimum: int,
+    measured: torch.Tensor | None,
+    anchors: torch.Tensor | None,
+    exponent: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The allocations' inputs in float64: masses summing to 1, measured losses (None: all
+    1) and anchors (None: all 0); a ValueError for a budget below the minimum or a bad
+    exponent."""
+    groups = len(masses)
+    if total < minimum * groups:
+        raise ValueError(f"{total} images cannot give {groups} groups {minimum} each")
+    if not exponent > 0:
+        raise ValueError(f"the allocation exponent must be > 0, got {exponent}")
+    masses = masses.double() / masses.double().sum()
+    measured = torch.ones(groups, dtype=torch.float64) if measured is None else measured.double()
+    anchors = torch.zeros(groups, dtype=torch.float64) if anchors is None else anchors.double()
+    return masses, measured, anchors
+
+
 def greedy_allocation(
     risk: nn.Module,
     masses: torch.Tensor,
@@ -87,13 +135,7 @@ def greedy_allocation(
         ValueError: fewer images than ``minimum`` times the groups, or a bad exponent.
     """
     groups = len(masses)
-    if total < minimum * groups:
-        raise ValueError(f"{total} images cannot give {groups} groups {minimum} each")
-    if not exponent > 0:
-        raise ValueError(f"the allocation exponent must be > 0, got {exponent}")
-    masses = masses.double() / masses.double().sum()
-    measured = torch.ones(groups, dtype=torch.float64) if measured is None else measured.double()
-    anchors = torch.zeros(groups, dtype=torch.float64) if anchors is None else anchors.double()
+    masses, measured, anchors = checked_inputs(masses, total, minimum, measured, anchors, exponent)
     counts = torch.full((groups,), minimum, dtype=torch.int64)
     for _ in range(total - int(counts.sum())):
         counts[best_group(risk, masses, counts, measured, anchors, exponent)] += 1
@@ -116,25 +158,88 @@ def improved_by_moves(
     """
 
     def key(c: torch.Tensor) -> tuple[float, float]:
-        losses = modelled_losses(measured, anchors, c, exponent)
-        return risk_value(risk, losses, masses), float((masses * losses).sum())
+        return risk_and_mean(risk, modelled_losses(measured, anchors, c, exponent), masses)
 
+    return local_search(counts, torch.full_like(counts, minimum), key)
+
+
+def favoured_groups(risk: nn.Module, losses: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """(G,) bool: the groups the risk weighs above their mass at these losses (the max's
+    group for ``two_level``; none for the mean)."""
+    masses = masses.double()
+    with torch.no_grad():
+        if isinstance(risk, GroupRisk):
+            return risk.weights(losses, masses).double() > masses * (1 + 1e-9)
+        if isinstance(risk, TwoLevel):
+            return losses == losses[masses > 0].max()
+    return torch.zeros(len(masses), dtype=torch.bool)
+
+
+def rare_groups(masses: torch.Tensor, total: int) -> torch.Tensor:
+    """(G,) bool: the groups that ``total`` shared images give less than one image's worth."""
+    return masses.double() * total < 1
+
+
+def shared_allocation(
+    risk: nn.Module,
+    masses: torch.Tensor,
+    total: int,
+    minimum: int = 0,
+    measured: torch.Tensor | None = None,
+    anchors: torch.Tensor | None = None,
+    exponent: float = DEFAULT_EXPONENT,
+) -> torch.Tensor:
+    """Images each group owns, and the shared ones last: (G + 1,) int64 summing to ``total``.
+
+    Args as :func:`greedy_allocation`, except that ``anchors`` are *effective* counts (owned
+    images plus the group's mass times the shared ones) at the measurement. The search starts
+    with ``minimum`` images per group and the rest shared; the rare groups the risk favours
+    there (:func:`rare_groups`, :func:`favoured_groups`) may gain images, one at a time, from
+    the shared pool or from each other, while a move lowers the (risk, mean loss) pair. The
+    other groups keep ``minimum``.
+    """
+    groups = len(masses)
+    masses, measured, anchors = checked_inputs(masses, total, minimum, measured, anchors, exponent)
+
+    def key(slots: torch.Tensor) -> tuple[float, float]:
+        losses = modelled_losses(measured, anchors, effective_counts(slots, masses), exponent)
+        return risk_and_mean(risk, losses, masses)
+
+    slots = torch.full((groups + 1,), minimum, dtype=torch.int64)
+    slots[groups] = total - minimum * groups
+    floors = torch.full_like(slots, minimum)
+    floors[groups] = 0
+    start = modelled_losses(measured, anchors, effective_counts(slots, masses), exponent)
+    owners = favoured_groups(risk, start, masses) & rare_groups(masses, total)
+    receivers = torch.cat([owners, torch.tensor([True])])
+    return local_search(slots, floors, key, receivers)
+
+
+def effective_counts(slots: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """Owned images plus each group's share of the shared ones (the last slot): (G,)."""
+    return slots[:-1].double() + masses.double() * float(slots[-1])
+
+
+def local_search(
+    counts: torch.Tensor, floors: torch.Tensor, key, receivers: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Move single images between slots (never below a slot's floor, only to ``receivers``:
+    default all) while the best move lowers ``key`` (a tuple compared in order)."""
     current = key(counts)
     while True:
-        moves = [
-            (src, dst)
-            for src in range(len(counts))
-            for dst in range(len(counts))
-            if src != dst and counts[src] > minimum
-        ]
         best = None
-        for src, dst in moves:
-            trial = counts.clone()
-            trial[src] -= 1
-            trial[dst] += 1
-            trial_key = key(trial)
-            if _less(trial_key, current) and (best is None or _less(trial_key, best[0])):
-                best = (trial_key, trial)
+        for src in range(len(counts)):
+            if counts[src] <= floors[src]:
+                continue
+            for dst in range(len(counts)):
+                if dst == src or (receivers is not None and not receivers[dst]):
+                    continue
+                trial = counts.clone()
+                trial[src] -= 1
+                trial[dst] += 1
+                trial_key = key(trial)
+                if _less(trial_key, current) and (best is None or _less(trial_key, best[0])):
+                    best = (trial_key, trial)
         if best is None:
             return counts
         current, counts = best
@@ -153,8 +258,7 @@ def best_group(
     for g in range(len(counts)):
         trial = counts.clone()
         trial[g] += 1
-        losses = modelled_losses(measured, anchors, trial, exponent)
-        key = (risk_value(risk, losses, masses), float((masses * losses).sum()))
+        key = risk_and_mean(risk, modelled_losses(measured, anchors, trial, exponent), masses)
         # A relative tolerance, so that ties in exact arithmetic stay ties after rounding.
         if best_key is None or _less(key, best_key):
             best, best_key = g, key

@@ -1,15 +1,19 @@
 """Synthetic images owned by subgroups: the robust layer's matching target.
 
-With a robust risk on matching, every synthetic image of class c belongs to exactly one
-subgroup of c (``owners``: one group id per image). It starts from a real image of that group
-and is matched against that group's real images only (DM/IDM: the mean embedding of the
-group's owned images against its real mean; DC/DSA: the gradient on them against the group's
-real gradient), so groups never pull each other's images and the clean cost of robustness
-comes only from how many images each group owns. That number is the allocation that minimises
-the run's risk over the groups' losses (:mod:`rdd.robust.allocation`), revisited every
-``robust.allocation.every`` iterations: a network trained on the current synthetic set is
-scored on stratified real images of every group (its per-group cross-entropy), the greedy
-rule re-allocates, and an image moved to another group is re-initialised from that group.
+With a robust risk on matching, every synthetic image of class c is either owned by exactly
+one subgroup of c or shared (``owners``: a group id per image, or :data:`SHARED`). An owned
+image starts from a real image of its group and is matched against that group's real images
+only (DM/IDM: the mean embedding of the group's owned images against its real mean; DC/DSA:
+the gradient on them against the group's real gradient); the shared images of a class are
+matched against a plain batch of the whole class, as the base method matches every image
+(``robust.allocation.shared``, default on; off: every image is owned). So groups never pull
+each other's images and the clean cost of robustness comes only from how many images the
+groups own. That number is the allocation that minimises the run's risk over the groups'
+losses (:mod:`rdd.robust.allocation`), revisited every ``robust.allocation.every``
+iterations: a network trained on the current synthetic set is scored on stratified real
+images of every group (its per-group cross-entropy), the allocation is made again, and an
+image given to another group restarts from a real image of that group (an image given back
+to the shared pool keeps its pixels: it is an image of the class already).
 
 ``risk=none`` never builds an :class:`Ownership`: the base method runs bit for bit.
 """
@@ -27,7 +31,15 @@ from rdd.clustering.base import _broadcast_from_rank0
 from rdd.clustering.discovery import rare_group_of_class
 from rdd.distill.expansion import expand, pack
 from rdd.parallel.distributed import broadcast_from_rank0_
-from rdd.robust.allocation import DEFAULT_EXPONENT, greedy_allocation
+from rdd.robust.allocation import (
+    DEFAULT_EXPONENT,
+    effective_counts,
+    greedy_allocation,
+    shared_allocation,
+)
+
+SHARED = -2  # the owner of a shared image: matched against the whole class
+UNALLOCATED = -1
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,8 @@ class AllocationSettings:
 
     min_per_group: int = 64
     every: int | None = 500
-    min_images: int = 1
+    shared: bool = True
+    min_images: int = 0
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -47,6 +60,7 @@ class AllocationSettings:
         return cls(
             min_per_group=int(robust.get("min_per_group", cls.min_per_group)),
             every=node.get("every", cls.every),
+            shared=bool(node.get("shared", cls.shared)),
             min_images=int(node.get("min_images", cls.min_images)),
             exponent=float(node.get("exponent", cls.exponent)),
             train_steps=int(node.get("train_steps", cls.train_steps)),
@@ -60,7 +74,8 @@ class AllocationSettings:
 
 
 class Ownership:
-    """The group of every synthetic image, grouped by class (``owners``, (C * ipc,) int64).
+    """The owner of every synthetic image, grouped by class (``owners``, (C * ipc,) int64):
+    a group id, or :data:`SHARED`.
 
     Args:
         num_classes, ipc: shape of the synthetic set.
@@ -73,36 +88,50 @@ class Ownership:
         self, num_classes: int, ipc: int, settings: AllocationSettings, fixed: bool = False
     ) -> None:
         self.num_classes, self.ipc, self.settings, self.fixed = num_classes, ipc, settings, fixed
-        self.owners = torch.full((num_classes * ipc,), -1, dtype=torch.int64)
+        self.owners = torch.full((num_classes * ipc,), UNALLOCATED, dtype=torch.int64)
         self.revisited = -1  # the last iteration whose allocation was revisited
 
     @property
     def allocated(self) -> bool:
-        return bool((self.owners >= 0).all())
+        return bool((self.owners != UNALLOCATED).all())
+
+    def class_rows(self, c: int) -> torch.Tensor:
+        return torch.arange(c * self.ipc, (c + 1) * self.ipc)
 
     def rows_of(self, group: int) -> torch.Tensor:
         """The synthetic rows (indices into the set) that ``group`` owns."""
         return torch.nonzero(self.owners == group).flatten()
 
+    def shared_rows(self, c: int) -> torch.Tensor:
+        """Class c's shared rows."""
+        rows = self.class_rows(c)
+        return rows[self.owners[rows] == SHARED]
+
     def counts(self, class_groups: torch.Tensor) -> torch.Tensor:
         """Images owned by each of a class's groups: (groups_per_class,)."""
         return torch.stack([(self.owners == g).sum() for g in class_groups])
 
-    def assign(self, c: int, class_groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Give class c's rows to its groups by ``counts``; returns the rows that changed owner.
+    def slots(self, c: int, class_groups: torch.Tensor) -> torch.Tensor:
+        """Class c's owned counts per group, then its shared count: (groups_per_class + 1,)."""
+        shared = torch.tensor([len(self.shared_rows(c))])
+        return torch.cat([self.counts(class_groups), shared])
 
-        A group keeps the rows it has (its lowest ones) up to its new count; the rows it
-        gives up go, in order, to the groups that gain.
+    def assign(self, c: int, owners: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Give class c's rows to ``owners`` (group ids, :data:`SHARED` too) by ``counts``;
+        returns the rows that changed owner.
+
+        An owner keeps the rows it has (its lowest ones) up to its new count; the rows it
+        gives up go, in order, to the owners that gain.
         """
-        rows = torch.arange(c * self.ipc, (c + 1) * self.ipc)
+        rows = self.class_rows(c)
         new = self.owners[rows].clone()
         freed = []
-        for g, n in zip(class_groups.tolist(), counts.tolist(), strict=True):
+        for g, n in zip(owners.tolist(), counts.tolist(), strict=True):
             mine = rows[new == g]
             freed.append(mine[n:])
-            new[(mine[n:] - rows[0])] = -1
-        free = torch.cat(freed + [rows[new < 0]]).unique()
-        for g, n in zip(class_groups.tolist(), counts.tolist(), strict=True):
+            new[(mine[n:] - rows[0])] = UNALLOCATED
+        free = torch.cat(freed + [rows[new == UNALLOCATED]]).unique()
+        for g, n in zip(owners.tolist(), counts.tolist(), strict=True):
             missing = n - int((new == g).sum())
             take, free = free[:missing], free[missing:]
             new[take - rows[0]] = g
@@ -162,18 +191,30 @@ def allocate_class(
     anchors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The images each group of a class owns, from the groups' sizes (their masses) and,
-    once measured, their losses at the current counts."""
-    present = sizes > 0  # a group with no real image (a k-means cluster left empty) owns none
+    once measured, their losses at the current counts (``anchors``: effective counts with
+    shared images); with shared images the shared count follows: (G,) or (G + 1,)."""
+    present = torch.nonzero(sizes > 0).flatten()  # an empty k-means cluster owns nothing
     masses = sizes[present].double() / sizes.sum()
 
     def pick(t):
         return None if t is None else t[present]
 
-    counts = torch.zeros(len(sizes), dtype=torch.int64)
-    counts[present] = greedy_allocation(
+    allocate = shared_allocation if settings.shared else greedy_allocation
+    picked = allocate(
         risk, masses, ipc, settings.min_images, pick(measured), pick(anchors), settings.exponent
     )
+    counts = torch.zeros(len(sizes) + int(settings.shared), dtype=torch.int64)
+    counts[present] = picked[: len(present)]
+    if settings.shared:
+        counts[-1] = picked[-1]
     return counts
+
+
+def owner_ids(class_groups: torch.Tensor, settings: AllocationSettings) -> torch.Tensor:
+    """The owners :func:`allocate_class`'s counts are for: the groups, then SHARED if on."""
+    if not settings.shared:
+        return class_groups
+    return torch.cat([class_groups.cpu(), torch.tensor([SHARED])])
 
 
 def revisit_allocation(learner: Any) -> dict[str, float]:
@@ -201,8 +242,9 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     moved = [torch.empty(0, dtype=torch.int64)]
     for allocate in allocations:
         moved.append(allocate(learner))
-        if len(moved[-1]):
-            restart_rows(learner, moved[-1])
+        owned = moved[-1][own.owners[moved[-1]] != SHARED]  # a shared image keeps its pixels
+        if len(owned):
+            restart_rows(learner, owned)
     return allocation_stats(learner, len(torch.cat(moved).unique()))
 
 
@@ -216,10 +258,10 @@ def first_allocation(learner: Any) -> torch.Tensor:
     if own.fixed:  # nearest_synthetic: image i of class c is the centre of group c * ipc + i
         own.owners = torch.arange(own.num_classes * own.ipc)
         return torch.empty(0, dtype=torch.int64)
-    risk = learner.risks.template
+    risk, settings = learner.risks.template, own.settings
     for c in range(own.num_classes):
         groups, sizes = class_groups_and_sizes(learner, c)
-        own.assign(c, groups, allocate_class(risk, sizes, own.ipc, own.settings))
+        own.assign(c, owner_ids(groups, settings), allocate_class(risk, sizes, own.ipc, settings))
     return torch.arange(own.num_classes * own.ipc)
 
 
@@ -239,12 +281,24 @@ def measured_allocation(learner: Any) -> torch.Tensor:
         groups, sizes = class_groups_and_sizes(learner, c)
         draws = [pool.draw_group(g, own.settings.eval_per_group, learner.generator) for g in groups]
         measured = group_losses(net, learner.real_x, learner.real_y, draws)
-        anchors = own.counts(groups)
         counts = allocate_class(
-            learner.risks.template, sizes, own.ipc, own.settings, measured, anchors
+            learner.risks.template,
+            sizes,
+            own.ipc,
+            own.settings,
+            measured,
+            anchors_of(own, c, groups, sizes),
         )
-        changed.append(own.assign(c, groups, counts))
+        changed.append(own.assign(c, owner_ids(groups, own.settings), counts))
     return torch.cat(changed)
+
+
+def anchors_of(own: Ownership, c: int, groups: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """The image counts class c's groups were measured at: owned, plus (with shared images)
+    each group's share of the shared ones, by its mass among the class's real images."""
+    if not own.settings.shared:
+        return own.counts(groups)
+    return effective_counts(own.slots(c, groups), sizes.double() / sizes.sum())
 
 
 def restart_rows(learner: Any, rows: torch.Tensor) -> None:
@@ -285,9 +339,12 @@ def broadcast_ownership(learner: Any) -> None:
 
 
 def allocation_stats(learner: Any, moved: int) -> dict[str, float]:
-    """Images moved, and with a known subgroup the images its best-matching group owns."""
+    """Images moved, shared images per class (with shared images on), and with a known
+    subgroup the images its best-matching group owns."""
     stats = {"alloc/moved": float(moved)}
     own, pool = learner.ownership, learner.pool
+    if own.settings.shared:
+        stats["alloc/shared_images"] = float((own.owners == SHARED).sum()) / own.num_classes
     if pool.altered is None:
         return stats
     owned = []
