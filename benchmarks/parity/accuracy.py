@@ -13,30 +13,59 @@ set with its own evaluation code) and ``protocol: "rdd"`` (both sets scored by r
 accuracy in percent. A difference in distillation shows in both rows; one in evaluation only
 in ``own``.
 
-Patches to the reference (to its scratch copy only, through a shim imported before its script):
+Patches to the references (to their scratch copies only: ``reference_copies.py``):
 
-- ``torchvision.datasets.CIFAR10`` reads the JPEG folders (an ``ImageFolder``; its classes sort
-  into CIFAR-10's order) instead of downloading the pickled batches (no network here). Both
-  tools then decode the same JPEGs with PIL and normalise with the same mean and std.
-- VICO's ``main.py`` sets ``args.epoch_eval_train = 1000`` whenever DSA (or DC's augmentation)
-  is on, whatever ``--epoch_eval_train`` says; those assignments are removed
-  (:func:`keep_eval_epochs`), so its own evaluation trains the epochs both sides were given.
-- Nothing else: the budget is set through the script's own arguments (``--Iteration``,
-  ``--num_eval``, ``--epoch_eval_train``, ``--num_exp 1``, ``--model ConvNetW32``: both sides
-  use ConvNet-3 at width 32, not the published 128), and ``--eval_mode final`` (not
-  one of its named modes) makes it evaluate the final set only, with the training model.
-  The references take no seed (VICO's ``get_network`` reseeds from the wall clock), so their
-  "seeds" are independent repeats.
+- Both: ``torchvision.datasets.CIFAR10`` reads the JPEG folders (an ``ImageFolder``, through a
+  shim imported before the script; its classes sort into CIFAR-10's order) instead of
+  downloading the pickled batches (no network here). Both tools then decode the same JPEGs
+  with PIL and normalise with the same mean and std.
+- VICO-UoE/DatasetCondensation (``--vico``; items dm10, dsa1, dsa10): ``main.py`` sets
+  ``args.epoch_eval_train = 1000`` whenever DSA (or DC's augmentation) is on, whatever
+  ``--epoch_eval_train`` says; those assignments become ``pass``, so its own evaluation trains
+  the epochs both sides were given. ``--eval_mode final`` (not one of its named modes) makes it
+  evaluate the final set only, with the training model; its ``res_*.pt`` is scored by rdd.
+- uitrbn/IDM (``--idm``; item idm10, ``IDM_cifar10.py``): (a) ``import torchnet`` finds a stub
+  ``torchnet.py`` with ``meter.ClassErrorMeter`` (top-1 accuracy in percent, ``n``, ``reset``:
+  the one piece of torchnet it uses; torchnet is not in rdd's environment); (b) its evaluation
+  pool ``get_eval_pool(args.eval_mode, 'ConvNet', args.model)`` becomes
+  ``get_eval_pool(args.eval_mode, args.model, args.model)``: ``--eval_mode S`` ("the same as
+  the training model") otherwise evaluates a hard-coded width-128 ConvNet, and the other modes
+  never evaluate (it evaluates at ``eval_it_pool[1:]``, their pool is ``[Iteration]``); with
+  ``--eval_interval <iterations>`` it evaluates the final set only; (c) an empty
+  ``checkpoints/`` beside the script, where it ``os.mkdir``s its run's folder. Nothing else: it
+  takes the device it finds (``cuda`` if available, else the CPU; the ``.cuda()`` calls are in
+  functions it does not call), needs no ``.view`` change on current PyTorch, logs to stdout
+  only, and honours ``--epoch_eval_train``. rdd scores the set its own evaluation scored: the
+  ``checkpoints/*/acc_*.pkl`` it pickles when it evaluates, after ``--Iteration`` image updates
+  like rdd's run (its ``res_*.pt`` is saved after one more update). Both sides store 2x2 packed
+  images (``--aug``, rdd's ``factor: 2``) and evaluate them expanded the same way (four bilinear
+  upsampled tiles per stored image: IDM's ``number_sign_augment``, rdd's ``expand``):
+  ``rdd.evaluate`` reads it with ``synset_format=idm factor=2 normalization=mtt`` (IDM loads
+  CIFAR-10 with MTT's ``get_dataset``: the same mean and std as VICO's).
 
-Usage (a checkout of VICO-UoE/DatasetCondensation outside this repository):
+The budget is set through the scripts' own arguments (``--Iteration``, ``--num_eval``,
+``--epoch_eval_train``, ``--num_exp 1``, ``--model ConvNetW32``: both sides use ConvNet-3 at
+width 32, not the published 128). IDM also gets its published CIFAR-10 IPC 10 command
+(``command.txt``) and, explicitly, the defaults rdd's ``idm`` config matches (queue of 100
+networks, one pushed every 30 iterations, 2 trained 10 steps on 256 real images per iteration,
+one sampled for matching, 256 real images per class). The references take no seed (their
+``get_network`` reseeds from the wall clock), so their "seeds" are independent repeats.
+
+Usage (checkouts outside this repository):
 
     git --git-dir=<mirror>/repo archive HEAD | tar -x -C /tmp/ref/vico
-    python benchmarks/parity/accuracy.py --vico /tmp/ref/vico --data ../shared/data/cifar10-jpeg \\
-        [--items dm10,dsa1,dsa10] [--seeds 0,1,2] [--work /tmp/parity-accuracy]
+    for f in $(git --git-dir=<IDM mirror> ls-tree --name-only HEAD | grep .py$); do
+        git --git-dir=<IDM mirror> show HEAD:$f > /tmp/ref/idm/$f; done
+    python benchmarks/parity/accuracy.py --vico /tmp/ref/vico --idm /tmp/ref/idm \\
+        --data ../shared/data/cifar10-jpeg [--items dm10,dsa1,dsa10,idm10] [--seeds 0,1,2] \\
+        [--work /tmp/parity-accuracy]
     python benchmarks/parity/accuracy.py --table        # the README table from accuracy.json
 
-A rerun skips the (item, seed, side) already done in ``--work``; rows already in ``--out``
-are kept. A failing command stops with one line naming it and its log.
+``--iterations``, ``--eval-nets`` and ``--eval-epochs`` replace the items' budget (smoke
+runs); the rows record the budget, rows of different budgets are never merged nor pooled,
+and their work folders get a tag. A rerun skips the (item, seed, side) already done in
+``--work``; rows already in ``--out`` are kept. A failing command stops with one line naming
+it and its log (the rows measured before it stay in ``--out``).
 """
 
 from __future__ import annotations
@@ -49,12 +78,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rdd.outputs.files import read_metrics
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from reference_copies import REFERENCES, BenchError, check_checkout, make_copy  # noqa: E402
+
 REPO = HERE.parents[1]
 DEFAULT_OUT = HERE / "accuracy.json"
 
@@ -75,61 +107,66 @@ class Item:
     # cost here (one width-128 network x 300 epochs takes minutes on this CPU).
     reference_model: str = "ConvNetW32"
     rdd_net: str = "convnet_w32"
+    tool: str = "vico"  # the reference that runs it: a key of reference_copies.REFERENCES
+    rdd_reads: tuple[str, ...] = ()  # rdd.evaluate's overrides that read the reference's set
+    tag: str = ""  # folder suffix of a budget other than the item's own (with_budget)
+
+    def folder(self, seed: int) -> str:
+        return f"{self.method}{self.ipc}{self.tag}_s{seed}"
+
+    def budget(self) -> dict[str, int]:
+        return {
+            "iterations": self.iterations,
+            "eval_nets": self.eval_nets,
+            "eval_epochs": self.eval_epochs,
+        }
 
 
+# uitrbn/IDM command.txt's CIFAR10 IPC 10 command, less what the items set for every reference
+# (budget, --model, --ipc, --num_exp, --eval_*); then its defaults that rdd's idm config
+# matches, given here so that the command states them.
+IDM_CIFAR10_IPC10 = (
+    "--method", "IDM",  # only names its files (res_IDM_...; default DM)
+    "--init", "real", "--dsa_strategy", "color_crop_cutout_flip_scale_rotate", "--lr_img", "0.2",
+    "--net_train_real", "--outer_loop", "1", "--mismatch_lambda", "0", "--net_decay",
+    "--embed_last", "1000", "--syn_ce", "--ce_weight", "0.5", "--train_net_num", "1", "--aug",
+    "--batch_real", "256", "--net_num", "100", "--net_generate_interval", "30",
+    "--net_push_num", "1", "--fetch_net_num", "2", "--model_train_steps", "10",
+    "--trained_bs", "256", "--lr_net", "0.01", "--batch_train", "256",
+)  # fmt: skip
+# VICO's readme command for DSA. main.py's --dsa_strategy defaults to 'None': without it
+# "--method DSA" matches and evaluates with no augmentation at all (DC with DSA's name).
+VICO_DSA = (
+    "--method",
+    "DSA",
+    "--init",
+    "real",
+    "--dsa_strategy",
+    "color_crop_cutout_flip_scale_rotate",
+)
 ITEMS = {
     "dm10": Item("dm", 10, "main_DM.py", ("--init", "real"), "dm_cifar10", iterations=100),
-    "dsa1": Item("dsa", 1, "main.py", ("--method", "DSA", "--init", "real"), "dsa_cifar10", 100),
-    "dsa10": Item("dsa", 10, "main.py", ("--method", "DSA", "--init", "real"), "dsa_cifar10", 2),
-}
-REQUIRED = {"vico": ("main.py", "main_DM.py", "utils.py", "networks.py")}
+    "dsa1": Item("dsa", 1, "main.py", VICO_DSA, "dsa_cifar10", 100),
+    "dsa10": Item("dsa", 10, "main.py", VICO_DSA, "dsa_cifar10", 2),
+    # 10 iterations, as benchmarks/subgroup_shift/run.sh runs IDM on this CPU
+    "idm10": Item(
+        "idm", 10, "IDM_cifar10.py", IDM_CIFAR10_IPC10, "idm_cifar10_ipc10", iterations=10,
+        tool="idm", rdd_reads=("synset_format=idm", "factor=2", "normalization=mtt"),
+    ),
+}  # fmt: skip
 
-SHIM = '''"""Written by rdd's benchmarks/parity/accuracy.py: CIFAR-10 from JPEG folders, no download."""
-import os
-import runpy
-import sys
-
-from torchvision import datasets
-
-
-class JpegCIFAR10(datasets.ImageFolder):
-    def __init__(self, root, train=True, transform=None, download=False, **_):
-        split = "train" if train else "test"
-        super().__init__(os.path.join(os.environ["PARITY_CIFAR10_JPEG"], split), transform=transform)
-
-
-datasets.CIFAR10 = JpegCIFAR10
-script, sys.argv = sys.argv[1], sys.argv[1:]
-runpy.run_path(script, run_name="__main__")
-'''
-# main.py / main_DM.py print this after evaluating the final set.
+# main.py / main_DM.py / IDM_cifar10.py print this after evaluating the final set.
 REFERENCE_RESULT = re.compile(r"Evaluate (\d+) random \S+, mean = ([0-9.]+) std = ([0-9.]+)")
 
 
-class BenchError(Exception):
-    """A one-line reason the benchmark stops (printed as ``error: ...``)."""
-
-
-def check_checkout(path: Path, name: str) -> Path:
-    missing = [f for f in REQUIRED[name] if not (path / f).is_file()]
-    if missing:
-        raise BenchError(
-            f"--{name} {path} is not a checkout of VICO-UoE/DatasetCondensation: no "
-            f"{', '.join(missing)}"
-        )
-    return path
-
-
-# main.py's assignments that override --epoch_eval_train (DSA: 1000; DC with augmentation: 1000).
-FIXED_EVAL_EPOCHS = re.compile(r"^([ \t]*)args\.epoch_eval_train = \d+[^\r\n]*", re.MULTILINE)
-
-
-def keep_eval_epochs(script: Path) -> None:
-    """Make the reference's script evaluate for ``--epoch_eval_train`` epochs, as given."""
-    with script.open(newline="") as f:  # keep the file's own line endings (CRLF in VICO's)
-        text = f.read()
-    with script.open("w", newline="") as f:
-        f.write(FIXED_EVAL_EPOCHS.sub(r"\1pass  # rdd parity: keep --epoch_eval_train", text))
+def with_budget(item: Item, **budget: int | None) -> Item:
+    """``item`` with the ``iterations``/``eval_nets``/``eval_epochs`` given (None: its own),
+    tagged when they differ, so that its work folders are not the item's own budget's."""
+    new = item.budget() | {k: v for k, v in budget.items() if v is not None}
+    if new == item.budget():
+        return item
+    tag = f"_it{new['iterations']}_e{new['eval_nets']}x{new['eval_epochs']}"
+    return replace(item, **new, tag=tag)
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None):
@@ -146,33 +183,37 @@ def thread_env(**extra: str) -> dict[str, str]:
     return os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} | extra
 
 
-def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> dict:
-    """The reference's own run: its accuracy (percent) and its saved set."""
-    folder = work / "reference" / f"{item.method}{item.ipc}_s{seed}"
-    done = folder / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(checkout, folder / "code", ignore=shutil.ignore_patterns(".git"))
-    (folder / "code" / "parity_shim.py").write_text(SHIM)
-    keep_eval_epochs(folder / "code" / item.script)
+def reference_command(item: Item, folder: Path) -> list[str]:
+    """The reference's command (run in ``folder / "code"``): the item's args, then the budget."""
     args = [
         *item.reference_args,
         "--dataset", "CIFAR10", "--model", item.reference_model, "--ipc", str(item.ipc),
         "--num_exp", "1", "--num_eval", str(item.eval_nets),
         "--epoch_eval_train", str(item.eval_epochs), "--Iteration", str(item.iterations),
-        "--eval_mode", "final", "--data_path", str(folder / "data"),
-        "--save_path", str(folder / "result"),
+        *REFERENCES[item.tool].final_eval_args(item.iterations),
+        "--data_path", str(folder / "data"), "--save_path", str(folder / "result"),
     ]  # fmt: skip
-    cmd = [sys.executable, "parity_shim.py", item.script, *args]
+    return [sys.executable, "parity_shim.py", item.script, *args]
+
+
+def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> dict:
+    """The reference's own run: its accuracy (percent) and the set it scored."""
+    folder = work / "reference" / item.folder(seed)
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    make_copy(item.tool, checkout, folder / "code", item.script)
     env = thread_env(PARITY_CIFAR10_JPEG=str(data.resolve()))
-    text = run_logged(cmd, folder / "run.log", cwd=folder / "code", env=env)
+    log = folder / "run.log"
+    text = run_logged(reference_command(item, folder), log, cwd=folder / "code", env=env)
     found = REFERENCE_RESULT.findall(text)
     if not found:
-        raise BenchError(f"no final 'Evaluate N random ...' line in {folder / 'run.log'}")
-    sets = sorted((folder / "result").glob("res_*.pt"))
+        raise BenchError(f"no final 'Evaluate N random ...' line in {log}")
+    saved = REFERENCES[item.tool].saved_set
+    sets = sorted(folder.glob(saved))
     if not sets:
-        raise BenchError(f"the reference saved no res_*.pt in {folder / 'result'}")
+        raise BenchError(f"the reference saved no {saved} in {folder}")
     result = {"accuracy": 100 * float(found[-1][1]), "set": str(sets[0])}
     done.write_text(json.dumps(result))
     return result
@@ -191,67 +232,76 @@ def rdd_accuracy(run_dir: Path) -> float:
     return float(read_metrics(run_dir)["test_acc"])  # the headline network's
 
 
+def rdd_run_command(item: Item, seed: int, data: Path, folder: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "rdd.run", f"experiment={item.overlay}", f"ipc={item.ipc}",
+        f"matching.iterations={item.iterations}", "checkpoint_every=0", "print_config=false",
+        "trainer.enable_progress_bar=false", *rdd_overrides(item, seed, data),
+        f"hydra.run.dir={folder}",
+    ]  # fmt: skip
+
+
 def rdd_run(item: Item, seed: int, data: Path, work: Path) -> float:
-    folder = work / "rdd" / f"{item.method}{item.ipc}_s{seed}"
+    folder = work / "rdd" / item.folder(seed)
     if not (folder / "metrics.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        cmd = [
-            sys.executable, "-m", "rdd.run", f"experiment={item.overlay}", f"ipc={item.ipc}",
-            f"matching.iterations={item.iterations}", "checkpoint_every=0", "print_config=false",
-            "trainer.enable_progress_bar=false", *rdd_overrides(item, seed, data),
-            f"hydra.run.dir={folder}",
-        ]  # fmt: skip
+        cmd = rdd_run_command(item, seed, data, folder)
         run_logged(cmd, work / "rdd" / f"{folder.name}.log", env=thread_env())
     return rdd_accuracy(folder)
 
 
+def rdd_evaluate_command(
+    item: Item, seed: int, reference_set: str, data: Path, folder: Path
+) -> list[str]:
+    return [
+        sys.executable, "-m", "rdd.evaluate", f"synset={reference_set}", *item.rdd_reads,
+        *rdd_overrides(item, seed, data), f"hydra.run.dir={folder}",
+    ]  # fmt: skip
+
+
 def rdd_scores_reference(item: Item, seed: int, reference_set: str, data: Path, work: Path):
     """The reference's set under rdd's protocol (the rdd run's network and evaluation)."""
-    folder = work / "rdd_eval" / f"{item.method}{item.ipc}_s{seed}"
+    folder = work / "rdd_eval" / item.folder(seed)
     if not (folder / "metrics.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        cmd = [
-            sys.executable, "-m", "rdd.evaluate", f"synset={reference_set}",
-            *rdd_overrides(item, seed, data), f"hydra.run.dir={folder}",
-        ]  # fmt: skip
+        cmd = rdd_evaluate_command(item, seed, reference_set, data, folder)
         run_logged(cmd, work / "rdd_eval" / f"{folder.name}.log", env=thread_env())
     return rdd_accuracy(folder)
 
 
-def measure(name: str, seed: int, checkout: Path, data: Path, work: Path) -> list[dict]:
-    item = ITEMS[name]
+def measure(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> list[dict]:
     reference = reference_run(item, seed, checkout, data, work)
     ours = rdd_run(item, seed, data, work)
     theirs_by_rdd = rdd_scores_reference(item, seed, reference["set"], data, work)
     row = {"method": item.method, "ipc": item.ipc, "seed": seed, "ours": round(ours, 2)}
-    budget = {
-        "iterations": item.iterations,
-        "eval_nets": item.eval_nets,
-        "eval_epochs": item.eval_epochs,
-    }
     return [
-        row | {"protocol": "own", "reference": round(reference["accuracy"], 2)} | budget,
-        row | {"protocol": "rdd", "reference": round(theirs_by_rdd, 2)} | budget,
+        row | {"protocol": "own", "reference": round(reference["accuracy"], 2)} | item.budget(),
+        row | {"protocol": "rdd", "reference": round(theirs_by_rdd, 2)} | item.budget(),
     ]
 
 
+def row_key(row: dict) -> tuple:
+    budget = (row["iterations"], row["eval_nets"], row["eval_epochs"])
+    return (row["method"], row["ipc"], row["protocol"], *budget)
+
+
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
-    """``rows`` with ``new`` replacing any row of the same (method, ipc, seed, protocol)."""
-    key = lambda r: (r["method"], r["ipc"], r["seed"], r["protocol"])  # noqa: E731
-    fresh = {key(r) for r in new}
-    return [r for r in rows if key(r) not in fresh] + new
+    """``rows`` with ``new`` replacing any row of the same (method, ipc, protocol, budget, seed)."""
+    fresh = {(*row_key(r), r["seed"]) for r in new}
+    return [r for r in rows if (*row_key(r), r["seed"]) not in fresh] + new
 
 
 def table(rows: list[dict]) -> str:
-    """Mean ± std over seeds of each side, and the paired difference rdd - reference."""
+    """Mean ± std over seeds of each side, and the paired difference rdd - reference; one line
+    per (method, ipc, protocol, budget)."""
     lines = [
         "| method | ipc | protocol | seeds | iterations | eval | rdd | reference | rdd - reference |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["ipc"], r["protocol"]), []).append(r)
-    for (method, ipc, protocol), group in sorted(groups.items()):
+        groups.setdefault(row_key(r), []).append(r)
+    for (method, ipc, protocol, *_), group in sorted(groups.items()):
         ours = [r["ours"] for r in group]
         theirs = [r["reference"] for r in group]
         diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
@@ -270,40 +320,72 @@ def spread(values: list[float], sign: bool = False) -> str:
     return f"{mean:+.2f} ± {std:.2f}" if sign else f"{mean:.2f} ± {std:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vico", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
+    parser.add_argument("--idm", type=Path, help="checkout of uitrbn/IDM (its .py files)")
     parser.add_argument("--data", type=Path, help="CIFAR-10 root: train/ and test/ class folders")
     parser.add_argument("--items", default=",".join(ITEMS), help=f"of {', '.join(ITEMS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", type=Path, default=Path("/tmp/rdd-parity-accuracy"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", action="store_true", help="print the table of --out")
-    args = parser.parse_args(argv)
+    budget = "instead of every item's own (a smoke run); recorded in the rows"
+    parser.add_argument("--iterations", type=positive, help=f"distillation iterations {budget}")
+    parser.add_argument("--eval-nets", type=positive, help=f"evaluation networks {budget}")
+    parser.add_argument("--eval-epochs", type=positive, help=f"evaluation epochs {budget}")
+    return parser.parse_args(argv)
+
+
+def checked_inputs(args: argparse.Namespace) -> tuple[list[Item], dict[str, Path]]:
+    """The items to run (at the budget asked) and the checkouts they need, checked."""
+    names = args.items.split(",")
+    unknown = set(names) - set(ITEMS)
+    if unknown:
+        raise BenchError(
+            f"--items: unknown {', '.join(sorted(unknown))}; choose of {', '.join(ITEMS)}"
+        )
+    given = {"vico": args.vico, "idm": args.idm}
+    checkouts = {}
+    for tool in sorted({ITEMS[n].tool for n in names}):
+        if given[tool] is None:
+            needing = ",".join(n for n in names if ITEMS[n].tool == tool)
+            raise BenchError(
+                f"--items {needing}: give --{tool} <checkout of {REFERENCES[tool].repo}>"
+            )
+        checkouts[tool] = check_checkout(given[tool], tool)
+    if args.data is None:
+        raise BenchError("give --data <CIFAR-10 root with train/ and test/ class folders>")
+    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
+        raise BenchError(f"--data {args.data} has no train/ and test/ class folders")
+    budget = {"iterations": args.iterations, "eval_nets": args.eval_nets}
+    items = [with_budget(ITEMS[n], **budget, eval_epochs=args.eval_epochs) for n in names]
+    return items, checkouts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     rows = json.loads(args.out.read_text()) if args.out.is_file() else []
     if args.table:
         print(table(rows))
         return 0
     try:
-        unknown = set(args.items.split(",")) - set(ITEMS)
-        if unknown:
-            raise BenchError(
-                f"--items: unknown {', '.join(sorted(unknown))}; choose of {', '.join(ITEMS)}"
-            )
-        if args.vico is None or args.data is None:
-            raise BenchError(
-                "give --vico <checkout of VICO-UoE/DatasetCondensation> and --data <CIFAR-10 root>"
-            )
-        checkout = check_checkout(args.vico, "vico")
-        if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
-            raise BenchError(f"--data {args.data} has no train/ and test/ class folders")
-        for name in args.items.split(","):
+        items, checkouts = checked_inputs(args)
+        for item in items:
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows = merge(rows, measure(name, seed, checkout, args.data, args.work))
+                new = measure(item, seed, checkouts[item.tool], args.data, args.work)
+                rows = merge(rows, new)
                 args.out.write_text(json.dumps(rows, indent=1) + "\n")  # kept if a later run fails
                 print(
-                    f"{name} seed {seed}: {rows[-2]['ours']} / {rows[-2]['reference']} (own), "
-                    f"{rows[-1]['ours']} / {rows[-1]['reference']} (rdd)",
+                    f"{item.folder(seed)}: {new[0]['ours']} / {new[0]['reference']} (own), "
+                    f"{new[1]['ours']} / {new[1]['reference']} (rdd)",
                     flush=True,
                 )
     except BenchError as err:
