@@ -30,9 +30,26 @@ Work items (``--items``):
   student step, expert_epochs 2, a random expert). Reference: GeorgeCazenavette/mtt-distillation
   distill.py's loop body on its ``ReparamModule``/``ConvNet``/``DiffAugment``; rdd:
   ``TrajectoryMatching.step``. Each (implementation, syn_steps, repeat) runs in a subprocess of
-  its own, which first takes an untimed 1-step iteration (warm-up), then times one iteration;
-  peak memory is that subprocess's peak resident set size (``ru_maxrss``), and "rise" is the
+  its own, which first takes an untimed 1-step iteration (warm-up), then times one iteration.
+  Memory, per subprocess: "peak RSS" is its peak resident set size (``ru_maxrss``), "rise" the
   peak minus the resident size just before the timed iteration (data, net and expert loaded).
+  On the CPU that is the work's memory; on a GPU it is host memory only (the CUDA context and
+  libraries included, the tensors not), and a second row gives the GPU's: "peak GPU memory"
+  is ``torch.cuda.max_memory_allocated`` (tensors held by the caching allocator at their
+  peak, over the whole subprocess; not its cached free blocks, nor the context), "rise" that
+  peak minus ``memory_allocated`` just before the timed iteration.
+
+Device (``--device``: cpu, the default, cuda, cuda:N or auto, the GPU where there is one):
+both sides of every item run there: real and synthetic images, labels, networks (the
+reference's, and rdd's learner and networks), the reference's ``args.device``, and the MTT
+subprocesses, which get the same ``--device``. The references' ``get_network`` picks 'cuda'
+itself whenever CUDA has devices (and DataParallel on several); the benchmark hides the GPUs
+from it at run time and moves its network to the chosen device, as the published scripts'
+``get_network(...).to(args.device)`` does on one GPU (``reference_work.reference_net``; the
+checkouts are not edited). So several GPUs time the single-GPU path of the references. On a
+GPU every timed run synchronises (``torch.cuda.synchronize``) before it reads the clock, at
+its start and at its end, so that queued kernels are counted. A device this machine lacks
+(``--device cuda`` without CUDA) stops the script at once: one line ``error: ...``, exit 2.
 
 Usage (checkouts of the references outside this repository; nothing of them is copied here):
 
@@ -42,16 +59,17 @@ Usage (checkouts of the references outside this repository; nothing of them is c
         git --git-dir=$g show HEAD:$f > /tmp/ref/${m##*:}/$f; done; done
     python benchmarks/bench_vs_reference.py --vico /tmp/ref/vico --idm /tmp/ref/idm \
         --mtt /tmp/ref/mtt [--items dc_match,dsa_match,...] [--repeats 3] [--inner-epochs 50] \
-        [--syn-steps 20,30] [--batch-syn 100]
+        [--syn-steps 20,30] [--batch-syn 100] [--per-class 256] [--compile] [--device cuda]
 
 ``--compile`` adds a third side to the DC/DSA/DM/IDM items, rdd with
 ``matching.compile_nets=true`` (``rdd.nets.compiled``), interleaved with the other two; it gets
 ``--warmup`` untimed runs first (the compilation). MTT has no compiled side: its unroll is
 differentiated twice, which torch.compile does not support.
 
-Patches to the references: none needed on torch 2.14 CPU for the code paths used here (VICO's
-``networks.py`` ``.view`` calls see contiguous inputs; MTT's ``utils.py`` imports kornia and
-torchvision, both installed). Each reference's ``get_network`` reseeds the global generator
+Patches to the references' files: none needed on torch 2.14 for the code paths used here
+(VICO's ``networks.py`` ``.view`` calls see contiguous inputs; MTT's ``utils.py`` imports
+kornia and torchvision, both installed); at run time, only ``get_network``'s view of the GPUs
+(Device above). Each reference's ``get_network`` reseeds the global generator
 from the wall clock; its weights do not change the timing, and where they are shared (DC/DSA
 items) rdd's seeded weights are copied in.
 """
@@ -67,7 +85,7 @@ from pathlib import Path
 
 import reference_work as work
 import torch
-from common import machine
+from common import add_device_argument, available_device, machine
 
 ALL_ITEMS = ("dc_match", "dc_inner", "dsa_match", "dsa_inner", "dm", "idm", "mtt")
 
@@ -94,6 +112,7 @@ def mtt_rows(args: argparse.Namespace) -> list[str]:
             for side in ["reference", "rdd"] if r % 2 == 0 else ["rdd", "reference"]:
                 cmd = [sys.executable, __file__, "--mtt-one", side, "--mtt", str(args.mtt)]
                 cmd += ["--syn-steps", str(steps), "--batch-syn", str(args.batch_syn)]
+                cmd += ["--device", str(args.device)]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(f"  mtt{steps} {side} repeat {r}: {runs[side][-1]}", flush=True)
@@ -108,6 +127,13 @@ def mtt_rows(args: argparse.Namespace) -> list[str]:
             f"({ref['rise_mib']:.0f}) | {ours['peak_mib']:.0f} MiB ({ours['rise_mib']:.0f}) | "
             f"{ours['peak_mib'] / ref['peak_mib']:.2f} ({ours['rise_mib'] / ref['rise_mib']:.2f}) |"
         )
+        if "gpu_peak_mib" in ref:
+            rows.append(
+                f"| MTT peak GPU memory (rise), syn_steps {steps} | {ref['gpu_peak_mib']:.0f} MiB "
+                f"({ref['gpu_rise_mib']:.0f}) | {ours['gpu_peak_mib']:.0f} MiB "
+                f"({ours['gpu_rise_mib']:.0f}) | {ours['gpu_peak_mib'] / ref['gpu_peak_mib']:.2f} "
+                f"({ours['gpu_rise_mib'] / ref['gpu_rise_mib']:.2f}) |"
+            )
     return rows
 
 
@@ -126,11 +152,18 @@ def main() -> None:
         "--compile", action="store_true", help="also time rdd with matching.compile_nets=true"
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of rdd+compile first")
+    add_device_argument(parser)
     parser.add_argument("--mtt-one", choices=("reference", "rdd"), help="internal: one MTT run")
     args = parser.parse_args()
+    try:
+        args.device = available_device(args.device)
+    except ValueError as err:  # one line, before any work: a traceback says no more
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     args.syn_steps = [int(s) for s in args.syn_steps.split(",")]
     if args.mtt_one:
-        print(json.dumps(work.mtt_once(args.mtt_one, args.mtt, args.syn_steps[0], args.batch_syn)))
+        one = work.mtt_once(args.mtt_one, args.mtt, args.syn_steps[0], args.batch_syn, args.device)
+        print(json.dumps(one))
         return
     items = args.items.split(",")
     unknown = set(items) - set(ALL_ITEMS)
@@ -143,6 +176,7 @@ def main() -> None:
             parser.error(f"--{key} is needed for {', '.join(sorted(users & set(items)))}")
     print(machine())
     print(f"items {items}, repeats {args.repeats}, warm-up {args.warmup}, compile {args.compile}")
+    print(f"device {args.device} (both sides)")
     print(f"{args.per_class} real/class, IPC 10, inner epochs {args.inner_epochs}")
     pairs = work.build([i for i in items if i != "mtt"], args)
     for item, sides in pairs.items():  # the compilation happens here

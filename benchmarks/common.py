@@ -71,6 +71,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def available_device(name: str) -> torch.device:
+    """``resolve_device``, refusing what this machine cannot run on, so that a benchmark stops
+    before any work rather than in its first kernel. Raises ValueError saying what to use."""
+    choices = "use cpu, cuda, cuda:N or auto"
+    try:
+        device = resolve_device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name} is not a device name: {choices}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"--device {name}: only CPU and CUDA are supported: {choices}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"--device {name}: CUDA is not available here: use --device cpu or auto")
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} CUDA device(s): use cuda:0..")
+    return device
+
+
 def add_device_argument(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
 

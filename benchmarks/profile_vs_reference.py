@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 import reference_work as work
+import torch
 from torch.profiler import ProfilerActivity, profile
 
 ITEMS = ("dc_match", "dc_inner", "dsa_match", "dsa_inner", "dm", "idm")
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--inner-epochs", type=int, default=50)
     args = parser.parse_args()
     args.compile = False  # the eager paths: what a profile can attribute op by op
+    args.device = torch.device("cpu")  # the profile records CPU activity only
     needed = "idm" if args.item == "idm" else "vico"
     if getattr(args, needed) is None:
         parser.error(f"--{needed} is needed for {args.item}")

@@ -1,10 +1,17 @@
 """The work items of ``bench_vs_reference.py``: for each, a reference and an rdd callable that
 do the same work and return its seconds (set-up outside the timed part). The reference side
 follows the published scripts' loop bodies inline, on the reference's own functions and
-networks, imported from the checkout given on the command line."""
+networks, imported from the checkout given on the command line.
+
+Both sides run on ``args.device``: data, synthetic images, labels and networks are put there,
+and the reference's ``args.device`` is it. The references' ``get_network`` chooses a device
+itself ('cuda' whenever CUDA has devices, in DataParallel when it has several), so it builds
+its network with the GPUs hidden and the network is then moved, as the published scripts'
+``get_network(...).to(args.device)`` does on one GPU (:func:`reference_net`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import resource
@@ -13,12 +20,13 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_mtt_syn_steps import random_expert, rss_mib
-from common import NUM_CLASSES, SHAPE, cifar_shaped, plain_learner
+from common import NUM_CLASSES, SHAPE, cifar_shaped, plain_learner, synchronize
 from torch import nn
 
 from rdd.distill.expansion import pack
@@ -47,10 +55,34 @@ def reference_module(folder: Path, name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
-def timed(fn) -> float:
+@contextlib.contextmanager
+def gpus_hidden():
+    """``torch.cuda.device_count()`` is 0 inside: what the references' ``get_network`` reads to
+    put a network on 'cuda' (DataParallel on several GPUs) whatever device was asked for."""
+    with mock.patch.object(torch.cuda, "device_count", return_value=0):
+        yield
+
+
+def reference_net(module: types.ModuleType, device: torch.device, **kwargs) -> nn.Module:
+    """The reference's ``get_network("ConvNet", ...)`` (built on the CPU, one module, no
+    DataParallel), then on ``device``."""
+    with gpus_hidden():
+        net = module.get_network("ConvNet", SHAPE[0], NUM_CLASSES, SHAPE[1:], **kwargs)
+    return net.to(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    """Seconds of ``fn()``; on a GPU until the kernels it queued have run (launches return at
+    once), and from when those queued before it have."""
+    synchronize(device)
     start = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - start
+
+
+def timed_sides(device: torch.device, reference, ours) -> dict:
+    return {"reference": lambda: timed(reference, device), "rdd": lambda: timed(ours, device)}
 
 
 def seeded_net() -> nn.Module:
@@ -65,10 +97,11 @@ def copy_weights(reference: nn.Module, ours: nn.Module) -> None:
 
 
 class RealPool:
-    """The reference scripts' ``get_images``: n random images of class c (numpy permutation)."""
+    """The reference scripts' ``get_images``: n random images of class c (numpy permutation),
+    from images and labels on ``device`` (their ``images_all``, ``labels_all``)."""
 
-    def __init__(self, real_x: torch.Tensor, real_y: torch.Tensor) -> None:
-        self.x, self.y = real_x, real_y
+    def __init__(self, real_x: torch.Tensor, real_y: torch.Tensor, device: torch.device) -> None:
+        self.x, self.y = real_x.to(device), real_y.to(device)
         self.indices = [torch.nonzero(real_y == c).flatten().tolist() for c in range(NUM_CLASSES)]
 
     def __call__(self, c: int | None = None, n: int = 0):
@@ -81,31 +114,31 @@ class RealPool:
 
 # -- DC / DSA: VICO-UoE/DatasetCondensation main.py ---------------------------------------------
 def gradient_pair(args, dsa: bool, inner: bool, compile_nets: bool) -> dict:
-    utils = reference_module(args.vico, "utils")
+    utils, device = reference_module(args.vico, "utils"), args.device
     real_x, real_y = cifar_shaped(args.per_class)
     init = real_x[:: args.per_class].repeat_interleave(IPC, 0)
-    ref_args = types.SimpleNamespace(dis_metric="ours", device="cpu", dsa=dsa)
+    ref_args = types.SimpleNamespace(dis_metric="ours", device=device, dsa=dsa)
     ref_args.dsa_strategy, ref_args.dsa_param = STRATEGY, utils.ParamDiffAug()
-    net = utils.get_network("ConvNet", SHAPE[0], NUM_CLASSES, SHAPE[1:])
+    net = reference_net(utils, device)
     copy_weights(net, seeded_net())
     net.train()
-    image_syn = init.clone().requires_grad_(True)
-    label_syn = torch.arange(NUM_CLASSES).repeat_interleave(IPC)
+    image_syn = init.to(device, copy=True).requires_grad_(True)
+    label_syn = torch.arange(NUM_CLASSES, device=device).repeat_interleave(IPC)
     optimizer_img = torch.optim.SGD([image_syn], lr=0.1, momentum=0.5)
     criterion, get_images, seeds = (
-        nn.CrossEntropyLoss(),
-        RealPool(real_x, real_y),
+        nn.CrossEntropyLoss().to(device),
+        RealPool(real_x, real_y, device),
         iter(range(10**9)),
     )
 
     def ref_match() -> None:
         net_parameters = list(net.parameters())
-        loss = torch.tensor(0.0)
+        loss = torch.tensor(0.0).to(device)
         for c in range(NUM_CLASSES):
             img_real = get_images(c, 256)
-            lab_real = torch.ones((img_real.shape[0],), dtype=torch.long) * c
+            lab_real = torch.ones((img_real.shape[0],), device=device, dtype=torch.long) * c
             img_syn = image_syn[c * IPC : (c + 1) * IPC].reshape((IPC, *SHAPE))
-            lab_syn = torch.ones((IPC,), dtype=torch.long) * c
+            lab_syn = torch.ones((IPC,), device=device, dtype=torch.long) * c
             if dsa:  # main.py seeds from the wall clock; a counter here
                 seed = next(seeds)
                 img_real = utils.DiffAugment(
@@ -132,8 +165,8 @@ def gradient_pair(args, dsa: bool, inner: bool, compile_nets: bool) -> dict:
             utils.epoch("train", loader, net, optimizer_net, criterion, ref_args, aug=dsa)
 
     matcher = GradientMatching(dsa=dsa, compile_nets=compile_nets)
-    learner = plain_learner(matcher, init, real_x, real_y, IPC)
-    ours = seeded_net().train()
+    learner = plain_learner(matcher, init, real_x, real_y, IPC).to(device)
+    ours = seeded_net().train().to(device)
 
     def rdd_match() -> None:
         losses = learner.summed_image_step(matcher.class_loss_terms(ours, learner))
@@ -142,25 +175,25 @@ def gradient_pair(args, dsa: bool, inner: bool, compile_nets: bool) -> dict:
     def rdd_inner() -> None:
         matcher.train_net(ours, matcher.net_optimizer(ours), learner, args.inner_epochs)
 
-    sides = (ref_inner, rdd_inner) if inner else (ref_match, rdd_match)
-    return {"reference": lambda: timed(sides[0]), "rdd": lambda: timed(sides[1])}
+    return timed_sides(device, *((ref_inner, rdd_inner) if inner else (ref_match, rdd_match)))
 
 
 # -- DM: VICO-UoE/DatasetCondensation main_DM.py ------------------------------------------------
 def dm_pair(args, compile_nets: bool) -> dict:
-    utils = reference_module(args.vico, "utils")
+    utils, device = reference_module(args.vico, "utils"), args.device
     real_x, real_y = cifar_shaped(args.per_class)
     init = real_x[:: args.per_class].repeat_interleave(IPC, 0)
-    param, get_images, seeds = utils.ParamDiffAug(), RealPool(real_x, real_y), iter(range(10**9))
-    image_syn = init.clone().requires_grad_(True)
+    param, seeds = utils.ParamDiffAug(), iter(range(10**9))
+    get_images = RealPool(real_x, real_y, device)
+    image_syn = init.to(device, copy=True).requires_grad_(True)
     optimizer_img = torch.optim.SGD([image_syn], lr=1.0, momentum=0.5)
 
     def ref_iteration() -> None:
-        net = utils.get_network("ConvNet", SHAPE[0], NUM_CLASSES, SHAPE[1:])
+        net = reference_net(utils, device)
         net.train()
         for p in net.parameters():
             p.requires_grad = False
-        loss = torch.tensor(0.0)
+        loss = torch.tensor(0.0).to(device)
         for c in range(NUM_CLASSES):
             img_real = get_images(c, 256)
             img_syn = image_syn[c * IPC : (c + 1) * IPC].reshape((IPC, *SHAPE))
@@ -176,11 +209,8 @@ def dm_pair(args, compile_nets: bool) -> dict:
         loss.item()
 
     matcher = DistributionMatching(name="dm", lr_img=1.0, compile_nets=compile_nets)
-    learner = plain_learner(matcher, init, real_x, real_y, IPC)
-    return {
-        "reference": lambda: timed(ref_iteration),
-        "rdd": lambda: timed(lambda: matcher.step(learner)),
-    }
+    learner = plain_learner(matcher, init, real_x, real_y, IPC).to(device)
+    return timed_sides(device, ref_iteration, lambda: matcher.step(learner))
 
 
 # -- IDM: uitrbn/IDM IDM_cifar10.py ---------------------------------------------------------
@@ -199,19 +229,21 @@ class Accuracy:
 
 
 def idm_pair(args, compile_nets: bool) -> dict:
-    dc_utils = reference_module(args.idm, "dc_utils")
+    dc_utils, device = reference_module(args.idm, "dc_utils"), args.device
     real_x, real_y = cifar_shaped(args.per_class)
-    tiles = [real_x[: NUM_CLASSES * IPC] for _ in range(4)]
+    # IPC images per class whatever --per-class is (the first 100 rows fall short below 10)
+    tiles = [real_x[:: args.per_class].repeat_interleave(IPC, 0) for _ in range(4)]
     init = pack(tiles, 2)
-    param, get_images, seeds = dc_utils.ParamDiffAug(), RealPool(real_x, real_y), iter(range(10**9))
-    image_syn = init.clone().requires_grad_(True)
-    label_syn = torch.arange(NUM_CLASSES).repeat_interleave(IPC)
+    param, seeds = dc_utils.ParamDiffAug(), iter(range(10**9))
+    get_images = RealPool(real_x, real_y, device)
+    image_syn = init.to(device, copy=True).requires_grad_(True)
+    label_syn = torch.arange(NUM_CLASSES, device=device).repeat_interleave(IPC)
     optimizer_img = torch.optim.SGD([image_syn], lr=0.2, momentum=0.5)
     nets: list[tuple[nn.Module, torch.optim.Optimizer, Accuracy]] = []
-    criterion, state = nn.CrossEntropyLoss(), {"it": 0}
+    criterion, state = nn.CrossEntropyLoss().to(device), {"it": 0}
 
     def push() -> None:
-        net = dc_utils.get_network("ConvNet", SHAPE[0], NUM_CLASSES, SHAPE[1:]).train()
+        net = reference_net(dc_utils, device).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
         nets.append((net, opt, Accuracy()))
         if len(nets) > 100:
@@ -260,7 +292,7 @@ def idm_pair(args, compile_nets: bool) -> dict:
                 meter_train.add(logits.detach(), lab)
 
     matcher = DistributionMatching(**IDM, compile_nets=compile_nets)
-    learner = plain_learner(matcher, init, real_x, real_y, IPC)
+    learner = plain_learner(matcher, init, real_x, real_y, IPC).to(device)
 
     def rdd_iteration() -> None:
         matcher.step(learner)
@@ -270,7 +302,7 @@ def idm_pair(args, compile_nets: bool) -> dict:
     # only the compiled rdd side of this pair is kept)
     None if compile_nets else ref_iteration()
     rdd_iteration()
-    return {"reference": lambda: timed(ref_iteration), "rdd": lambda: timed(rdd_iteration)}
+    return timed_sides(device, ref_iteration, rdd_iteration)
 
 
 def build(items: list[str], args) -> dict:
@@ -294,23 +326,25 @@ def build(items: list[str], args) -> dict:
 
 
 # -- MTT: GeorgeCazenavette/mtt-distillation distill.py, one subprocess per run ----------------
-def mtt_reference(folder: Path, expert: torch.Tensor, images, labels, batch_syn: int):
+def mtt_reference(folder: Path, expert: torch.Tensor, images, labels, batch_syn: int, device):
+    """distill.py's iteration; ``expert`` (epochs + 1, P) stays on the CPU and the two snapshots
+    an iteration uses are moved to ``device`` in it, as distill.py moves its buffer's."""
     reparam = reference_module(folder, "reparam_module")
     utils = reference_module(folder, "utils")
-    student_net = reparam.ReparamModule(
-        utils.get_network("ConvNet", 3, NUM_CLASSES, SHAPE[1:], dist=False)
-    )
+    student_net = reparam.ReparamModule(reference_net(utils, device, dist=False))
     student_net.train()
     num_params = sum(np.prod(p.size()) for p in student_net.parameters())
-    image_syn = images.clone().requires_grad_(True)
-    syn_lr = torch.tensor(0.001).requires_grad_(True)
+    image_syn = images.to(device, copy=True).requires_grad_(True)
+    labels = labels.to(device)
+    syn_lr = torch.tensor(0.001).to(device).requires_grad_(True)
     optimizer_img = torch.optim.SGD([image_syn], lr=100.0, momentum=0.5)
     optimizer_lr = torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5)
-    dsa_param, criterion = utils.ParamDiffAug(), nn.CrossEntropyLoss()
+    dsa_param, criterion = utils.ParamDiffAug(), nn.CrossEntropyLoss().to(device)
 
     def iteration(syn_steps: int) -> None:
         start_epoch = np.random.randint(0, 2)
-        starting_params, target_params = expert[start_epoch], expert[start_epoch + 2]
+        starting_params = expert[start_epoch].to(device)
+        target_params = expert[start_epoch + 2].to(device)
         student_params = [starting_params.clone().requires_grad_(True)]
         indices_chunks: list[torch.Tensor] = []
         for _ in range(syn_steps):
@@ -336,8 +370,12 @@ def mtt_reference(folder: Path, expert: torch.Tensor, images, labels, batch_syn:
     return iteration
 
 
-def mtt_once(side: str, folder: Path, syn_steps: int, batch_syn: int) -> dict[str, float]:
-    """One warm-up iteration of 1 step, then one timed iteration of ``syn_steps``."""
+def mtt_once(
+    side: str, folder: Path, syn_steps: int, batch_syn: int, device: torch.device
+) -> dict[str, float]:
+    """One warm-up iteration of 1 step, then one timed iteration of ``syn_steps``; the memory
+    figures are bench_vs_reference.py's (its docstring): host RSS, and on a GPU also
+    ``gpu_peak_mib``/``gpu_rise_mib`` from the caching allocator."""
     torch.manual_seed(0)
     np.random.seed(0)
     real_x, real_y = cifar_shaped(IPC)
@@ -345,13 +383,13 @@ def mtt_once(side: str, folder: Path, syn_steps: int, batch_syn: int) -> dict[st
         trajectories = random_expert(Path(tmp), epochs=4)
         if side == "reference":
             expert = torch.stack([trajectories.snapshot(0, e) for e in range(5)])
-            run = mtt_reference(folder, expert, real_x.clone(), real_y, batch_syn)
+            run = mtt_reference(folder, expert, real_x, real_y, batch_syn, device)
         else:
             matcher = TrajectoryMatching(
                 syn_steps=1, expert_epochs=2, max_start_epoch=2, batch_syn=batch_syn
             )
             matcher.attach(trajectories)
-            learner = plain_learner(matcher, real_x.clone(), real_x, real_y, IPC)
+            learner = plain_learner(matcher, real_x.clone(), real_x, real_y, IPC).to(device)
 
             def run(steps: int) -> None:
                 matcher.syn_steps = steps
@@ -359,6 +397,14 @@ def mtt_once(side: str, folder: Path, syn_steps: int, batch_syn: int) -> dict[st
 
         run(1)
         before = rss_mib()
-        seconds = timed(lambda: run(syn_steps))
+        gpu_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        seconds = timed(lambda: run(syn_steps), device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak, "rise_mib": peak - before}
+    result = {"seconds": seconds, "peak_mib": peak, "rise_mib": peak - before}
+    if device.type == "cuda":
+        gpu_peak = torch.cuda.max_memory_allocated(device)
+        result |= {
+            "gpu_peak_mib": gpu_peak / 2**20,
+            "gpu_rise_mib": (gpu_peak - gpu_before) / 2**20,
+        }
+    return result
