@@ -269,3 +269,122 @@ def test_rows_measured_before_a_failure_stay(tmp_path, capsys, monkeypatch) -> N
         (0, "own"),
         (0, "rdd"),
     ]
+
+
+MTT = accuracy.ITEMS["mtt1"]
+
+
+def test_mtt1_reference_command_runs_rdds_overlay_at_the_same_budget(tmp_path) -> None:
+    """distill.py gets the settings of rdd's composed run, the budget, and the buffer both
+    sides' runs share; it takes neither --num_exp nor --save_path."""
+    folder = tmp_path / "reference" / MTT.folder(0)
+    got = flags(accuracy.reference_command(MTT, folder))
+    run = accuracy.rdd_run_command(MTT, 0, tmp_path, tmp_path / "rdd" / MTT.folder(0))
+    cfg = compose_config(*run[run.index("rdd.run") + 1 : -1])
+    m = cfg.matching
+    pairs = {"--syn_steps": m.syn_steps, "--expert_epochs": m.expert_epochs}
+    pairs |= {"--max_start_epoch": m.max_start_epoch, "--lr_img": m.lr_img, "--lr_lr": m.lr_lr}
+    pairs |= {"--lr_teacher": m.lr_teacher, "--Iteration": m.iterations, "--ipc": cfg.ipc}
+    pairs |= {"--num_eval": cfg.eval.num_nets, "--epoch_eval_train": cfg.eval.epochs}
+    for flag, value in pairs.items():
+        assert float(got[flag]) == float(value), flag
+    assert "--zca" in got and cfg.data.zca and cfg.data.val_fraction == 0
+    assert got["--pix_init"] == "real" and m.name == "mtt"
+    assert got["--buffer_path"] == str(tmp_path / "reference" / "mtt_buffer_2x4" / "buffers")
+    assert "--num_exp" not in got and "--save_path" not in got
+
+
+def test_mtt1_buffers_have_the_same_budget_on_both_sides(tmp_path) -> None:
+    ref = flags(accuracy.reference_buffer_command(MTT, tmp_path / "reference"))
+    runs = tmp_path / "rdd"
+    cmd = accuracy.rdd_buffer_command(MTT, tmp_path, runs)
+    overrides = cmd[cmd.index("rdd.buffer") + 1 : -1]
+    experts = compose_config(*overrides).experts
+    assert (int(ref["--num_experts"]), int(ref["--train_epochs"])) == (2, 4)
+    assert (experts.num_experts, experts.epochs) == (2, 4)
+    assert ref["--save_interval"] == ref["--num_experts"]  # buffer.py saves every n experts
+    pairs = {"--lr_teacher": experts.lr, "--mom": experts.momentum}
+    pairs |= {"--l2": experts.weight_decay, "--batch_train": experts.batch_size}
+    for flag, value in pairs.items():
+        assert float(ref[flag]) == float(value), flag
+    assert "--zca" in ref and experts.dsa
+    # rdd's runs of every seed look the buffer up where rdd.buffer puts it
+    run = accuracy.rdd_run_command(MTT, 2, tmp_path, runs / MTT.folder(2))
+    root = [w for w in run if w.startswith("experts.root=")]
+    assert root == [w for w in overrides if w.startswith("experts.root=")] and len(root) == 1
+
+
+def test_mtt1_rdd_reads_the_reference_set_in_zca_space(tmp_path) -> None:
+    cmd = accuracy.rdd_evaluate_command(MTT, 0, "/x/images_best.pt", tmp_path, tmp_path / "e")
+    after = cmd[cmd.index("rdd.evaluate") + 1 :]
+    assert after[:3] == ["synset=/x/images_best.pt", "synset_format=mtt", "normalization=zca"]
+    assert {"data.zca=true", "data.val_fraction=0", "net=convnet_w32"} <= set(after)
+    assert MTT.budget() == {
+        "iterations": 200, "eval_nets": 2, "eval_epochs": 300, "experts": 2, "expert_epochs": 4,
+    }  # fmt: skip
+
+
+# distill.py's loop, reduced to what its patches touch: evaluations at eval_it_pool, the
+# saving block (CUDA), the best set's files, and the update after each pass.
+FAKE_MTT_LOOP = """import os
+import numpy as np
+import torch
+class wandb:
+    log = staticmethod(lambda *args, **kwargs: None)
+class Args:
+    Iteration, eval_it, device = 3, 2, "cpu"
+args, evaluated, save_dir = Args(), [], "."
+image_syn, label_syn, syn_lr = torch.zeros(2), torch.tensor([0, 1]), torch.tensor(0.5)
+eval_it_pool = np.arange(0, args.Iteration + 1, args.eval_it).tolist()
+for it in range(0, args.Iteration+1):
+    if it in eval_it_pool:
+        evaluated.append(float(image_syn[0]))
+        save_this_it = len(evaluated) == 1 or evaluated[-1] > max(evaluated[:-1])
+        if save_this_it:
+            with torch.no_grad():
+                image_save = image_syn.cuda()
+                torch.save(image_save.cpu(), os.path.join(save_dir, "images_best.pt"))
+                torch.save(label_syn.cpu(), os.path.join(save_dir, "labels_best.pt"))
+    wandb.log({"Synthetic_LR": syn_lr.detach().cpu()}, step=it)
+    image_syn += 1
+    syn_lr = syn_lr - 0.125
+print(evaluated, float(torch.load("images_best.pt")[0]), float(image_syn[0]))
+"""
+
+
+def test_the_mtt_copy_evaluates_and_saves_the_final_set_with_its_step_size(tmp_path) -> None:
+    """Patched, distill.py's loop evaluates once, after Iteration updates, saves that set with
+    the step size it evaluated with (lr_best.pt) and stops there; unpatched it moves the set
+    to CUDA to save it (none here: it fails)."""
+    checkout = tmp_path / "mtt"
+    checkout.mkdir()
+    for name in copies.REFERENCES["mtt"].required:
+        (checkout / name).write_text(FAKE_MTT_LOOP)
+    code = tmp_path / "code"
+    copies.make_copy("mtt", checkout, code, "distill.py")
+    assert (code / "buffer.py").read_text() == FAKE_MTT_LOOP  # runs as it is
+    run = subprocess.run([sys.executable, "distill.py"], cwd=code, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-800:]
+    assert run.stdout.split() == ["[3.0]", "3.0", "3.0"]
+    torch = pytest.importorskip("torch")
+    assert float(torch.load(code / "lr_best.pt")) == 0.5 - 3 * 0.125
+    if not torch.cuda.is_available():
+        plain = subprocess.run([sys.executable, "distill.py"], cwd=checkout, capture_output=True)
+        assert plain.returncode != 0
+
+
+def test_an_unknown_mtt_version_is_refused(tmp_path) -> None:
+    checkout = tmp_path / "mtt"
+    checkout.mkdir()
+    for name in copies.REFERENCES["mtt"].required:
+        (checkout / name).write_text(FAKE_MTT_LOOP.replace("image_syn.cuda()", "image_syn"))
+    with pytest.raises(copies.BenchError, match=r"no `image_save = image_syn.cuda\(\)`"):
+        copies.make_copy("mtt", checkout, tmp_path / "code", "distill.py")
+
+
+def test_mtt1_without_mtt_is_one_line(tmp_path, capsys) -> None:
+    code, err = run_main(capsys, "--items", "mtt1", "--data", str(fake_data(tmp_path)))
+    assert code == 2
+    assert err == [
+        "error: --items mtt1: give --mtt <checkout of GeorgeCazenavette/mtt-distillation>"
+    ]

@@ -110,16 +110,28 @@ class Item:
     tool: str = "vico"  # the reference that runs it: a key of reference_copies.REFERENCES
     rdd_reads: tuple[str, ...] = ()  # rdd.evaluate's overrides that read the reference's set
     tag: str = ""  # folder suffix of a budget other than the item's own (with_budget)
+    rdd_data: tuple[str, ...] = ()  # data overrides of every rdd command (MTT: ZCA on all 50k)
+    # MTT: the expert buffer both sides make first (experts x epochs; 0: no buffer)
+    buffer_experts: int = 0
+    buffer_epochs: int = 0
+    reference_buffer_args: tuple[str, ...] = ()  # buffer.py's besides the budget
 
     def folder(self, seed: int) -> str:
         return f"{self.method}{self.ipc}{self.tag}_s{seed}"
 
     def budget(self) -> dict[str, int]:
-        return {
+        budget = {
             "iterations": self.iterations,
             "eval_nets": self.eval_nets,
             "eval_epochs": self.eval_epochs,
         }
+        if self.buffer_experts:
+            budget |= {"experts": self.buffer_experts, "expert_epochs": self.buffer_epochs}
+        return budget
+
+    def buffer_folder(self) -> str:
+        """The buffer's folder (one per tool and buffer budget, shared by every seed)."""
+        return f"{self.method}_buffer_{self.buffer_experts}x{self.buffer_epochs}"
 
 
 # uitrbn/IDM command.txt's CIFAR10 IPC 10 command, less what the items set for every reference
@@ -144,6 +156,15 @@ VICO_DSA = (
     "--dsa_strategy",
     "color_crop_cutout_flip_scale_rotate",
 )
+# mtt-distillation's CIFAR-10 IPC 1 settings, as rdd's mtt_cifar10_ipc1 overlay states them
+# (ZCA, real initialisation, DSA, the step size learned from 0.01); its buffer.py with the
+# expert settings of rdd's experts config (SGD lr 0.01 without momentum or decay, batch 256,
+# DSA). Both sides make a reduced buffer: MTT_BUFFER experts x epochs (published 100 x 50).
+MTT_CIFAR10_IPC1 = (
+    "--zca", "--pix_init", "real", "--syn_steps", "50", "--expert_epochs", "2",
+    "--max_start_epoch", "2", "--lr_img", "100", "--lr_lr", "1e-07", "--lr_teacher", "0.01",
+)  # fmt: skip
+MTT_BUFFER_ARGS = ("--zca", "--lr_teacher", "0.01", "--mom", "0", "--l2", "0", "--batch_train", "256")  # fmt: skip
 ITEMS = {
     "dm10": Item("dm", 10, "main_DM.py", ("--init", "real"), "dm_cifar10", iterations=100),
     "dsa1": Item("dsa", 1, "main.py", VICO_DSA, "dsa_cifar10", 100),
@@ -152,6 +173,14 @@ ITEMS = {
     "idm10": Item(
         "idm", 10, "IDM_cifar10.py", IDM_CIFAR10_IPC10, "idm_cifar10_ipc10", iterations=10,
         tool="idm", rdd_reads=("synset_format=idm", "factor=2", "normalization=mtt"),
+    ),
+    # a buffer of 2 experts x 4 epochs: the fewest that still hold the published start epochs
+    # (0-1) and 2-epoch targets
+    "mtt1": Item(
+        "mtt", 1, "distill.py", MTT_CIFAR10_IPC1, "mtt_cifar10_ipc1", iterations=200,
+        tool="mtt", rdd_reads=("synset_format=mtt", "normalization=zca"),
+        rdd_data=("data.zca=true", "data.val_fraction=0"), buffer_experts=2, buffer_epochs=4,
+        reference_buffer_args=MTT_BUFFER_ARGS,
     ),
 }  # fmt: skip
 
@@ -188,12 +217,55 @@ def reference_command(item: Item, folder: Path) -> list[str]:
     args = [
         *item.reference_args,
         "--dataset", "CIFAR10", "--model", item.reference_model, "--ipc", str(item.ipc),
-        "--num_exp", "1", "--num_eval", str(item.eval_nets),
+        "--num_eval", str(item.eval_nets),
         "--epoch_eval_train", str(item.eval_epochs), "--Iteration", str(item.iterations),
         *REFERENCES[item.tool].final_eval_args(item.iterations),
-        "--data_path", str(folder / "data"), "--save_path", str(folder / "result"),
+        "--data_path", str(folder / "data"),
     ]  # fmt: skip
+    if item.buffer_experts:  # distill.py: one set, saved under its own folder
+        args += ["--buffer_path", str(reference_buffer_path(item, folder.parent))]
+    else:
+        args += ["--num_exp", "1", "--save_path", str(folder / "result")]
     return [sys.executable, "parity_shim.py", item.script, *args]
+
+
+def reference_buffer_path(item: Item, runs: Path) -> Path:
+    """Where the reference's buffer of ``item`` lies, ``runs`` being its runs' folder."""
+    return runs / item.buffer_folder() / "buffers"
+
+
+def reference_buffer_command(item: Item, runs: Path) -> list[str]:
+    """MTT's buffer.py with the item's buffer budget (run in its folder's ``code``)."""
+    folder = runs / item.buffer_folder()
+    n = str(item.buffer_experts)
+    return [
+        sys.executable, "parity_shim.py", "buffer.py", *item.reference_buffer_args,
+        "--dataset", "CIFAR10", "--model", item.reference_model, "--num_experts", n,
+        "--train_epochs", str(item.buffer_epochs), "--save_interval", n,  # one file of all
+        "--buffer_path", str(reference_buffer_path(item, runs)),
+        "--data_path", str(folder / "data"),
+    ]  # fmt: skip
+
+
+def reference_env(item: Item, data: Path) -> dict[str, str]:
+    return thread_env(PARITY_CIFAR10_JPEG=str(data.resolve()), **REFERENCES[item.tool].env)
+
+
+def reference_buffer(item: Item, checkout: Path, data: Path, work: Path) -> None:
+    """MTT: the reference's expert trajectories, made once for all seeds (buffer.py takes no
+    seed either)."""
+    runs = work / "reference"
+    folder = runs / item.buffer_folder()
+    if (folder / "done").is_file():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    make_copy(item.tool, checkout, folder / "code", "buffer.py")
+    log = folder / "run.log"
+    cmd = reference_buffer_command(item, runs)
+    run_logged(cmd, log, cwd=folder / "code", env=reference_env(item, data))
+    if not any(reference_buffer_path(item, runs).rglob("replay_buffer_0.pt")):
+        raise BenchError(f"buffer.py saved no replay_buffer_0.pt: see {log}")
+    (folder / "done").write_text("")
 
 
 def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> dict:
@@ -204,8 +276,8 @@ def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path)
         return json.loads(done.read_text())
     shutil.rmtree(folder, ignore_errors=True)
     make_copy(item.tool, checkout, folder / "code", item.script)
-    env = thread_env(PARITY_CIFAR10_JPEG=str(data.resolve()))
     log = folder / "run.log"
+    env = reference_env(item, data)
     text = run_logged(reference_command(item, folder), log, cwd=folder / "code", env=env)
     found = REFERENCE_RESULT.findall(text)
     if not found:
@@ -224,7 +296,17 @@ def rdd_overrides(item: Item, seed: int, data: Path) -> list[str]:
     return [
         "data=cifar10", f"data.root={data.resolve()}", f"seed={seed}", f"net={item.rdd_net}",
         f"eval.num_nets={item.eval_nets}", f"eval.epochs={item.eval_epochs}", "eval.dsa=true",
-        "eval.shifts=[]", "eval.corruptions=[]", "logger=csv",
+        "eval.shifts=[]", "eval.corruptions=[]", "logger=csv", *item.rdd_data,
+    ]  # fmt: skip
+
+
+def rdd_experts(item: Item, runs: Path) -> list[str]:
+    """MTT: the buffer budget and where rdd.buffer puts it (``runs``: rdd's runs' folder)."""
+    if not item.buffer_experts:
+        return []
+    return [
+        f"experts.num_experts={item.buffer_experts}", f"experts.epochs={item.buffer_epochs}",
+        f"experts.root={runs / item.buffer_folder() / 'buffers'}",
     ]  # fmt: skip
 
 
@@ -237,8 +319,27 @@ def rdd_run_command(item: Item, seed: int, data: Path, folder: Path) -> list[str
         sys.executable, "-m", "rdd.run", f"experiment={item.overlay}", f"ipc={item.ipc}",
         f"matching.iterations={item.iterations}", "checkpoint_every=0", "print_config=false",
         "trainer.enable_progress_bar=false", *rdd_overrides(item, seed, data),
-        f"hydra.run.dir={folder}",
+        *rdd_experts(item, folder.parent), f"hydra.run.dir={folder}",
     ]  # fmt: skip
+
+
+def rdd_buffer_command(item: Item, data: Path, runs: Path) -> list[str]:
+    """rdd.buffer with the rdd run's overrides: the buffer its runs of every seed look up
+    (experts are seeded from ``experts.seed``, not from the run's seed)."""
+    return [
+        sys.executable, "-m", "rdd.buffer", f"experiment={item.overlay}", f"ipc={item.ipc}",
+        "print_config=false", *rdd_overrides(item, 0, data), *rdd_experts(item, runs),
+        f"hydra.run.dir={runs / item.buffer_folder()}",
+    ]  # fmt: skip
+
+
+def rdd_buffer(item: Item, data: Path, work: Path) -> None:
+    runs = work / "rdd"
+    done = runs / item.buffer_folder() / "done"
+    if not done.is_file():
+        cmd = rdd_buffer_command(item, data, runs)
+        run_logged(cmd, runs / f"{item.buffer_folder()}.log", env=thread_env())
+        done.write_text("")
 
 
 def rdd_run(item: Item, seed: int, data: Path, work: Path) -> float:
@@ -270,6 +371,9 @@ def rdd_scores_reference(item: Item, seed: int, reference_set: str, data: Path, 
 
 
 def measure(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> list[dict]:
+    if item.buffer_experts:
+        reference_buffer(item, checkout, data, work)
+        rdd_buffer(item, data, work)
     reference = reference_run(item, seed, checkout, data, work)
     ours = rdd_run(item, seed, data, work)
     theirs_by_rdd = rdd_scores_reference(item, seed, reference["set"], data, work)
@@ -331,6 +435,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vico", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
     parser.add_argument("--idm", type=Path, help="checkout of uitrbn/IDM (its .py files)")
+    parser.add_argument("--mtt", type=Path, help="checkout of GeorgeCazenavette/mtt-distillation")
     parser.add_argument("--data", type=Path, help="CIFAR-10 root: train/ and test/ class folders")
     parser.add_argument("--items", default=",".join(ITEMS), help=f"of {', '.join(ITEMS)}")
     parser.add_argument("--seeds", default="0,1,2")
@@ -352,7 +457,7 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[Item], dict[str, Path
         raise BenchError(
             f"--items: unknown {', '.join(sorted(unknown))}; choose of {', '.join(ITEMS)}"
         )
-    given = {"vico": args.vico, "idm": args.idm}
+    given = {"vico": args.vico, "idm": args.idm, "mtt": args.mtt}
     checkouts = {}
     for tool in sorted({ITEMS[n].tool for n in names}):
         if given[tool] is None:

@@ -8,6 +8,7 @@ folders instead of downloading. Per reference:
 - ``vico`` (VICO-UoE/DatasetCondensation): :func:`patch_vico` (:func:`keep_eval_epochs`,
   :func:`no_update_after_the_final_evaluation`, :func:`siamese_copies`).
 - ``idm`` (uitrbn/IDM): :func:`patch_idm`.
+- ``mtt`` (GeorgeCazenavette/mtt-distillation): :func:`patch_mtt`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -147,6 +148,57 @@ def patch_idm(code: Path, script: str) -> None:
     (code / "checkpoints").mkdir(exist_ok=True)  # it os.mkdir()s its run's folder in there
 
 
+# distill.py's patches, each (pattern, replacement, why). It evaluates at 0, eval_it, 2 eval_it,
+# ... and saves images_best.pt only when an evaluation beats every earlier one, so the set of its
+# final evaluation may never be saved; the copy evaluates (and so saves) the final set only.
+MTT_PATCHES = (
+    (
+        re.compile(
+            r"^([ \t]*)eval_it_pool = np\.arange\(0, args\.Iteration \+ 1, args\.eval_it\)\.tolist\(\)",
+            re.MULTILINE,
+        ),
+        r"\1eval_it_pool = [args.Iteration]  # rdd parity: the final set only",
+        "the evaluation schedule `eval_it_pool = np.arange(...)`",
+    ),
+    # its saving block moves the images to CUDA unconditionally
+    (
+        re.compile(r"image_save = image_syn\.cuda\(\)"),
+        r"image_save = image_syn.to(args.device)  # rdd parity: any device",
+        "`image_save = image_syn.cuda()`",
+    ),
+    # the learned step size its evaluation used is only logged to W&B; rdd.evaluate reads
+    # lr_best.pt beside images_best.pt (as forks save it)
+    (
+        re.compile(
+            r"^([ \t]*)(torch\.save\(label_syn\.cpu\(\), os\.path\.join\(save_dir, \"labels_best\.pt\".*)$",
+            re.MULTILINE,
+        ),
+        r"\1\2\n\1torch.save(syn_lr.detach().cpu(), os.path.join(save_dir, 'lr_best.pt'))  # rdd parity",
+        "the `labels_best.pt` save",
+    ),
+    # the loop runs it = 0..Iteration and updates after its final evaluation: stop there
+    (
+        re.compile(r'^([ \t]*)(wandb\.log\(\{"Synthetic_LR")', re.MULTILINE),
+        r"\1if it == args.Iteration: break  # rdd parity: no update after the final evaluation\n\1\2",
+        "the `Synthetic_LR` log line",
+    ),
+)
+
+
+def patch_mtt(code: Path, script: str) -> None:
+    """:data:`MTT_PATCHES` on distill.py (buffer.py runs as it is)."""
+    path = code / "distill.py"
+    text = path.read_text()
+    for pattern, replacement, what in MTT_PATCHES:
+        text, found = pattern.subn(replacement, text)
+        if found != 1:
+            raise BenchError(
+                f"distill.py has no {what} to patch: not the GeorgeCazenavette/mtt-distillation "
+                "version accuracy.py was written for"
+            )
+    path.write_text(text)
+
+
 @dataclass(frozen=True)
 class Reference:
     """One reference implementation: what a checkout holds and how its copy runs here."""
@@ -156,6 +208,7 @@ class Reference:
     patch: Callable[[Path, str], None]  # (the copy's code folder, the item's script)
     final_eval_args: Callable[[int], list[str]]  # iterations -> args: evaluate the final set only
     saved_set: str  # glob under the run's folder: the set its own final evaluation scored
+    env: dict[str, str] = field(default_factory=dict)  # set for its runs
 
 
 REFERENCES = {
@@ -177,6 +230,15 @@ REFERENCES = {
         # pickled when it evaluates, before the loop's last image update (res_*.pt has it: one
         # step more than the set it scored and than rdd's run)
         "code/checkpoints/*/acc_*.pkl",
+    ),
+    "mtt": Reference(
+        "GeorgeCazenavette/mtt-distillation",
+        ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py"),
+        patch_mtt,
+        lambda iterations: [],  # patched: it evaluates the final set only
+        "code/logged_files/*/*/images_best.pt",
+        # distill.py logs to W&B and names its folder after the run: offline, one fixed name
+        {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_NAME": "parity"},
     ),
 }
 
