@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,13 +135,18 @@ def test_the_idm_copy_is_patched(tmp_path) -> None:
 
 
 # VICO's main.py loop, reduced to what its patches touch (CRLF line endings, as in VICO's).
-FAKE_VICO_LOOP = """class Args:
-    Iteration, epoch_eval_train, dsa = 2, 300, True
-args, images = Args(), [0]
+FAKE_VICO_LOOP = """import os
+import torch
+class Args:
+    Iteration, epoch_eval_train, dsa, device = 2, 300, True, "cpu"
+args, images, image_syn = Args(), [0], torch.zeros(2)
+get_time = lambda: "now"
 class Optimizer:
     def step(self):
         images[0] += 1
 optimizer_img, evaluated = Optimizer(), []
+print('%s training begins'%get_time())
+images[0] += int(image_syn[0])
 for it in range(args.Iteration+1):
     if it == args.Iteration:
         if args.dsa:
@@ -184,7 +190,7 @@ def test_the_vico_copy_saves_the_set_its_final_evaluation_scored(tmp_path, patch
     run = subprocess.run(
         [sys.executable, "main.py"], cwd=code, capture_output=True, text=True, check=True
     )
-    assert run.stdout.split() == (["4", "300", "4"] if patched else ["4", "1000", "6"])
+    assert run.stdout.split()[-3:] == (["4", "300", "4"] if patched else ["4", "1000", "6"])
     # current PyTorch refuses the self-aliasing write; the patched copy runs it
     siamese = subprocess.run([sys.executable, "utils.py"], cwd=code, capture_output=True, text=True)
     assert (siamese.returncode == 0) == patched, siamese.stderr[-500:]
@@ -388,3 +394,60 @@ def test_mtt1_without_mtt_is_one_line(tmp_path, capsys) -> None:
     assert err == [
         "error: --items mtt1: give --mtt <checkout of GeorgeCazenavette/mtt-distillation>"
     ]
+
+
+def test_the_vico_copy_starts_from_the_set_it_is_given(tmp_path) -> None:
+    """With PARITY_START (--same-start), VICO's loop starts from that file's images."""
+    torch = pytest.importorskip("torch")
+    checkout = tmp_path / "vico"
+    checkout.mkdir()
+    for name in copies.REFERENCES["vico"].required:
+        (checkout / name).write_bytes(FAKE_VICO_LOOP.encode())
+    (checkout / "utils.py").write_bytes(FAKE_SIAMESE.encode())
+    code = tmp_path / "code"
+    copies.make_copy("vico", checkout, code, "main.py")
+    torch.save(torch.tensor([10.0, 0.0]), tmp_path / "start.pt")
+    env = {"PARITY_START": str(tmp_path / "start.pt")}
+    run = subprocess.run(
+        [sys.executable, "main.py"], cwd=code, capture_output=True, text=True, check=True,
+        env=os.environ | env,
+    )  # fmt: skip
+    assert run.stdout.split()[-3:] == ["14", "300", "14"]  # started at 10, 4 updates
+    b"\r\n" in (code / "main.py").read_bytes() and b"\n\n" not in (code / "main.py").read_bytes()
+
+
+def test_same_start_keeps_rdds_run_and_tags_the_references(tmp_path) -> None:
+    dsa1 = accuracy.ITEMS["dsa1"]
+    same = accuracy.with_same_start(dsa1)
+    assert same.rdd_folder(0) == dsa1.rdd_folder(0) == dsa1.folder(0) == "dsa1_s0"
+    assert same.folder(0) == "dsa1_same_s0"
+    row = {"method": "dsa", "ipc": 1, "seed": 0, "ours": 1.0, "reference": 2.0, "protocol": "own"}
+    rows = [row | dsa1.budget(), row | dsa1.budget() | {"start": "same"}]
+    assert accuracy.merge(rows[:1], rows[1:]) == rows  # neither replaces the other
+    assert [line.split("|")[3].strip() for line in accuracy.table(rows).splitlines()[2:]] == [
+        "own",
+        "same",
+    ]
+    with pytest.raises(accuracy.BenchError, match="--same-start: the mtt1 reference"):
+        accuracy.with_same_start(MTT)
+
+
+def test_the_start_set_is_the_one_rdds_run_starts_from(tmp_path, monkeypatch) -> None:
+    """start_set.py's images are the learner's at the start of rdd.run's distillation."""
+    import rdd.run
+
+    spec = importlib.util.spec_from_file_location(
+        "start_set", REPO / "benchmarks" / "parity" / "start_set.py"
+    )
+    start_set = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(start_set)
+    overrides = ("matching=dsa", "ipc=1", "logger=none", "seed=3")
+    cfg = compose_config(*overrides, output_dir=tmp_path)
+    saved = tmp_path / "start.pt"
+    assert start_set.main([str(saved), *overrides, f"paths.output_dir={tmp_path}"]) == 0
+    monkeypatch.setattr(rdd.run, "fit", lambda *args: None)  # the run, stopped at its start
+    images, _, _ = rdd.run.distill(rdd.run.prepare(cfg))
+    torch = pytest.importorskip("torch")
+    assert torch.equal(torch.load(saved), images)
+    other = compose_config(*overrides[:-1], "seed=4", output_dir=tmp_path)
+    assert not torch.equal(start_set.start_images(other), images)  # seeded, not fixed

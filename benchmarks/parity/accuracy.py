@@ -43,6 +43,20 @@ Patches to the references (to their scratch copies only: ``reference_copies.py``
   ``rdd.evaluate`` reads it with ``synset_format=idm factor=2 normalization=mtt`` (IDM loads
   CIFAR-10 with MTT's ``get_dataset``: the same mean and std as VICO's).
 
+- GeorgeCazenavette/mtt-distillation (``--mtt``; item mtt1, ``buffer.py`` then ``distill.py``):
+  ``buffer.py`` runs as it is (``--save_interval`` = ``--num_experts``, so that it saves its
+  experts in one file). ``distill.py`` (``reference_copies.MTT_PATCHES``): (a) it evaluates the
+  final set only (its ``eval_it_pool`` also holds iteration 0, and it saves
+  ``images_best.pt`` only when an evaluation beats the earlier ones, so the final set might
+  never be saved); (b) its saving block's ``image_syn.cuda()`` becomes ``.to(args.device)``;
+  (c) it also saves the learned step size its evaluation used, ``lr_best.pt``, beside
+  ``images_best.pt`` (upstream logs it to W&B only; rdd.evaluate reads it, as forks save it);
+  (d) it stops after the final evaluation (no image update after it). W&B runs offline
+  (``WANDB_MODE=offline``) under a fixed name. Both sides make a reduced buffer first (2
+  experts x 4 epochs on each side, made once and shared by every seed: buffer.py takes no seed,
+  rdd seeds experts from ``experts.seed``), with ZCA; rdd.evaluate reads the reference's set
+  with ``synset_format=mtt normalization=zca`` and ``data.zca=true data.val_fraction=0``.
+
 The budget is set through the scripts' own arguments (``--Iteration``, ``--num_eval``,
 ``--epoch_eval_train``, ``--num_exp 1``, ``--model ConvNetW32``: both sides use ConvNet-3 at
 width 32, not the published 128). IDM also gets its published CIFAR-10 IPC 10 command
@@ -56,8 +70,10 @@ Usage (checkouts outside this repository):
     git --git-dir=<mirror>/repo archive HEAD | tar -x -C /tmp/ref/vico
     for f in $(git --git-dir=<IDM mirror> ls-tree --name-only HEAD | grep .py$); do
         git --git-dir=<IDM mirror> show HEAD:$f > /tmp/ref/idm/$f; done
-    python benchmarks/parity/accuracy.py --vico /tmp/ref/vico --idm /tmp/ref/idm \\
-        --data ../shared/data/cifar10-jpeg [--items dm10,dsa1,dsa10,idm10] [--seeds 0,1,2] \\
+    git --git-dir=<mtt-distillation mirror> archive HEAD | tar -x -C /tmp/ref/mtt  # (or git show
+        # its .py files one by one, as for IDM, where the mirror lacks its docs/ images)
+    python benchmarks/parity/accuracy.py --vico /tmp/ref/vico --idm /tmp/ref/idm --mtt /tmp/ref/mtt \\
+        --data ../shared/data/cifar10-jpeg [--items dm10,dsa1,dsa10,idm10,mtt1] [--seeds 0,1,2] \\
         [--work /tmp/parity-accuracy]
     python benchmarks/parity/accuracy.py --table        # the README table from accuracy.json
 
@@ -115,8 +131,15 @@ class Item:
     buffer_experts: int = 0
     buffer_epochs: int = 0
     reference_buffer_args: tuple[str, ...] = ()  # buffer.py's besides the budget
+    same_start: bool = False  # the reference starts from rdd's run's starting set (VICO only)
 
     def folder(self, seed: int) -> str:
+        """The reference's run (and rdd's scoring of its set) of ``seed``."""
+        start = "_same" if self.same_start else ""
+        return f"{self.method}{self.ipc}{self.tag}{start}_s{seed}"
+
+    def rdd_folder(self, seed: int) -> str:
+        """rdd's run of ``seed``: the same whether the reference starts from its start or not."""
         return f"{self.method}{self.ipc}{self.tag}_s{seed}"
 
     def budget(self) -> dict[str, int]:
@@ -191,11 +214,22 @@ REFERENCE_RESULT = re.compile(r"Evaluate (\d+) random \S+, mean = ([0-9.]+) std 
 def with_budget(item: Item, **budget: int | None) -> Item:
     """``item`` with the ``iterations``/``eval_nets``/``eval_epochs`` given (None: its own),
     tagged when they differ, so that its work folders are not the item's own budget's."""
-    new = item.budget() | {k: v for k, v in budget.items() if v is not None}
-    if new == item.budget():
+    own = {k: getattr(item, k) for k in ("iterations", "eval_nets", "eval_epochs")}
+    new = own | {k: v for k, v in budget.items() if v is not None}
+    if new == own:
         return item
     tag = f"_it{new['iterations']}_e{new['eval_nets']}x{new['eval_epochs']}"
     return replace(item, **new, tag=tag)
+
+
+def with_same_start(item: Item) -> Item:
+    """``item`` whose reference run starts from rdd's run's starting set (VICO's scripts)."""
+    if item.tool != "vico":
+        raise BenchError(
+            f"--same-start: the {item.method}{item.ipc} reference cannot load a start set; "
+            "only VICO's items can (dm10, dsa1, dsa10)"
+        )
+    return replace(item, same_start=True)
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None):
@@ -268,8 +302,11 @@ def reference_buffer(item: Item, checkout: Path, data: Path, work: Path) -> None
     (folder / "done").write_text("")
 
 
-def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> dict:
-    """The reference's own run: its accuracy (percent) and the set it scored."""
+def reference_run(
+    item: Item, seed: int, checkout: Path, data: Path, work: Path, start: Path | None = None
+) -> dict:
+    """The reference's own run: its accuracy (percent) and the set it scored; ``start``: the
+    starting set it loads (``--same-start``)."""
     folder = work / "reference" / item.folder(seed)
     done = folder / "result.json"
     if done.is_file():
@@ -277,7 +314,7 @@ def reference_run(item: Item, seed: int, checkout: Path, data: Path, work: Path)
     shutil.rmtree(folder, ignore_errors=True)
     make_copy(item.tool, checkout, folder / "code", item.script)
     log = folder / "run.log"
-    env = reference_env(item, data)
+    env = reference_env(item, data) | ({"PARITY_START": str(start)} if start else {})
     text = run_logged(reference_command(item, folder), log, cwd=folder / "code", env=env)
     found = REFERENCE_RESULT.findall(text)
     if not found:
@@ -315,12 +352,28 @@ def rdd_accuracy(run_dir: Path) -> float:
 
 
 def rdd_run_command(item: Item, seed: int, data: Path, folder: Path) -> list[str]:
+    overrides = rdd_run_overrides(item, seed, data, folder.parent)
+    return [sys.executable, "-m", "rdd.run", *overrides, f"hydra.run.dir={folder}"]
+
+
+def rdd_run_overrides(item: Item, seed: int, data: Path, runs: Path) -> list[str]:
+    """rdd.run's overrides of ``item`` at ``seed`` (``runs``: the folder of rdd's runs)."""
     return [
-        sys.executable, "-m", "rdd.run", f"experiment={item.overlay}", f"ipc={item.ipc}",
-        f"matching.iterations={item.iterations}", "checkpoint_every=0", "print_config=false",
-        "trainer.enable_progress_bar=false", *rdd_overrides(item, seed, data),
-        *rdd_experts(item, folder.parent), f"hydra.run.dir={folder}",
+        f"experiment={item.overlay}", f"ipc={item.ipc}", f"matching.iterations={item.iterations}",
+        "checkpoint_every=0", "print_config=false", "trainer.enable_progress_bar=false",
+        *rdd_overrides(item, seed, data), *rdd_experts(item, runs),
     ]  # fmt: skip
+
+
+def rdd_start(item: Item, seed: int, data: Path, work: Path) -> Path:
+    """The starting set of rdd's run of ``seed`` (start_set.py), for the reference to load."""
+    out = work / "rdd_start" / f"{item.rdd_folder(seed)}.pt"
+    if not out.is_file():
+        overrides = rdd_run_overrides(item, seed, data, work / "rdd")
+        cmd = [sys.executable, str(HERE / "start_set.py"), str(out), *overrides]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run_logged(cmd, out.with_suffix(".log"), env=thread_env())
+    return out
 
 
 def rdd_buffer_command(item: Item, data: Path, runs: Path) -> list[str]:
@@ -343,7 +396,7 @@ def rdd_buffer(item: Item, data: Path, work: Path) -> None:
 
 
 def rdd_run(item: Item, seed: int, data: Path, work: Path) -> float:
-    folder = work / "rdd" / item.folder(seed)
+    folder = work / "rdd" / item.rdd_folder(seed)
     if not (folder / "metrics.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         cmd = rdd_run_command(item, seed, data, folder)
@@ -374,10 +427,13 @@ def measure(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> li
     if item.buffer_experts:
         reference_buffer(item, checkout, data, work)
         rdd_buffer(item, data, work)
-    reference = reference_run(item, seed, checkout, data, work)
+    start = rdd_start(item, seed, data, work) if item.same_start else None
+    reference = reference_run(item, seed, checkout, data, work, start)
     ours = rdd_run(item, seed, data, work)
     theirs_by_rdd = rdd_scores_reference(item, seed, reference["set"], data, work)
     row = {"method": item.method, "ipc": item.ipc, "seed": seed, "ours": round(ours, 2)}
+    if item.same_start:
+        row["start"] = "same"
     return [
         row | {"protocol": "own", "reference": round(reference["accuracy"], 2)} | item.budget(),
         row | {"protocol": "rdd", "reference": round(theirs_by_rdd, 2)} | item.budget(),
@@ -386,32 +442,35 @@ def measure(item: Item, seed: int, checkout: Path, data: Path, work: Path) -> li
 
 def row_key(row: dict) -> tuple:
     budget = (row["iterations"], row["eval_nets"], row["eval_epochs"])
-    return (row["method"], row["ipc"], row["protocol"], *budget)
+    return (row["method"], row["ipc"], row.get("start", "own"), row["protocol"], *budget)
 
 
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
-    """``rows`` with ``new`` replacing any row of the same (method, ipc, protocol, budget, seed)."""
+    """``rows`` with ``new`` replacing any row of the same (method, ipc, start, protocol, budget,
+    seed)."""
     fresh = {(*row_key(r), r["seed"]) for r in new}
     return [r for r in rows if (*row_key(r), r["seed"]) not in fresh] + new
 
 
 def table(rows: list[dict]) -> str:
     """Mean ± std over seeds of each side, and the paired difference rdd - reference; one line
-    per (method, ipc, protocol, budget)."""
+    per (method, ipc, start, protocol, budget). start "own": each tool draws its starting set;
+    "same": the reference starts from rdd's."""
     lines = [
-        "| method | ipc | protocol | seeds | iterations | eval | rdd | reference | rdd - reference |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | ipc | start | protocol | seeds | iterations | eval | rdd | reference "
+        "| rdd - reference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(row_key(r), []).append(r)
-    for (method, ipc, protocol, *_), group in sorted(groups.items()):
+    for (method, ipc, start, protocol, *_), group in sorted(groups.items()):
         ours = [r["ours"] for r in group]
         theirs = [r["reference"] for r in group]
         diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
         first = group[0]
         lines.append(
-            f"| {method} | {ipc} | {protocol} | {','.join(str(r['seed']) for r in group)} | "
+            f"| {method} | {ipc} | {start} | {protocol} | {','.join(str(r['seed']) for r in group)} | "
             f"{first['iterations']} | {first['eval_nets']} x {first['eval_epochs']} ep | "
             f"{spread(ours)} | {spread(theirs)} | {spread(diffs, sign=True)} |"
         )
@@ -442,6 +501,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/rdd-parity-accuracy"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", action="store_true", help="print the table of --out")
+    parser.add_argument(
+        "--same-start",
+        action="store_true",
+        help="the reference starts from rdd's run's starting set (VICO's items; rows 'start: same')",
+    )
     budget = "instead of every item's own (a smoke run); recorded in the rows"
     parser.add_argument("--iterations", type=positive, help=f"distillation iterations {budget}")
     parser.add_argument("--eval-nets", type=positive, help=f"evaluation networks {budget}")
@@ -472,6 +536,8 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[Item], dict[str, Path
         raise BenchError(f"--data {args.data} has no train/ and test/ class folders")
     budget = {"iterations": args.iterations, "eval_nets": args.eval_nets}
     items = [with_budget(ITEMS[n], **budget, eval_epochs=args.eval_epochs) for n in names]
+    if args.same_start:
+        items = [with_same_start(item) for item in items]
     return items, checkouts
 
 

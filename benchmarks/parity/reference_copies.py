@@ -6,7 +6,7 @@ that copy only (nothing of the references enters this repository). Every copy ge
 folders instead of downloading. Per reference:
 
 - ``vico`` (VICO-UoE/DatasetCondensation): :func:`patch_vico` (:func:`keep_eval_epochs`,
-  :func:`no_update_after_the_final_evaluation`, :func:`siamese_copies`).
+  :func:`no_update_after_the_final_evaluation`, :func:`start_from_file`, :func:`siamese_copies`).
 - ``idm`` (uitrbn/IDM): :func:`patch_idm`.
 - ``mtt`` (GeorgeCazenavette/mtt-distillation): :func:`patch_mtt`.
 """
@@ -84,6 +84,27 @@ def siamese_copies(text: str) -> str:
     return text
 
 
+# VICO's scripts start from real images drawn at random, unseeded. With PARITY_START set
+# (accuracy.py --same-start) they start from that file's images instead: rdd's run's start.
+TRAINING_BEGINS = re.compile(
+    r"^([ \t]*)(print\('%s training begins'%get_time\(\)\))(\r?)$", re.MULTILINE
+)
+
+
+def start_from_file(text: str) -> str:
+    """Before the training loop: ``image_syn`` <- the tensor in ``$PARITY_START``, if set."""
+    load = (
+        "if os.environ.get('PARITY_START'): image_syn.data[:] = "
+        "torch.load(os.environ['PARITY_START']).to(args.device)  # rdd parity: --same-start"
+    )
+    text, found = TRAINING_BEGINS.subn(rf"\1{load}\3\n\1\2\3", text)
+    if found != 1:
+        raise BenchError(
+            "no `print('%s training begins'...)` to patch: not the VICO version expected"
+        )
+    return text
+
+
 def rewrite(path: Path, *patches: Callable[[str], str]) -> None:
     """Apply ``patches`` to ``path``, keeping its own line endings (CRLF in VICO's files)."""
     with path.open(newline="") as f:
@@ -95,9 +116,9 @@ def rewrite(path: Path, *patches: Callable[[str], str]) -> None:
 
 
 def patch_vico(code: Path, script: str) -> None:
-    """:func:`keep_eval_epochs`, :func:`no_update_after_the_final_evaluation` on the script;
-    :func:`siamese_copies` on utils.py."""
-    rewrite(code / script, keep_eval_epochs, no_update_after_the_final_evaluation)
+    """:func:`keep_eval_epochs`, :func:`no_update_after_the_final_evaluation`,
+    :func:`start_from_file` on the script; :func:`siamese_copies` on utils.py."""
+    rewrite(code / script, keep_eval_epochs, no_update_after_the_final_evaluation, start_from_file)
     rewrite(code / "utils.py", siamese_copies)
 
 

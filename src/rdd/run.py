@@ -156,7 +156,7 @@ def distill(
     ``checkpoints`` says where and how often to checkpoint, and the state to resume from.
     """
     cfg, data, matcher, ipc = prepared.cfg, prepared.data, prepared.matcher, prepared.ipc
-    generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
+    generator = init_generator(cfg)
     if matcher.whole_dataset:
         return data.train_x, data.train_y, None
     if matcher.is_coreset:
@@ -170,6 +170,11 @@ def distill(
     # In percent, like every figure of metrics.json.
     prepared.discovery = {k.replace("/", "_"): 100 * v for k, v in learner.discovery.items()}
     return learner.images.detach().cpu(), learner.labels.cpu(), learner.learned_lr
+
+
+def init_generator(cfg: DictConfig) -> torch.Generator:
+    """The generator of the starting set (or the coreset's selection) of seed ``cfg.seed``."""
+    return torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
