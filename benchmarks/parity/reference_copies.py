@@ -206,16 +206,33 @@ MTT_PATCHES = (
 )
 
 
+# buffer.py records each epoch's parameters as ``[p.detach().cpu() for p in ...]``: on a GPU
+# a copy, on a CPU the live tensors themselves, so every checkpoint of a trajectory ends as the
+# final parameters (start == target: distill.py's normalised loss is inf, then NaN). A clone
+# makes the copy a GPU run gets.
+EXPERT_SNAPSHOT = (
+    re.compile(r"\[p\.detach\(\)\.cpu\(\) for p in teacher_net\.parameters\(\)\]"),
+    "[p.detach().cpu().clone() for p in teacher_net.parameters()]",
+    "`[p.detach().cpu() for p in teacher_net.parameters()]`",
+)
+
+
 def patch_mtt(code: Path, script: str) -> None:
-    """:data:`MTT_PATCHES` on distill.py (buffer.py runs as it is)."""
-    path = code / "distill.py"
+    """:data:`MTT_PATCHES` on distill.py, :data:`EXPERT_SNAPSHOT` on buffer.py (twice: the
+    start and every epoch)."""
+    substitute(code / "distill.py", MTT_PATCHES, count=1)
+    substitute(code / "buffer.py", (EXPERT_SNAPSHOT,), count=2)
+
+
+def substitute(path: Path, patches: tuple, count: int) -> None:
+    """Each ``(pattern, replacement, what)`` of ``patches`` on ``path``, found ``count`` times."""
     text = path.read_text()
-    for pattern, replacement, what in MTT_PATCHES:
+    for pattern, replacement, what in patches:
         text, found = pattern.subn(replacement, text)
-        if found != 1:
+        if found != count:
             raise BenchError(
-                f"distill.py has no {what} to patch: not the GeorgeCazenavette/mtt-distillation "
-                "version accuracy.py was written for"
+                f"{path.name} has {found} of {what} to patch, not {count}: not the "
+                "GeorgeCazenavette/mtt-distillation version accuracy.py was written for"
             )
     path.write_text(text)
 
