@@ -358,17 +358,51 @@ print(evaluated, float(torch.load("images_best.pt")[0]), float(image_syn[0]))
 """
 
 
+# buffer.py's trajectory record, reduced: a snapshot at the start and after every epoch.
+FAKE_MTT_BUFFER = """import torch
+teacher_net = torch.nn.Linear(1, 1, bias=False)
+torch.nn.init.zeros_(teacher_net.weight)
+timestamps = []
+timestamps.append([p.detach().cpu() for p in teacher_net.parameters()])
+for e in range(2):
+    with torch.no_grad():
+        teacher_net.weight += 1
+    timestamps.append([p.detach().cpu() for p in teacher_net.parameters()])
+print(*[float(t[0]) for t in timestamps])
+"""
+
+
+def fake_mtt(root: Path, distill: str = FAKE_MTT_LOOP) -> Path:
+    root.mkdir()
+    for name in copies.REFERENCES["mtt"].required:
+        (root / name).write_text(distill)
+    (root / "buffer.py").write_text(FAKE_MTT_BUFFER)
+    return root
+
+
+def test_the_mtt_buffer_copy_records_each_epoch(tmp_path) -> None:
+    """On a CPU, buffer.py's snapshots are the live parameters: every checkpoint of the
+    trajectory is the last one; the copy's are the values of their epoch (as on a GPU)."""
+    pytest.importorskip("torch")
+    checkout = fake_mtt(tmp_path / "mtt")
+    code = tmp_path / "code"
+    copies.make_copy("mtt", checkout, code, "distill.py")
+    runs = {}
+    for name, folder in (("plain", checkout), ("copy", code)):
+        run = subprocess.run(
+            [sys.executable, "buffer.py"], cwd=folder, capture_output=True, text=True, check=True
+        )
+        runs[name] = run.stdout.split()
+    assert runs == {"plain": ["2.0", "2.0", "2.0"], "copy": ["0.0", "1.0", "2.0"]}
+
+
 def test_the_mtt_copy_evaluates_and_saves_the_final_set_with_its_step_size(tmp_path) -> None:
     """Patched, distill.py's loop evaluates once, after Iteration updates, saves that set with
     the step size it evaluated with (lr_best.pt) and stops there; unpatched it moves the set
     to CUDA to save it (none here: it fails)."""
-    checkout = tmp_path / "mtt"
-    checkout.mkdir()
-    for name in copies.REFERENCES["mtt"].required:
-        (checkout / name).write_text(FAKE_MTT_LOOP)
+    checkout = fake_mtt(tmp_path / "mtt")
     code = tmp_path / "code"
     copies.make_copy("mtt", checkout, code, "distill.py")
-    assert (code / "buffer.py").read_text() == FAKE_MTT_LOOP  # runs as it is
     run = subprocess.run([sys.executable, "distill.py"], cwd=code, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-800:]
     assert run.stdout.split() == ["[3.0]", "3.0", "3.0"]
@@ -380,11 +414,8 @@ def test_the_mtt_copy_evaluates_and_saves_the_final_set_with_its_step_size(tmp_p
 
 
 def test_an_unknown_mtt_version_is_refused(tmp_path) -> None:
-    checkout = tmp_path / "mtt"
-    checkout.mkdir()
-    for name in copies.REFERENCES["mtt"].required:
-        (checkout / name).write_text(FAKE_MTT_LOOP.replace("image_syn.cuda()", "image_syn"))
-    with pytest.raises(copies.BenchError, match=r"no `image_save = image_syn.cuda\(\)`"):
+    checkout = fake_mtt(tmp_path / "mtt", FAKE_MTT_LOOP.replace("image_syn.cuda()", "image_syn"))
+    with pytest.raises(copies.BenchError, match=r"distill.py has 0 of `image_save = image_syn"):
         copies.make_copy("mtt", checkout, tmp_path / "code", "distill.py")
 
 

@@ -44,8 +44,11 @@ Patches to the references (to their scratch copies only: ``reference_copies.py``
   CIFAR-10 with MTT's ``get_dataset``: the same mean and std as VICO's).
 
 - GeorgeCazenavette/mtt-distillation (``--mtt``; item mtt1, ``buffer.py`` then ``distill.py``):
-  ``buffer.py`` runs as it is (``--save_interval`` = ``--num_experts``, so that it saves its
-  experts in one file). ``distill.py`` (``reference_copies.MTT_PATCHES``): (a) it evaluates the
+  ``buffer.py`` records each epoch's parameters with ``p.detach().cpu()``, a copy on a GPU
+  but the live tensors on a CPU, so that every checkpoint of a CPU trajectory is the final
+  parameters (distill.py's loss is then inf: start == target); the copy clones them
+  (``reference_copies.EXPERT_SNAPSHOT``); ``--save_interval`` = ``--num_experts`` saves its
+  experts in one file. ``distill.py`` (``reference_copies.MTT_PATCHES``): (a) it evaluates the
   final set only (its ``eval_it_pool`` also holds iteration 0, and it saves
   ``images_best.pt`` only when an evaluation beats the earlier ones, so the final set might
   never be saved); (b) its saving block's ``image_syn.cuda()`` becomes ``.to(args.device)``;
