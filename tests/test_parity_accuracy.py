@@ -482,3 +482,39 @@ def test_the_start_set_is_the_one_rdds_run_starts_from(tmp_path, monkeypatch) ->
     assert torch.equal(torch.load(saved), images)
     other = compose_config(*overrides[:-1], "seed=4", output_dir=tmp_path)
     assert not torch.equal(start_set.start_images(other), images)  # seeded, not fixed
+
+
+def load_evaluators():
+    spec = importlib.util.spec_from_file_location(
+        "parity_evaluators", REPO / "benchmarks" / "parity" / "evaluators.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    spec.loader.exec_module(module)
+    sys.path[:] = saved
+    return module
+
+
+def test_evaluators_read_the_images_of_both_tools_sets(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from rdd.synset import SyntheticSet
+
+    evaluators = load_evaluators()
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 0, 1, 1])
+    res = tmp_path / "res_DSA_CIFAR10_ConvNetW32_2ipc.pt"
+    torch.save({"data": [[images, labels]], "accs_all_exps": {}}, res)
+    assert torch.equal(evaluators.set_images(res), images)
+    synset = tmp_path / "synset.pt"
+    meta = {"ipc": 2, "mean": [0.5] * 3, "std": [0.2] * 3, "num_classes": 2, "dataset": "cifar10"}
+    SyntheticSet(images + 1, labels, meta).save(synset)
+    assert torch.equal(evaluators.set_images(synset), images + 1)
+
+
+def test_evaluators_refuse_an_item_vico_does_not_run(tmp_path, capsys) -> None:
+    evaluators = load_evaluators()
+    code = evaluators.main(
+        ["--vico", str(tmp_path), "--data", str(tmp_path), "--item", "mtt1", "a=b.pt"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --item mtt1: choose one of VICO's items (dm10, dsa1, dsa10)"]

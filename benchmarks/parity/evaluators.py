@@ -41,8 +41,12 @@ def set_images(path: Path) -> torch.Tensor:
 def vico_scores(item, name: str, path: Path, checkout: Path, data: Path, work: Path) -> float:
     start = work / name / "start.pt"
     start.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(set_images(path), start)
-    return accuracy.reference_run(item, 0, checkout, data, work / name, start)["accuracy"]
+    images = set_images(path)
+    torch.save(images, start)
+    run = accuracy.reference_run(item, 0, checkout, data, work / name, start)
+    if not torch.equal(set_images(Path(run["set"])), images):  # what it scored is what it saved
+        raise BenchError(f"VICO's copy scored another set than {path}: see {run['set']}")
+    return run["accuracy"]
 
 
 def rdd_scores(item, name: str, path: Path, data: Path, work: Path) -> tuple[float, float]:
