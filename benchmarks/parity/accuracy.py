@@ -80,6 +80,11 @@ Usage (checkouts outside this repository):
         [--work /tmp/parity-accuracy]
     python benchmarks/parity/accuracy.py --table        # the README table from accuracy.json
 
+``--same-start`` (VICO's items): the reference starts from the set rdd's run of the same seed
+starts from (``start_set.py``; the copy loads ``$PARITY_START``), so that the random draw of
+the starting images is no longer a difference; its rows carry ``"start": "same"``.
+``evaluators.py`` scores given sets with VICO's evaluation and ``rdd.evaluate``, N networks.
+
 ``--iterations``, ``--eval-nets`` and ``--eval-epochs`` replace the items' budget (smoke
 runs); the rows record the budget, rows of different budgets are never merged nor pooled,
 and their work folders get a tag. A rerun skips the (item, seed, side) already done in
