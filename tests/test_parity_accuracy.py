@@ -169,16 +169,21 @@ print("ok")
 """.replace("\n", "\r\n")
 
 
+def fake_vico(root: Path) -> Path:
+    """A checkout whose scripts are FAKE_VICO_LOOP and whose utils.py is FAKE_SIAMESE."""
+    root.mkdir()
+    for name in copies.REFERENCES["vico"].required:
+        (root / name).write_bytes(FAKE_VICO_LOOP.encode())
+    (root / "utils.py").write_bytes(FAKE_SIAMESE.encode())
+    return root
+
+
 @pytest.mark.parametrize("patched", [False, True])
 def test_the_vico_copy_saves_the_set_its_final_evaluation_scored(tmp_path, patched) -> None:
     """Unpatched, VICO's loop evaluates after 2 iterations (4 image steps) for 1000 epochs and
     saves the set after a third (6 steps); patched, it evaluates for the epochs given and
     saves the set it evaluated, as rdd's run of 2 iterations ends."""
-    checkout = tmp_path / "vico"
-    checkout.mkdir()
-    for name in copies.REFERENCES["vico"].required:
-        (checkout / name).write_bytes(FAKE_VICO_LOOP.encode())
-    (checkout / "utils.py").write_bytes(FAKE_SIAMESE.encode())
+    checkout = fake_vico(tmp_path / "vico")
     code = tmp_path / "code"
     if patched:
         copies.make_copy("vico", checkout, code, "main.py")
@@ -430,11 +435,7 @@ def test_mtt1_without_mtt_is_one_line(tmp_path, capsys) -> None:
 def test_the_vico_copy_starts_from_the_set_it_is_given(tmp_path) -> None:
     """With PARITY_START (--same-start), VICO's loop starts from that file's images."""
     torch = pytest.importorskip("torch")
-    checkout = tmp_path / "vico"
-    checkout.mkdir()
-    for name in copies.REFERENCES["vico"].required:
-        (checkout / name).write_bytes(FAKE_VICO_LOOP.encode())
-    (checkout / "utils.py").write_bytes(FAKE_SIAMESE.encode())
+    checkout = fake_vico(tmp_path / "vico")
     code = tmp_path / "code"
     copies.make_copy("vico", checkout, code, "main.py")
     torch.save(torch.tensor([10.0, 0.0]), tmp_path / "start.pt")
