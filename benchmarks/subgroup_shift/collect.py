@@ -7,15 +7,17 @@ Every run directory ``<method>_<arm>_s<seed>[tag]`` (at any depth) with a metric
 config.yaml gives one row ``{"design": "owned", "subgroup", "transform", "method", "risk",
 "groups", "allocation", "seed", "test_acc", "worst_group_acc", "worst_cluster_acc", "altered_acc",
 "rare_purity", "rare_recall", ...}`` (percent; ``groups``: ``known``, the clustering with its
-feature space, or ``-`` for risk=none), read from the run's own config. Rows of earlier designs
-already in results.json (``"design": "class-wide"``: a risk over one class-wide synthetic
-statistic) are kept. The table shows mean ± std over seeds and each arm's change against
+feature space, or ``-`` for risk=none), read from the run's own config. Rows already in
+results.json are kept (the class-wide design's, ``"design": "class-wide"``, and owned-design
+rows whose run folders are gone) unless a run of the same arm replaces them: same transform,
+method, risk (with its tag), groups and seed. The table shows mean ± std over seeds and each arm's change against
 ``none`` (same subgroup, method and seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import statistics
@@ -52,8 +54,27 @@ def rows(runs: Path) -> list[dict]:
             if key in values:
                 row[key.removeprefix("cluster_")] = round(values[key], 1)
         row |= {key: round(values[key], 1) for key in ("distill_seconds", "eval_seconds")}
+        row |= allocation_counts(metrics.parent)
         found.append(row)
     return found
+
+
+def allocation_counts(run: Path) -> dict[str, float]:
+    """The allocation a run logged first (images per class: ``shared_images``, and
+    ``rare_images``, those owned by the group holding most of the rare subgroup), from its
+    ``csv/metrics.csv``; empty when it logged none (risk=none)."""
+    table = run / "csv" / "metrics.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="") as handle:
+        for line in csv.DictReader(handle):
+            if line.get("alloc/shared_images"):
+                return {
+                    key: round(float(line[f"alloc/{key}"]), 2)
+                    for key in ("shared_images", "rare_images")
+                    if line.get(f"alloc/{key}")
+                }
+    return {}
 
 
 def groups_of(cfg) -> str:
@@ -78,11 +99,21 @@ def allocation_of(cfg) -> str:
 
 
 def earlier_rows(results: Path) -> list[dict]:
-    """The class-wide design's rows (issue 13), kept as they were measured."""
+    """The rows already in results.json (rows from before the design key are the class-wide
+    design's, issue 13), kept as they were measured."""
     if not results.is_file():
         return []
-    kept = [r for r in json.loads(results.read_text()) if r.get("design", "class-wide") != "owned"]
-    return [{"design": "class-wide"} | r for r in kept]
+    return [{"design": "class-wide"} | r for r in json.loads(results.read_text())]
+
+
+IDENTITY = ("design", "transform", "method", "risk", "groups", "seed")
+
+
+def merged(earlier: list[dict], found: list[dict]) -> list[dict]:
+    """``earlier`` with every row that a row of ``found`` measures again replaced by it."""
+    fresh = {tuple(r.get(k) for k in IDENTITY) for r in found}
+    kept = [r for r in earlier if tuple(r.get(k) for k in IDENTITY) not in fresh]
+    return kept + found
 
 
 def mean_std(values: list[float]) -> str:
@@ -133,7 +164,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    found = earlier_rows(args.out / "results.json") + rows(args.runs)
+    found = merged(earlier_rows(args.out / "results.json"), rows(args.runs))
     (args.out / "results.json").write_text(json.dumps(found, indent=1) + "\n")
     (args.out / "table.md").write_text(table(found))
     print(table(found))

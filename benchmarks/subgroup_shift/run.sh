@@ -12,8 +12,10 @@
 #   .venv/bin/python benchmarks/subgroup_shift/collect.py benchmarks/subgroup_shift/runs_owned
 #
 # CPU budget (2 cores): ConvNet-3 width 32; DM 100 iterations, IDM 10, DSA 2 (its published
-# loops at IPC 10, 128 real images per class per step); evaluation 2 nets x 300 epochs with DSA,
-# no shifted/corrupted sets. A finished run (metrics.json) is skipped, so the script resumes.
+# loops at IPC 10, 128 real images per class per step), MTT 100 (a buffer of 2 experts x 4
+# epochs, made first by rdd.buffer with the run's overrides: risk=cvar trains robust experts,
+# so each arm has its own; starts at epochs 0-1, RDD_BUFFER_DIR says where); evaluation 2 nets
+# x 300 epochs with DSA, no shifted/corrupted sets. A finished run (metrics.json) is skipped, so the script resumes.
 # SUBGROUPS, METHODS, ARMS, SEEDS, RISK (environment) narrow or change the sweep.
 set -euo pipefail
 root=${1:?give the CIFAR-10 root, e.g. ../shared/data/cifar10-jpeg}
@@ -28,6 +30,7 @@ declare -A budget=(
   [dm]="matching.iterations=100"
   [idm]="matching.iterations=10"
   [dsa]="matching.iterations=2 matching.batch_real=128"
+  [mtt]="matching.iterations=100 matching.max_start_epoch=2 experts.num_experts=2 experts.epochs=4"
 )
 declare -A arm_overrides=(
   [none]="risk=none"
@@ -43,6 +46,12 @@ for subgroup in ${SUBGROUPS:-grayscale invert blur}; do
         rm -rf "$dir"  # an unfinished attempt
         mkdir -p "$(dirname "$dir")"
         echo "$(date +%T) $subgroup $method $arm seed $seed -> $dir"
+        # shellcheck disable=SC2086
+        if [[ $method == mtt ]]; then  # its expert trajectories first (kept if made before)
+          "$python" -m rdd.buffer "${common[@]}" "data.subgroup=$subgroup" matching=$method \
+            ${arm_overrides[$arm]} ${budget[$method]} "$@" "hydra.run.dir=$dir.buffer" \
+            > /dev/null 2> "$dir.log" || { echo "buffer failed: see $dir.log"; continue; }
+        fi
         # shellcheck disable=SC2086
         "$python" -m rdd.run "${common[@]}" "data.subgroup=$subgroup" matching=$method \
           seed=$seed ${arm_overrides[$arm]} ${budget[$method]} "$@" "hydra.run.dir=$dir" \
