@@ -48,8 +48,9 @@ for subgroup in ${SUBGROUPS:-grayscale invert blur}; do
         echo "$(date +%T) $subgroup $method $arm seed $seed -> $dir"
         # shellcheck disable=SC2086
         if [[ $method == mtt ]]; then  # its expert trajectories first (kept if made before)
+          # seed: robust experts re-cluster with the run's seed (clustering.seed), so it keys them
           "$python" -m rdd.buffer "${common[@]}" "data.subgroup=$subgroup" matching=$method \
-            ${arm_overrides[$arm]} ${budget[$method]} "$@" "hydra.run.dir=$dir.buffer" \
+            seed=$seed ${arm_overrides[$arm]} ${budget[$method]} "$@" "hydra.run.dir=$dir.buffer" \
             > /dev/null 2> "$dir.log" || { echo "buffer failed: see $dir.log"; continue; }
         fi
         # shellcheck disable=SC2086
