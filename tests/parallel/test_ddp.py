@@ -77,6 +77,34 @@ def test_two_gloo_processes_equal_one_process(tmp_path) -> None:
             assert torch.allclose(net["value"], network_figures(make())["value"], rtol=1e-9), name
 
 
+def leaving_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from rdd.parallel.strategy import leave_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    leave_process_group()
+    result = {"total": float(total), "initialized_after": dist.is_initialized()}
+    torch.save(result, os.path.join(out_dir, f"leave{rank}.pt"))
+
+
+def test_a_spawned_rank_leaves_its_process_group_before_exit(tmp_path) -> None:
+    """A rank that finished destroys its gloo group itself (after a barrier), so no rank exits
+    with the group alive (the cause of a SIGABRT at interpreter shutdown), and both exit 0."""
+    mp.spawn(leaving_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"leave{rank}.pt", weights_only=True)
+        assert result == {"total": 2.0, "initialized_after": False}
+
+
+def test_leaving_without_a_process_group_does_nothing() -> None:
+    from rdd.parallel.strategy import leave_process_group
+
+    assert not dist.is_initialized()
+    leave_process_group()  # a single-process run reaches the same code: no error, no group
+    assert not dist.is_initialized()
+
+
 # -- the whole run under Lightning DDP (trainer=ddp), as a user starts it ------------------------
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 SMALL = ["ipc=2", "matching.iterations=2", "eval.epochs=2", "eval.num_nets=1", "logger=csv"]

@@ -110,11 +110,25 @@ class StoppableLauncher(_MultiProcessingLauncher):
         except Interrupted as stop:  # every rank stops at the same safe point
             if process_idx == 0:
                 return_queue.put(stop)  # in place of rank 0's results; a clean exit follows
+        leave_process_group()
 
     def _recover_results_in_main_process(self, worker_output: Any, trainer: Any) -> None:
         if isinstance(worker_output, Interrupted):
             raise worker_output
         super()._recover_results_in_main_process(worker_output, trainer)
+
+
+def leave_process_group() -> None:
+    """Destroy this rank's process group once every rank is done with it (a barrier first).
+
+    A spawned rank that exits with its gloo group alive can abort at interpreter shutdown
+    (SIGABRT, "terminate called without an active exception": gloo's worker threads still
+    hold work when the interpreter is torn down; pytorch/pytorch#190489), which fails a run
+    that has finished. Lightning destroys the group at exit only for NCCL.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def distill_strategy(name: Any) -> Any:
