@@ -10,8 +10,8 @@ config.yaml gives one row ``{"design": "owned", "subgroup", "transform", "method
 feature space, or ``-`` for risk=none), read from the run's own config. Rows already in
 results.json are kept (the class-wide design's, ``"design": "class-wide"``, and owned-design
 rows whose run folders are gone) unless a run of the same arm replaces them: same transform,
-method, risk (with its tag), groups and seed. The table shows mean ± std over seeds and each arm's change against
-``none`` (same subgroup, method and seed).
+method, risk (with its tag), groups and seed. The table shows mean ± std over seeds and each
+arm's change against ``none`` (same subgroup, method and seed).
 """
 
 from __future__ import annotations
