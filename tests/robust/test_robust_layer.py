@@ -16,6 +16,7 @@ from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
 from rdd.nets import build_net
 from rdd.risk import CVaR, MaxGroup, cvar_weights
+from rdd.risk.mean import MeanRisk
 from rdd.robust.ownership import SHARED, AllocationSettings, Ownership
 from rdd.robust.plan import RiskSlots, RobustPlan, RunningGroupRisk, build_risk, plan_for
 from tests.conftest import compose_config
@@ -478,3 +479,26 @@ def test_an_image_given_back_to_the_shared_pool_keeps_its_pixels(monkeypatch) ->
     stats = ownership.revisit_allocation(learner)
     assert stats["alloc/moved"] == 1.0 and int(own.owners[row]) == SHARED
     assert torch.equal(learner.images.detach(), before)
+
+
+@pytest.mark.parametrize(
+    "matcher",
+    [
+        lambda: DistributionMatching(iterations=4, batch_real=30, dsa=True),
+        lambda: GradientMatching(iterations=2, outer_loop=2, inner_loop=1, batch_real=30, dsa=True),
+    ],
+    ids=["dm", "dsa"],
+)
+def test_a_robust_run_whose_groups_own_no_image_is_the_base_method_bitwise(matcher) -> None:
+    """The mean keeps every image shared: the robust layer then clusters, measures and draws
+    its stratified batches from its own random stream, and the set is the base method's."""
+    base = learner_for(None, None, RobustPlan(), matcher=matcher())
+    robust = learner_for(MeanRisk(), kmeans(), RobustPlan(matching=True), matcher=matcher())
+    start = base.images.detach().clone()
+    fit(base)
+    fit(robust)
+    assert bool((robust.ownership.owners == SHARED).all())
+    assert robust.iteration == base.iteration and robust.iteration > 0
+    assert torch.equal(robust.images.detach(), base.images.detach())
+    assert not torch.equal(base.images.detach(), start)  # the images were learned
+    assert torch.equal(robust.generator.get_state(), base.generator.get_state())

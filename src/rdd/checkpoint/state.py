@@ -132,6 +132,7 @@ def training_state(learner: SyntheticSetLearner, next_iteration: int | None = No
         "syn_lr": None if learner.syn_lr is None else learner.syn_lr.detach().cpu().clone(),
         "optimizers": [opt.state_dict() for opt in learner.optimizer_list()],
         "generator": learner.generator.get_state(),
+        "robust_generator": learner.robust_generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "risks": learner.risks.state(),
         "pool": learner.pool.state(),
@@ -159,6 +160,9 @@ def load_training_state(learner: SyntheticSetLearner, state: dict) -> None:
         if learner.syn_lr is not None:
             learner.syn_lr.copy_(state["syn_lr"])
     learner.generator.set_state(state["generator"])
+    # Absent from checkpoints written before the robust layer had its own stream.
+    if state.get("robust_generator") is not None:
+        learner.robust_generator.set_state(state["robust_generator"])
     torch.set_rng_state(state["torch_rng"])
     learner.pool.load_state(state["pool"])
     # Absent from checkpoints written before refits matched their clusters: nothing to load.

@@ -33,6 +33,16 @@ from rdd.risk.mean import MeanRisk
 from rdd.robust.ownership import AllocationSettings, Ownership, revisit_allocation
 from rdd.robust.plan import RiskSlots, RobustPlan
 from rdd.synset import class_grouped_labels
+from rdd.utils.seeds import derived_seed
+
+# The learner's random streams: the base method's, and the robust layer's own.
+GENERATORS = ("generator", "robust_generator")
+
+
+def generator_from_bytes(state: bytes) -> torch.Generator:
+    generator = torch.Generator()
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
 
 
 class SyntheticSetLearner(L.LightningModule):
@@ -90,6 +100,11 @@ class SyntheticSetLearner(L.LightningModule):
         self.pool = RealPool(self.real_y, num_classes, altered)
         # One CPU generator for every draw, so results do not depend on the device.
         self.generator = torch.Generator().manual_seed(seed)
+        # The robust layer's own draws (stratified real batches, the allocation's measurement,
+        # restarted images) come from a stream of their own: a robust run whose groups own no
+        # image then draws what the base method draws, and differs from it only by what the
+        # allocation buys (rdd.robust.ownership).
+        self.robust_generator = torch.Generator().manual_seed(derived_seed("robust", seed))
         plan = plan if plan is not None else RobustPlan()
         self.robust_matching, self.robust_networks = plan.matching, plan.networks
         # One risk per (target, class), so that stateful risks never mix unrelated groups.
@@ -126,14 +141,15 @@ class SyntheticSetLearner(L.LightningModule):
         # that is released as soon as that temporary tensor dies, before the child reads it;
         # plain bytes are copied instead.
         state = super().__getstate__()
-        state["generator"] = self.generator.get_state().numpy().tobytes()
+        for name in GENERATORS:
+            state[name] = state[name].get_state().numpy().tobytes()
         return state
 
     def __setstate__(self, state: dict) -> None:
-        generator = torch.Generator()
-        generator.set_state(torch.frombuffer(bytearray(state.pop("generator")), dtype=torch.uint8))
+        generators = {name: generator_from_bytes(state.pop(name)) for name in GENERATORS}
         super().__setstate__(state)
-        self.generator = generator
+        for name, generator in generators.items():
+            setattr(self, name, generator)
         # Tensors outside registered modules (Lightning copies theirs) arrive in memory shared
         # by the spawned ranks, and SGD keeps a CPU momentum tensor it is given: private copies,
         # or a resumed DDP run's ranks all update one buffer (it ended 0.02 off).
@@ -142,9 +158,11 @@ class SyntheticSetLearner(L.LightningModule):
             setattr(self, name, copy.deepcopy(getattr(self, name)))
 
     # -- the context the matcher works with ---------------------------------------------------
-    def new_net(self) -> nn.Module:
-        """A fresh network seeded from the run's generator (same on every rank), on our device."""
-        net_seed = int(torch.randint(2**62, (1,), generator=self.generator))
+    def new_net(self, generator: torch.Generator | None = None) -> nn.Module:
+        """A fresh network seeded from the run's generator, or ``generator`` (same on every
+        rank), on our device."""
+        generator = self.generator if generator is None else generator
+        net_seed = int(torch.randint(2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(net_seed)
             net = self.make_net()
@@ -191,7 +209,7 @@ class SyntheticSetLearner(L.LightningModule):
         the shared images' batch is n real images of the whole class, as the base method draws."""
         assert self.ownership is not None, "owned_batches needs the risk on matching"
         minimum = self.ownership.settings.min_per_group
-        draws = self.pool.draw_stratified(c, n, minimum, self.generator)
+        draws = self.pool.draw_stratified(c, n, minimum, self.robust_generator)
         batches = []
         shared = self.ownership.shared_rows(c)
         if len(shared):
@@ -210,7 +228,7 @@ class SyntheticSetLearner(L.LightningModule):
         per_class = max(1, n // self.num_classes)
         idx = torch.cat(
             [
-                torch.cat(self.pool.draw_stratified(c, per_class, minimum, self.generator))
+                torch.cat(self.pool.draw_stratified(c, per_class, minimum, self.robust_generator))
                 for c in range(self.num_classes)
             ]
         )

@@ -270,7 +270,7 @@ def measured_allocation(learner: Any) -> torch.Tensor:
     returns the rows that changed owner."""
     own, pool = learner.ownership, learner.pool
     net = train_on_set(
-        learner.new_net(),
+        learner.new_net(learner.robust_generator),
         learner.images,
         learner.labels,
         own.settings.train_steps,
@@ -279,7 +279,8 @@ def measured_allocation(learner: Any) -> torch.Tensor:
     changed = []
     for c in range(own.num_classes):
         groups, sizes = class_groups_and_sizes(learner, c)
-        draws = [pool.draw_group(g, own.settings.eval_per_group, learner.generator) for g in groups]
+        generator = learner.robust_generator
+        draws = [pool.draw_group(g, own.settings.eval_per_group, generator) for g in groups]
         measured = group_losses(net, learner.real_x, learner.real_y, draws)
         counts = allocate_class(
             learner.risks.template,
@@ -305,7 +306,7 @@ def restart_rows(learner: Any, rows: torch.Tensor) -> None:
     """Start ``rows`` of the synthetic set afresh from real images of their owners' groups
     (``factor**2`` draws for IDM's packed images; noise for ``init=noise``), with no
     momentum in the image optimizer; then rank 0's owners and images for every rank."""
-    own, pool, generator = learner.ownership, learner.pool, learner.generator
+    own, pool, generator = learner.ownership, learner.pool, learner.robust_generator
     factor = learner.matcher.factor
     draws = [group_draw(pool, own.owners[rows], generator) for _ in range(factor * factor)]
     with torch.no_grad():
