@@ -106,3 +106,23 @@ def test_the_table_pairs_a_merged_arm_with_the_kept_base_by_seed(tmp_path):
 
     line = next(r for r in table.splitlines() if "cvar_shared" in r)
     assert line.endswith("| -1.00 | +2.00 |")  # 35 - 36 clean, 30 - 28 worst group
+
+
+def test_an_arm_with_a_none_of_its_own_tag_is_paired_with_that_one(tmp_path):
+    """TAG=_rng ARMS="none discovered": both arms at one commit pair with each other; the
+    tagged none pairs with the untagged one; an arm whose tag has no none keeps the untagged."""
+    earlier = [earlier_row("none", 0, 36.0, "-") | {"worst_group_acc": 28.0}]
+    for row in earlier:
+        row |= {"worst_cluster_acc": 27.0, "altered_acc": 28.0}
+    write_run(tmp_path / "blur" / "dm_none_s0_rng", "none", 0, 37.0, 29.0)
+    write_run(tmp_path / "blur" / "dm_known_s0_rng", "cvar", 0, 36.5, 31.0)
+    write_run(tmp_path / "blur" / "dm_known_s0_shared", "cvar", 0, 35.0, 30.0)
+
+    lines = collect.table(collect.merged(earlier, collect.rows(tmp_path))).splitlines()
+
+    def line(risk):
+        return next(r for r in lines if f"| {risk} |" in r)
+
+    assert line("cvar_rng").endswith("| -0.50 | +2.00 |")  # against none_rng: 37, 29
+    assert line("none_rng").endswith("| +1.00 | +1.00 |")  # against none: 36, 28
+    assert line("cvar_shared").endswith("| -1.00 | +2.00 |")  # no none_shared: against none

@@ -11,7 +11,9 @@ feature space, or ``-`` for risk=none), read from the run's own config. Rows alr
 results.json are kept (the class-wide design's, ``"design": "class-wide"``, and owned-design
 rows whose run folders are gone) unless a run of the same arm replaces them: same transform,
 method, risk (with its tag), groups and seed. The table shows mean ± std over seeds and each
-arm's change against ``none`` (same subgroup, method and seed).
+arm's change against ``none`` (same subgroup, method and seed); an arm whose tag has a ``none``
+run of its own (``TAG=_x ARMS="none discovered"``: both arms at one commit) is paired with that
+one, and that ``none`` with the untagged one (how far ``none`` moved between the commits).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def rows(runs: Path) -> list[dict]:
         transform = subgroup if isinstance(subgroup, str) else subgroup.transform
         row = {"design": "owned", "subgroup": transform, "transform": transform}
         row |= {"method": cfg.matching.name, "risk": cfg.risk.name + match["tag"]}
-        row |= {"arm": match["arm"], "groups": groups_of(cfg), "seed": int(cfg.seed)}
+        row |= {"arm": match["arm"], "tag": match["tag"]}
+        row |= {"groups": groups_of(cfg), "seed": int(cfg.seed)}
         row["allocation"] = allocation_of(cfg)
         values["altered_acc"] = values[f"group_{transform}_acc"]
         row |= {key: round(values[key], 2) for key in KEYS if key in values}
@@ -132,7 +135,6 @@ def table(found: list[dict]) -> str:
     ]
     for transform, method in sorted({(r["transform"], r["method"]) for r in found}):
         mine = [r for r in found if (r["transform"], r["method"]) == (transform, method)]
-        base = [r for r in mine if r["risk"] == "none"]
         arms = sorted({(r["risk"], r["groups"]) for r in mine}, key=lambda a: (a[0] != "none", a))
         for risk, groups in arms:
             group = [r for r in mine if (r["risk"], r["groups"]) == (risk, groups)]
@@ -140,11 +142,21 @@ def table(found: list[dict]) -> str:
             cells += [
                 mean_or_dash([r.get(k) for r in group]) for k in ("rare_purity", "rare_recall")
             ]
+            base = base_of(mine, risk, group[0].get("tag", ""))
             deltas = [delta(group, base, k) for k in ("test_acc", "worst_group_acc")]
             seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
             name = f"| {transform} | {method} | {risk} | {groups} | {seeds} | "
             lines.append(name + " | ".join(cells + deltas) + " |")
     return "\n".join(lines) + "\n"
+
+
+def base_of(mine: list[dict], risk: str, tag: str) -> list[dict]:
+    """The ``none`` rows an arm is paired with: those of its own tag (measured at the same
+    commit) if there are any and the arm is not that ``none`` itself, else the untagged ones."""
+    own = [r for r in mine if r["risk"] == f"none{tag}"] if tag else []
+    if own and risk != f"none{tag}":
+        return own
+    return [r for r in mine if r["risk"] == "none"]
 
 
 def mean_or_dash(values: list[float | None]) -> str:
