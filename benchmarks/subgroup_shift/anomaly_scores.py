@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,22 +38,18 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from discovery import SEED, conv_stats, load, train_erm  # noqa: E402
+from invert_statistics import auc  # noqa: E402
 
 from rdd.clustering import embed_in_batches  # noqa: E402
 from rdd.clustering.features import style_statistics  # noqa: E402
+from rdd.clustering.kmeans import faiss_kmeans  # noqa: E402
+from rdd.clustering.nearest import nearest_synthetic  # noqa: E402
 from rdd.nets import net_factory  # noqa: E402
 
 TAILS = (0.05, 0.10)
 CROSS_KS = (5, 10, 20)
 ROTATION_IMAGES = 15_000
 ROTATION_EPOCHS = 2
-
-
-def auc(score: Tensor, positive: Tensor) -> float:
-    """Probability that an altered image scores above an unaltered one (ties ignored)."""
-    ranks = score.argsort().argsort().double() + 1
-    pos, neg = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def tail_row(name: str, score: Tensor, labels: Tensor, altered: Tensor, classes: int) -> str:
@@ -69,7 +64,11 @@ def tail_row(name: str, score: Tensor, labels: Tensor, altered: Tensor, classes:
             purity.append(caught / size)
             recall.append(caught / max(1, int(altered[mine].sum())))
         cells.append(f"{np.mean(purity):.2f} / {np.mean(recall):.2f}")
-    aucs = [auc(score[labels == c], altered[labels == c]) for c in range(classes)]
+    # invert_statistics.auc(a, b) is P(a > b): here P(altered scores above unaltered).
+    aucs = [
+        auc(score[mine][altered[mine]], score[mine][~altered[mine]])
+        for mine in (labels == c for c in range(classes))
+    ]
     return f"| {name} | {np.mean(aucs):.3f} | " + " | ".join(cells) + " |"
 
 
@@ -129,9 +128,23 @@ def cross_class_rows(name: str, features: Tensor, labels: Tensor, altered: Tenso
     pool = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))[:5000]
     rows = []
     for k in CROSS_KS:
-        kmeans = faiss.Kmeans(centred.shape[1], k, niter=25, seed=SEED, nredo=3)
-        kmeans.train(centred[pool.numpy()])
-        assigned = torch.from_numpy(kmeans.index.search(centred, 1)[1][:, 0])
+        # Fitted on the pool (FAISS trains on 256 points per centroid, as faiss.Kmeans does),
+        # then every image joins its nearest centroid (one "class": all images, all centroids).
+        centroids, _ = faiss_kmeans(
+            torch.from_numpy(centred[pool.numpy()]),
+            k,
+            SEED,
+            niter=25,
+            nredo=3,
+            max_points_per_centroid=256,
+        )
+        everyone, one_per_centroid = (
+            torch.zeros(len(centred), dtype=torch.int64),
+            torch.zeros(k, dtype=torch.int64),
+        )
+        assigned = nearest_synthetic(
+            torch.from_numpy(centred), everyone, centroids, one_per_centroid
+        )
         caught = torch.bincount(assigned[altered], minlength=k)
         best = int(caught.argmax())
         size = int((assigned == best).sum())
