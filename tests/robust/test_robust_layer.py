@@ -502,3 +502,34 @@ def test_a_robust_run_whose_groups_own_no_image_is_the_base_method_bitwise(match
     assert torch.equal(robust.images.detach(), base.images.detach())
     assert not torch.equal(base.images.detach(), start)  # the images were learned
     assert torch.equal(robust.generator.get_state(), base.generator.get_state())
+
+
+def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkeypatch) -> None:
+    """The size-based allocation buys the rare group images, which restart from its real
+    images for the measurement at iteration 0; if the measured allocation gives every image
+    back to the shared pool, the run is the base method bit for bit."""
+    import rdd.robust.ownership as ownership
+
+    allocate, restarted = ownership.allocate_class, []
+    restart = ownership.restart_rows
+
+    def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
+        counts = allocate(risk, sizes, ipc, settings, measured, anchors)
+        if measured is None:
+            return counts
+        return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
+
+    def recording(learner, rows):
+        restarted.append(rows)
+        restart(learner, rows)
+
+    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
+    monkeypatch.setattr(ownership, "restart_rows", recording)
+    known = KnownSubgroups(far_off())
+    base = learner_for(None, None, RobustPlan())
+    robust = learner_for(MaxGroup(), known, RobustPlan(matching=True))
+    fit(base)
+    fit(robust)
+    assert len(restarted) and len(torch.cat(restarted))  # the probe owned some images
+    assert bool((robust.ownership.owners == SHARED).all())
+    assert torch.equal(robust.images.detach(), base.images.detach())

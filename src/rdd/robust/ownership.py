@@ -226,7 +226,9 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     restarts from a real image of its group as soon as it is allocated, so the measurement at
     iteration 0 sees the owned set the size-based allocation made (the counts its loss model
     is anchored at); an image that later changes group restarts from a real image of its new
-    group (with no momentum). Under DDP rank 0's owners and images are
+    group (with no momentum). That first owned set is a probe: an image the measurement
+    gives back to the shared pool at once takes back the base method's start, so a run whose
+    groups end up owning nothing is the base method. Under DDP rank 0's owners and images are
     broadcast, so the ranks never disagree on a training network's last bits.
     """
     own = learner.ownership
@@ -239,12 +241,17 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     allocations = [first_allocation] if first else []
     if due:
         allocations.append(measured_allocation)
+    base_start = learner.images.detach().clone() if first else None
     moved = [torch.empty(0, dtype=torch.int64)]
     for allocate in allocations:
         moved.append(allocate(learner))
         owned = moved[-1][own.owners[moved[-1]] != SHARED]  # a shared image keeps its pixels
         if len(owned):
             restart_rows(learner, owned)
+    if base_start is not None:  # shared after the first revisit: the base method's start
+        with torch.no_grad():
+            shared = (own.owners == SHARED).to(learner.images.device)
+            learner.images[shared] = base_start[shared]
     return allocation_stats(learner, len(torch.cat(moved).unique()))
 
 
