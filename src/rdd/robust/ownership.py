@@ -275,9 +275,9 @@ def first_allocation(learner: Any) -> torch.Tensor:
 def measured_allocation(learner: Any) -> torch.Tensor:
     """Measure every group's loss with a network trained on the current set, re-allocate;
     returns the rows that changed owner."""
-    own, pool = learner.ownership, learner.pool
+    own, pool, generator = learner.ownership, learner.pool, learner.robust_generator
     net = train_on_set(
-        learner.new_net(learner.robust_generator),
+        learner.new_net(generator),
         learner.images,
         learner.labels,
         own.settings.train_steps,
@@ -286,7 +286,6 @@ def measured_allocation(learner: Any) -> torch.Tensor:
     changed = []
     for c in range(own.num_classes):
         groups, sizes = class_groups_and_sizes(learner, c)
-        generator = learner.robust_generator
         draws = [pool.draw_group(g, own.settings.eval_per_group, generator) for g in groups]
         measured = group_losses(net, learner.real_x, learner.real_y, draws)
         counts = allocate_class(
