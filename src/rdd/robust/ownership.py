@@ -50,6 +50,7 @@ class AllocationSettings:
     every: int | None = 500
     shared: bool = True
     min_images: int = 0
+    represent: bool = False
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -62,6 +63,7 @@ class AllocationSettings:
             every=node.get("every", cls.every),
             shared=bool(node.get("shared", cls.shared)),
             min_images=int(node.get("min_images", cls.min_images)),
+            represent=bool(node.get("represent", cls.represent)),
             exponent=float(node.get("exponent", cls.exponent)),
             train_steps=int(node.get("train_steps", cls.train_steps)),
             eval_per_group=int(node.get("eval_per_group", cls.eval_per_group)),
@@ -228,7 +230,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     is anchored at); an image that later changes group restarts from a real image of its new
     group (with no momentum). That first owned set is a probe: an image the measurement
     gives back to the shared pool at once takes back the base method's start, so a run whose
-    groups end up owning nothing is the base method. Under DDP rank 0's owners and images are
+    groups end up owning nothing is the base method (``represent``: it keeps its group's
+    real start, so the shared pool starts with that group in it). Under DDP rank 0's owners and images are
     broadcast, so the ranks never disagree on a training network's last bits.
     """
     own = learner.ownership
@@ -241,7 +244,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     allocations = [first_allocation] if first else []
     if due:
         allocations.append(measured_allocation)
-    base_start = learner.images.detach().clone() if first else None
+    keep_probe = own.settings.represent
+    base_start = learner.images.detach().clone() if first and not keep_probe else None
     moved = [torch.empty(0, dtype=torch.int64)]
     for allocate in allocations:
         moved.append(allocate(learner))
