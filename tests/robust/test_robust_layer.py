@@ -533,3 +533,46 @@ def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkey
     assert len(restarted) and len(torch.cat(restarted))  # the probe owned some images
     assert bool((robust.ownership.owners == SHARED).all())
     assert torch.equal(robust.images.detach(), base.images.detach())
+
+
+def test_with_represent_the_images_the_first_measurement_gives_back_keep_their_group(
+    monkeypatch,
+) -> None:
+    """robust.allocation.represent: the probe's owned images stay in the shared pool as the
+    real images of their group they restarted from, not the base method's start."""
+    import rdd.robust.ownership as ownership
+
+    allocate, probe = ownership.allocate_class, {}
+
+    def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
+        counts = allocate(risk, sizes, ipc, settings, measured, anchors)
+        if measured is None:
+            return counts
+        return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
+
+    def owners_before_measuring(learner):
+        owners = learner.ownership.owners
+        probe.update(
+            (row, int(owners[row])) for row in torch.nonzero(owners >= 0).flatten().tolist()
+        )
+        return measure(learner)
+
+    measure = ownership.measured_allocation
+    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
+    monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
+    settings = AllocationSettings(min_per_group=8, train_steps=5, represent=True)
+    learner = learner_for(
+        MaxGroup(), KnownSubgroups(far_off()), RobustPlan(matching=True), allocation=settings
+    )
+    start = learner.images.detach().clone()
+    learner.regroup(learner.new_net())  # iteration 0: allocate by size, measure, give back
+    x, _ = real_data()
+    assert probe and bool((learner.ownership.owners == SHARED).all())
+    images = learner.images.detach()
+    for row in range(len(start)):
+        if row not in probe:
+            assert torch.equal(images[row], start[row])
+            continue
+        members = x[learner.pool.groups == probe[row]]
+        assert any(torch.equal(images[row], m) for m in members)
+    assert any(not torch.equal(images[row], start[row]) for row in probe)  # not the base start
