@@ -91,6 +91,12 @@ CASES = [
         "invalid value for risk.alpha",
     ),
     Case("ipc zero", "rdd.run", ["ipc=0"], "ipc must be a positive integer"),
+    Case(
+        "keep host memory",
+        "rdd.run",
+        ["trainer.keep_host_memory=maybe"],
+        "trainer.keep_host_memory must be true or false",
+    ),
     Case("ipc above a class", "rdd.run", ["ipc=100000"], "fewer than ipc=100000: lower ipc"),
     Case("cvar alpha", "rdd.run", ["risk=cvar", "risk.alpha=1.5"], "alpha must lie in [0, 1)"),
     Case("entropic beta", "rdd.run", ["risk=entropic", "risk.beta=-1"], "beta must be > 0"),

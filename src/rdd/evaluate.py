@@ -47,6 +47,7 @@ from rdd.eval.shifted_sets import shifted_test_sets
 from rdd.imports import convert, read_foreign, resolve_format
 from rdd.outputs.files import evaluation_config, prepare_output_dir, write_eval_outputs
 from rdd.outputs.summary import format_summary
+from rdd.parallel.strategy import apply_host_memory
 from rdd.synset import SyntheticSet
 from rdd.utils.io import atomic_write, write_json, write_text
 
@@ -84,6 +85,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
             "VICO (res_*.pt), MTT (images_best.pt) or IDM>"
         )
     baseline = check_baseline(cfg.baseline)
+    apply_host_memory(cfg.trainer)
     fmt = resolve_format(cfg.synset, cfg.synset_format)
     overrides = task_overrides(cfg, overrides)
     prepared = prepare_rdd(cfg, overrides) if fmt == "rdd" else prepare_foreign(cfg, fmt, overrides)

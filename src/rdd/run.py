@@ -43,7 +43,7 @@ from rdd.outputs.loggers import build_loggers, report_to_loggers
 from rdd.outputs.summary import format_summary
 from rdd.parallel.launch import is_launched_rank0
 from rdd.parallel.shared_cpu import shared_cpu_warning
-from rdd.parallel.strategy import apply_determinism
+from rdd.parallel.strategy import apply_determinism, apply_host_memory
 from rdd.synset import FILE_NAME, GRID_NAME, SyntheticSet, class_grouped_labels
 from rdd.utils.io import write_text
 from rdd.utils.seeds import derived_seed
@@ -70,6 +70,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     option fails before distilling)."""
     ipc = check_config(cfg)
     apply_determinism(cfg.trainer)  # before any CUDA work
+    apply_host_memory(cfg.trainer)  # before the data is loaded
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build(cfg.data, "data")
     data.setup()

@@ -29,6 +29,7 @@ from rdd.matching.robust import real_data_loss
 from rdd.matching.trajectory import TrajectoryMatching
 from rdd.nets import net_factory
 from rdd.outputs.summary import plural
+from rdd.parallel.strategy import apply_host_memory
 from rdd.robust.plan import RiskSlots, build_clusterer, build_risk, check_robust_node
 from rdd.utils.seeds import derived_seed
 
@@ -41,6 +42,7 @@ def make_buffer(cfg: DictConfig) -> ExpertStore:
     check_settings(cfg.experts)
     check_mtt_settings(cfg)
     check_robust_node(cfg)
+    apply_host_memory(cfg.trainer)
     data = build(cfg.data, "data")
     data.setup()
     store = store_for(cfg, data)

@@ -26,8 +26,9 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from omegaconf import OmegaConf
 
 from rdd.checkpoint.preemption import defer_signals
-from rdd.config.errors import Interrupted, UserError
+from rdd.config.errors import ConfigError, Interrupted, UserError
 from rdd.parallel.lifeline import die_with_parent
+from rdd.utils.host_memory import keep_freed_host_memory
 
 # Strategy names that select this strategy; other distributed strategies are refused.
 DDP_NAMES = ("ddp", "ddp_spawn")
@@ -147,9 +148,8 @@ def distill_strategy(name: Any) -> Any:
 
 def trainer_kwargs(trainer_cfg: Any) -> dict[str, Any]:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))
-    settings.pop(
-        "class_parallel", None
-    )  # rdd's own DDP mode (rdd.parallel.class_parallel), not Lightning's
+    for own in ("class_parallel", "keep_host_memory"):  # rdd's settings, not Lightning's
+        settings.pop(own, None)
     settings["devices"] = launched_devices(settings.get("devices", 1))
     distill_strategy(settings.get("strategy"))  # an unsupported strategy fails before any work
     check_accelerator(settings.get("accelerator"))
@@ -170,6 +170,19 @@ def apply_determinism(trainer_cfg: Any) -> None:
     if value:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(bool(value), warn_only=value == "warn")
+
+
+def apply_host_memory(trainer_cfg: Any) -> None:
+    """``trainer.keep_host_memory``: true keeps freed host memory for reuse
+    (rdd.utils.host_memory), so a CPU iteration does not fault its tensors in afresh."""
+    value = trainer_cfg.get("keep_host_memory", True)
+    if value not in (True, False):
+        raise ConfigError(
+            f"trainer.keep_host_memory must be true or false, got '{value}': set "
+            "trainer.keep_host_memory=false to let the process give freed memory back"
+        )
+    if value:
+        keep_freed_host_memory()
 
 
 def check_accelerator(accelerator: Any) -> None:
