@@ -30,7 +30,13 @@ Work items (``--items``):
   student step, expert_epochs 2, a random expert). Reference: GeorgeCazenavette/mtt-distillation
   distill.py's loop body on its ``ReparamModule``/``ConvNet``/``DiffAugment``; rdd:
   ``TrajectoryMatching.step``. Each (implementation, syn_steps, repeat) runs in a subprocess of
-  its own, which first takes an untimed 1-step iteration (warm-up), then times one iteration.
+  its own, which first takes an untimed iteration of the same ``syn_steps`` (``--mtt-warmup``:
+  the state the second and every later iteration of a run sees), then times one iteration.
+  Host memory (``--host-memory``): each subprocess allocates as its own code leaves it, so
+  the rdd side keeps freed host memory (``trainer.keep_host_memory``, true by default in
+  rdd.run: rdd.utils.host_memory) and the reference gives it back to the system, as
+  mtt-distillation's distill.py does; ``kept`` gives the reference rdd's setting too (what
+  the setting alone is worth). The other items share one process, and with it rdd's setting.
   Memory, per subprocess: "peak RSS" is its peak resident set size (``ru_maxrss``), "rise" the
   peak minus the resident size just before the timed iteration (data, net and expert loaded).
   On the CPU that is the work's memory; on a GPU it is host memory only (the CUDA context and
@@ -87,6 +93,8 @@ import reference_work as work
 import torch
 from common import add_device_argument, available_device, machine
 
+from rdd.utils.host_memory import keep_freed_host_memory
+
 ALL_ITEMS = ("dc_match", "dc_inner", "dsa_match", "dsa_inner", "dm", "idm", "mtt")
 
 
@@ -112,7 +120,9 @@ def mtt_rows(args: argparse.Namespace) -> list[str]:
             for side in ["reference", "rdd"] if r % 2 == 0 else ["rdd", "reference"]:
                 cmd = [sys.executable, __file__, "--mtt-one", side, "--mtt", str(args.mtt)]
                 cmd += ["--syn-steps", str(steps), "--batch-syn", str(args.batch_syn)]
-                cmd += ["--device", str(args.device)]
+                cmd += ["--device", str(args.device), "--mtt-warmup", str(args.mtt_warmup)]
+                if side == "rdd" or args.host_memory == "kept":
+                    cmd += ["--keep-host-memory"]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(f"  mtt{steps} {side} repeat {r}: {runs[side][-1]}", flush=True)
@@ -137,6 +147,12 @@ def mtt_rows(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def warmup_steps(value: str) -> str:
+    if value != "full" and not (value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(f"full or a number of steps >= 1, got {value!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vico", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
@@ -153,7 +169,22 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of rdd+compile first")
     add_device_argument(parser)
+    parser.add_argument(
+        "--host-memory",
+        choices=("own", "kept"),
+        default="own",
+        help="own: each side's allocator as its own code leaves it (rdd keeps freed host memory, "
+        "trainer.keep_host_memory's default; the references give it back); kept: the "
+        "references keep it too",
+    )
+    parser.add_argument(
+        "--mtt-warmup",
+        type=warmup_steps,
+        default="full",
+        help="MTT's untimed iteration first: full (syn_steps, the steady state of a run) or N steps",
+    )
     parser.add_argument("--mtt-one", choices=("reference", "rdd"), help="internal: one MTT run")
+    parser.add_argument("--keep-host-memory", action="store_true", help="internal: MTT runs")
     args = parser.parse_args()
     try:
         args.device = available_device(args.device)
@@ -162,7 +193,17 @@ def main() -> None:
         sys.exit(2)
     args.syn_steps = [int(s) for s in args.syn_steps.split(",")]
     if args.mtt_one:
-        one = work.mtt_once(args.mtt_one, args.mtt, args.syn_steps[0], args.batch_syn, args.device)
+        steps = args.syn_steps[0]
+        warmup = steps if args.mtt_warmup == "full" else int(args.mtt_warmup)
+        one = work.mtt_once(
+            args.mtt_one,
+            args.mtt,
+            steps,
+            args.batch_syn,
+            args.device,
+            args.keep_host_memory,
+            warmup,
+        )
         print(json.dumps(one))
         return
     items = args.items.split(",")
@@ -178,6 +219,11 @@ def main() -> None:
     print(f"items {items}, repeats {args.repeats}, warm-up {args.warmup}, compile {args.compile}")
     print(f"device {args.device} (both sides)")
     print(f"{args.per_class} real/class, IPC 10, inner epochs {args.inner_epochs}")
+    print(f"host memory: {args.host_memory}, MTT warm-up: {args.mtt_warmup}")
+    if any(i != "mtt" for i in items):
+        # These items share this process: both sides get rdd's allocator setting, so their
+        # ratios compare the code alone (a reference run alone would give its memory back).
+        keep_freed_host_memory()
     pairs = work.build([i for i in items if i != "mtt"], args)
     for item, sides in pairs.items():  # the compilation happens here
         for side, run in sides.items():

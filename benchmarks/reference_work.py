@@ -34,6 +34,7 @@ from rdd.matching.distribution import DistributionMatching
 from rdd.matching.gradient import GradientMatching
 from rdd.matching.trajectory import TrajectoryMatching
 from rdd.nets import build_net
+from rdd.utils.host_memory import keep_freed_host_memory
 
 IPC, STRATEGY = 10, "color_crop_cutout_flip_scale_rotate"
 IDM = {"name": "idm", "lr_img": 0.2, "factor": 2, "ce_weight": 0.5, "step_per_class": True}
@@ -371,11 +372,20 @@ def mtt_reference(folder: Path, expert: torch.Tensor, images, labels, batch_syn:
 
 
 def mtt_once(
-    side: str, folder: Path, syn_steps: int, batch_syn: int, device: torch.device
+    side: str,
+    folder: Path,
+    syn_steps: int,
+    batch_syn: int,
+    device: torch.device,
+    keep_memory: bool = False,
+    warmup_steps: int = 1,
 ) -> dict[str, float]:
-    """One warm-up iteration of 1 step, then one timed iteration of ``syn_steps``; the memory
-    figures are bench_vs_reference.py's (its docstring): host RSS, and on a GPU also
+    """One warm-up iteration of ``warmup_steps``, then one timed iteration of ``syn_steps``;
+    ``keep_memory``: the process keeps freed host memory (rdd.utils.host_memory) first. The
+    memory figures are bench_vs_reference.py's (its docstring): host RSS, and on a GPU also
     ``gpu_peak_mib``/``gpu_rise_mib`` from the caching allocator."""
+    if keep_memory:
+        keep_freed_host_memory()
     torch.manual_seed(0)
     np.random.seed(0)
     real_x, real_y = cifar_shaped(IPC)
@@ -395,7 +405,7 @@ def mtt_once(
                 matcher.syn_steps = steps
                 matcher.step(learner)
 
-        run(1)
+        run(warmup_steps)
         before = rss_mib()
         gpu_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         seconds = timed(lambda: run(syn_steps), device)

@@ -160,10 +160,18 @@ def test_mtt_subprocesses_get_the_device_and_report_gpu_memory(monkeypatch) -> N
 
     monkeypatch.setattr(bench.subprocess, "run", run)
     args = SimpleNamespace(syn_steps=[3], repeats=2, mtt=FAKE, batch_syn=10)
-    args.device = torch.device("cuda:1")
+    args.device, args.host_memory, args.mtt_warmup = torch.device("cuda:1"), "own", "full"
     rows = bench.mtt_rows(args)
     assert len(commands) == 4
     assert all(cmd[cmd.index("--device") + 1] == "cuda:1" for cmd in commands)
+    # Each side allocates as its own code does: rdd keeps freed host memory, the reference not.
+    for cmd in commands:
+        side = cmd[cmd.index("--mtt-one") + 1]
+        assert ("--keep-host-memory" in cmd) == (side == "rdd")
+    commands.clear()
+    args.host_memory = "kept"
+    bench.mtt_rows(args)
+    assert all("--keep-host-memory" in cmd for cmd in commands)
     assert (
         rows[-1]
         == "| MTT peak GPU memory (rise), syn_steps 3 | 40 MiB (20) | 40 MiB (20) | 1.00 (1.00) |"
