@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -43,3 +44,20 @@ def test_kept_host_memory_is_reused_without_page_faults() -> None:
     reuses the first one's pages; given back, it faults in every one of its 12,288 pages."""
     assert faults("keep") < 1000
     assert faults("release") > 12_000
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting acts on glibc only")
+def test_keeping_host_memory_leaves_the_synthetic_set_bitwise_unchanged(tmp_path) -> None:
+    """Where memory comes from changes no value: a DM run gives the same set either way."""
+    from rdd.synset import SyntheticSet
+    from tests.conftest import TINY
+
+    images = []
+    for keep in ("true", "false"):
+        out = tmp_path / keep
+        cmd = [sys.executable, "-m", "rdd.run", *TINY, "matching=dm", "matching.iterations=3"]
+        cmd += [f"trainer.keep_host_memory={keep}", "print_config=false", f"hydra.run.dir={out}"]
+        env = os.environ | {"PYTHONPATH": str(SRC)}
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+        images.append(SyntheticSet.load(out / "synset.pt").images)
+    assert torch.equal(images[0], images[1])
