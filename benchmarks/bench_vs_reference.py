@@ -137,6 +137,11 @@ def mtt_rows(args: argparse.Namespace) -> list[str]:
             f"({ref['rise_mib']:.0f}) | {ours['peak_mib']:.0f} MiB ({ours['rise_mib']:.0f}) | "
             f"{ours['peak_mib'] / ref['peak_mib']:.2f} ({ours['rise_mib'] / ref['rise_mib']:.2f}) |"
         )
+        if "faults" in ref:  # host pages faulted in during the timed iteration
+            rows.append(
+                f"| MTT page faults, syn_steps {steps} | {ref['faults'] / 1e3:.0f} k | "
+                f"{ours['faults'] / 1e3:.0f} k | - |"
+            )
         if "gpu_peak_mib" in ref:
             rows.append(
                 f"| MTT peak GPU memory (rise), syn_steps {steps} | {ref['gpu_peak_mib']:.0f} MiB "

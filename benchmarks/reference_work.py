@@ -371,6 +371,12 @@ def mtt_reference(folder: Path, expert: torch.Tensor, images, labels, batch_syn:
     return iteration
 
 
+def minor_faults() -> int:
+    """Page faults of this process so far that the kernel served without I/O: a page of
+    fresh memory touched for the first time, for one."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def mtt_once(
     side: str,
     folder: Path,
@@ -406,11 +412,12 @@ def mtt_once(
                 matcher.step(learner)
 
         run(warmup_steps)
-        before = rss_mib()
+        before, faults = rss_mib(), minor_faults()
         gpu_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         seconds = timed(lambda: run(syn_steps), device)
+        faults = minor_faults() - faults
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"seconds": seconds, "peak_mib": peak, "rise_mib": peak - before}
+    result = {"seconds": seconds, "peak_mib": peak, "rise_mib": peak - before, "faults": faults}
     if device.type == "cuda":
         gpu_peak = torch.cuda.max_memory_allocated(device)
         result |= {
