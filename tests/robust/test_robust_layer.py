@@ -506,8 +506,9 @@ def test_a_robust_run_whose_groups_own_no_image_is_the_base_method_bitwise(match
 
 def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkeypatch) -> None:
     """The size-based allocation buys the rare group images, which restart from its real
-    images for the measurement at iteration 0; if the measured allocation gives every image
-    back to the shared pool, the run is the base method bit for bit."""
+    images for the measurement at iteration 0; without ``represent``, if the measured
+    allocation gives every image back to the shared pool, the run is the base method bit
+    for bit."""
     import rdd.robust.ownership as ownership
 
     allocate, restarted = ownership.allocate_class, []
@@ -527,7 +528,8 @@ def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkey
     monkeypatch.setattr(ownership, "restart_rows", recording)
     known = KnownSubgroups(far_off())
     base = learner_for(None, None, RobustPlan())
-    robust = learner_for(MaxGroup(), known, RobustPlan(matching=True))
+    settings = AllocationSettings(min_per_group=8, train_steps=5, represent=False)
+    robust = learner_for(MaxGroup(), known, RobustPlan(matching=True), allocation=settings)
     fit(base)
     fit(robust)
     assert len(restarted) and len(torch.cat(restarted))  # the probe owned some images
@@ -560,7 +562,8 @@ def test_with_represent_the_images_the_first_measurement_gives_back_keep_their_g
     measure = ownership.measured_allocation
     monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
     monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
-    settings = AllocationSettings(min_per_group=8, train_steps=5, represent=True)
+    settings = AllocationSettings(min_per_group=8, train_steps=5)  # represent: the default
+    assert settings.represent
     learner = learner_for(
         MaxGroup(), KnownSubgroups(far_off()), RobustPlan(matching=True), allocation=settings
     )

@@ -163,9 +163,10 @@ class AllocationSchema:
         per class).
     represent: The shared images start with every group that may own images represented:
         the images the first, size-based allocation gives such a group start from its real
-        images and keep them when the first measurement gives them back to the shared pool.
-        false: they take back the base method's start, so a run whose groups end up owning
-        nothing is the base method bit for bit.
+        images and keep them when the first measurement gives them back to the shared pool
+        (IDM on grayscale, benchmarks/subgroup_shift section 7: +2.11 worst group against
+        +1.19 without). false: they take back the base method's start, so a run whose groups
+        end up owning nothing is the base method bit for bit.
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
     train_steps: Full-batch SGD steps of the network that measures the groups' losses.
     eval_per_group: Real images per group on which that network's cross-entropy is measured.
@@ -174,7 +175,7 @@ class AllocationSchema:
     every: int | None = 500
     shared: bool = True
     min_images: int = 0
-    represent: bool = False
+    represent: bool = True
     exponent: float = 0.5
     train_steps: int = 100
     eval_per_group: int = 256

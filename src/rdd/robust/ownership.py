@@ -50,7 +50,7 @@ class AllocationSettings:
     every: int | None = 500
     shared: bool = True
     min_images: int = 0
-    represent: bool = False
+    represent: bool = True
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -229,9 +229,10 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     iteration 0 sees the owned set the size-based allocation made (the counts its loss model
     is anchored at); an image that later changes group restarts from a real image of its new
     group (with no momentum). That first owned set is a probe: an image the measurement
-    gives back to the shared pool at once takes back the base method's start, so a run whose
-    groups end up owning nothing is the base method (``represent``: it keeps its group's
-    real start, so the shared pool starts with that group in it). Under DDP rank 0's owners and images are
+    gives back to the shared pool at once keeps its group's real start (``represent``, the
+    default), so the shared pool starts with that group in it; without ``represent`` it takes
+    back the base method's start, so a run whose groups end up owning nothing is the base
+    method. Under DDP rank 0's owners and images are
     broadcast, so the ranks never disagree on a training network's last bits.
     """
     own = learner.ownership
