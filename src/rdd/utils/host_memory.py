@@ -4,10 +4,11 @@ touched (``trainer.keep_host_memory``, default true).
 On a CPU every iteration of a matching method allocates and frees the same large tensors
 (a ConvNet-3 w128 feature map of 100 CIFAR images is 52 MB). glibc's malloc serves blocks of
 more than 32 MB with a fresh ``mmap`` and gives them back with ``munmap`` when they are freed,
-so each new block is faulted in page by page and zeroed by the kernel again: 8 million page
-faults in one MTT iteration of 20 student steps (benchmarks/README.md, "Host memory"). With
+so each new block is faulted in page by page and zeroed by the kernel again: 6.4 million
+page faults in one MTT iteration of 20 student steps (benchmarks/README.md, "Host memory"). With
 ``mmap`` off and the heap never trimmed, freed blocks stay mapped and are reused. Values do
-not change; the process keeps its peak footprint instead of shrinking between iterations.
+not change; the process keeps its peak footprint instead of shrinking between iterations,
+and the heap's fragmentation raises that peak (~18 % for MTT).
 PyTorch's CUDA caching allocator does the same for GPU memory; this is the host's share.
 
 Other C libraries (macOS, musl) are left as they are.
