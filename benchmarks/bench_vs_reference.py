@@ -67,6 +67,13 @@ Usage (checkouts of the references outside this repository; nothing of them is c
         --mtt /tmp/ref/mtt [--items dc_match,dsa_match,...] [--repeats 3] [--inner-epochs 50] \
         [--syn-steps 20,30] [--batch-syn 100] [--per-class 256] [--compile] [--device cuda]
 
+Isolation (``--isolate``): the DC/DSA/DM/IDM items run in this process by default, one after
+the other, so both sides share its allocator and get rdd's setting (kept freed host memory):
+a comparison of the code alone. With ``--isolate`` each (item, side, repeat) runs in a
+subprocess of its own, as MTT's always do (one untimed run first, ``--warmup`` for the
+compiled side, then one timed run), so that each side allocates as its own code does: what a
+user gets from rdd.run against what the reference's script gets.
+
 ``--compile`` adds a third side to the DC/DSA/DM/IDM items, rdd with
 ``matching.compile_nets=true`` (``rdd.nets.compiled``), interleaved with the other two; it gets
 ``--warmup`` untimed runs first (the compilation). MTT has no compiled side: its unroll is
@@ -109,6 +116,62 @@ def interleaved(pairs: dict, repeats: int) -> dict[str, dict[str, list[float]]]:
                 times[item][side].append(sides[side]())
                 print(f"  {item} {side} repeat {r}: {times[item][side][-1]:.2f} s", flush=True)
     return times
+
+
+def isolated(items: list[str], args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """``--isolate``: seconds of each side of each item per repeat, every one measured in a
+    subprocess of its own (``--one``), interleaved as :func:`interleaved` does, so that each
+    side allocates host memory as its own code does (rdd keeps it, a reference gives it back)."""
+    sides = ["reference", "rdd"] + (["rdd+compile"] if args.compile else [])
+    times = {item: {side: [] for side in sides} for item in items}
+    for r in range(args.repeats):
+        for item in items:
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                cmd = [sys.executable, __file__, "--one", f"{item}:{side}"]
+                cmd += [
+                    "--per-class",
+                    str(args.per_class),
+                    "--inner-epochs",
+                    str(args.inner_epochs),
+                ]
+                cmd += ["--device", str(args.device), "--warmup", str(args.warmup)]
+                cmd += ["--host-memory", args.host_memory]
+                for key in ("vico", "idm"):
+                    if getattr(args, key) is not None:
+                        cmd += [f"--{key}", str(getattr(args, key))]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                times[item][side].append(
+                    json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+                )
+                print(f"  {item} {side} repeat {r}: {times[item][side][-1]:.2f} s", flush=True)
+    return times
+
+
+def shared_process_times(items: list[str], args: argparse.Namespace) -> dict:
+    """Every side of every item in this process, interleaved. They share its allocator, so
+    both get rdd's setting: their ratios compare the code alone (a reference run alone would
+    give its memory back; ``--isolate`` measures that)."""
+    if items:
+        keep_freed_host_memory()
+    pairs = work.build(items, args)
+    for item, sides in pairs.items():  # the compilation happens here
+        for side, run in sides.items():
+            for _ in range(args.warmup if side == "rdd+compile" else 0):
+                print(f"  {item} {side} warm-up: {run():.2f} s", flush=True)
+    return interleaved(pairs, args.repeats)
+
+
+def one_side(args: argparse.Namespace) -> dict[str, float]:
+    """``--one item:side``: build the item, run the side untimed (``--warmup`` times, at least
+    once: the compilation, the allocator's steady state), then time one run."""
+    item, side = args.one.split(":")
+    if side != "reference" or args.host_memory == "kept":
+        keep_freed_host_memory()  # what rdd.run does by default (trainer.keep_host_memory)
+    args.compile = side == "rdd+compile"
+    run = work.build([item], args)[item][side]
+    for _ in range(max(1, args.warmup)):
+        run()
+    return {"seconds": run()}
 
 
 def mtt_rows(args: argparse.Namespace) -> list[str]:
@@ -190,6 +253,12 @@ def main() -> None:
     )
     parser.add_argument("--mtt-one", choices=("reference", "rdd"), help="internal: one MTT run")
     parser.add_argument("--keep-host-memory", action="store_true", help="internal: MTT runs")
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="every (item, side, repeat) in a process of its own, as MTT always is",
+    )
+    parser.add_argument("--one", help="internal: one isolated run, item:side")
     args = parser.parse_args()
     try:
         args.device = available_device(args.device)
@@ -197,6 +266,9 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     args.syn_steps = [int(s) for s in args.syn_steps.split(",")]
+    if args.one:
+        print(json.dumps(one_side(args)))
+        return
     if args.mtt_one:
         steps = args.syn_steps[0]
         warmup = steps if args.mtt_warmup == "full" else int(args.mtt_warmup)
@@ -224,17 +296,12 @@ def main() -> None:
     print(f"items {items}, repeats {args.repeats}, warm-up {args.warmup}, compile {args.compile}")
     print(f"device {args.device} (both sides)")
     print(f"{args.per_class} real/class, IPC 10, inner epochs {args.inner_epochs}")
-    print(f"host memory: {args.host_memory}, MTT warm-up: {args.mtt_warmup}")
-    if any(i != "mtt" for i in items):
-        # These items share this process: both sides get rdd's allocator setting, so their
-        # ratios compare the code alone (a reference run alone would give its memory back).
-        keep_freed_host_memory()
-    pairs = work.build([i for i in items if i != "mtt"], args)
-    for item, sides in pairs.items():  # the compilation happens here
-        for side, run in sides.items():
-            for _ in range(args.warmup if side == "rdd+compile" else 0):
-                print(f"  {item} {side} warm-up: {run():.2f} s", flush=True)
-    times = interleaved(pairs, args.repeats)
+    print(
+        f"host memory: {args.host_memory}, isolate: {args.isolate}, MTT warm-up: {args.mtt_warmup}"
+    )
+    in_process = [i for i in items if i != "mtt"]
+    measure = isolated if args.isolate else shared_process_times
+    times = measure(in_process, args)
     compiled = " | rdd+compile | ratio" if args.compile else ""
     rows = [f"| work | reference | rdd | rdd / reference{compiled} |"]
     rows.append("| --- " * (6 if args.compile else 4) + "|")

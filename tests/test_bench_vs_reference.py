@@ -176,3 +176,44 @@ def test_mtt_subprocesses_get_the_device_and_report_gpu_memory(monkeypatch) -> N
         rows[-1]
         == "| MTT peak GPU memory (rise), syn_steps 3 | 40 MiB (20) | 40 MiB (20) | 1.00 (1.00) |"
     )
+
+
+def test_isolated_sides_each_run_in_a_process_of_their_own(monkeypatch) -> None:
+    """--isolate: one subprocess per (item, side, repeat), the order of the sides reversed
+    every other repeat, each told its side, the reference paths and the host-memory mode."""
+    commands = []
+
+    def run(cmd, **kwargs):
+        commands.append(cmd)
+        return SimpleNamespace(stdout=json.dumps({"seconds": float(len(commands))}) + "\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    args = SimpleNamespace(repeats=2, compile=True, per_class=2, inner_epochs=1, warmup=1)
+    args.device, args.host_memory, args.vico, args.idm = CPU, "own", FAKE, None
+    times = bench.isolated(["dm"], args)
+    sides = [cmd[cmd.index("--one") + 1] for cmd in commands]
+    assert sides == ["dm:reference", "dm:rdd", "dm:rdd+compile"] + [
+        "dm:rdd+compile",
+        "dm:rdd",
+        "dm:reference",
+    ]
+    assert all(cmd[cmd.index("--vico") + 1] == str(FAKE) and "--idm" not in cmd for cmd in commands)
+    assert times == {"dm": {"reference": [1.0, 6.0], "rdd": [2.0, 5.0], "rdd+compile": [3.0, 4.0]}}
+
+
+@pytest.mark.parametrize(
+    ("side", "mode", "kept"),
+    [("reference", "own", False), ("rdd", "own", True), ("rdd+compile", "own", True)]
+    + [("reference", "kept", True)],
+)
+def test_an_isolated_side_allocates_as_its_own_code_does(monkeypatch, side, mode, kept) -> None:
+    """rdd's sides keep freed host memory, as rdd.run does by default; the reference gives it
+    back unless --host-memory kept; the side runs once untimed, then once timed."""
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_host_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(
+        work, "build", lambda items, args: {"dm": {side: lambda: calls.append(args.compile) or 2.5}}
+    )
+    args = SimpleNamespace(one=f"dm:{side}", host_memory=mode, warmup=1, compile=False)
+    assert bench.one_side(args) == {"seconds": 2.5}
+    assert calls == ["keep"] * kept + [side == "rdd+compile"] * 2
