@@ -232,8 +232,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     gives back to the shared pool at once keeps its group's real start (``represent``, the
     default), so the shared pool starts with that group in it; without ``represent`` it takes
     back the base method's start, so a run whose groups end up owning nothing is the base
-    method. Under DDP rank 0's owners and images are
-    broadcast, so the ranks never disagree on a training network's last bits.
+    method. Under DDP rank 0's owners and images are broadcast, so the ranks never disagree
+    on a training network's last bits.
     """
     own = learner.ownership
     if own.revisited == learner.iteration:
@@ -245,8 +245,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     allocations = [first_allocation] if first else []
     if due:
         allocations.append(measured_allocation)
-    keep_probe = own.settings.represent
-    base_start = learner.images.detach().clone() if first and not keep_probe else None
+    take_back = first and not own.settings.represent  # the probe's images: the base start
+    base_start = learner.images.detach().clone() if take_back else None
     moved = [torch.empty(0, dtype=torch.int64)]
     for allocate in allocations:
         moved.append(allocate(learner))
