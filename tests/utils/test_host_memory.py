@@ -15,18 +15,24 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Page faults of a 48 MiB tensor written once, after a 64 MiB one was written and freed:
 # without the setting glibc maps a block this large afresh (12,288 pages to fault in); with
-# it the block comes out of the freed one, whose pages are mapped already.
+# it the block comes out of the freed one, whose pages are mapped already. "mapped": both
+# inside mapped_while_long_lived; "mapped-then-kept": a mapped section first, then both after it.
 PROBE = """
-import resource, sys, torch
-from rdd.utils.host_memory import keep_freed_host_memory
-if sys.argv[1] == "keep":
+import contextlib, resource, sys, torch
+from rdd.utils.host_memory import keep_freed_host_memory, mapped_while_long_lived
+mode = sys.argv[1]
+if mode != "release":
     assert keep_freed_host_memory()
 def faults_of_a_fresh_tensor(mib):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(mib * 2**20 // 4)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-faults_of_a_fresh_tensor(64)
-print(faults_of_a_fresh_tensor(48))
+if mode == "mapped-then-kept":
+    with mapped_while_long_lived():
+        faults_of_a_fresh_tensor(64)
+with mapped_while_long_lived() if mode == "mapped" else contextlib.nullcontext():
+    faults_of_a_fresh_tensor(64)
+    print(faults_of_a_fresh_tensor(48))
 """
 
 
@@ -44,6 +50,14 @@ def test_kept_host_memory_is_reused_without_page_faults() -> None:
     reuses the first one's pages; given back, it faults in every one of its 12,288 pages."""
     assert faults("keep") < 1000
     assert faults("release") > 12_000
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting acts on glibc only")
+def test_a_long_lived_section_maps_its_blocks_and_the_heap_is_kept_after_it() -> None:
+    """Inside mapped_while_long_lived a freed block is given back, so the next one faults in
+    afresh; after the section freed blocks are kept again."""
+    assert faults("mapped") > 12_000
+    assert faults("mapped-then-kept") < 1000
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting acts on glibc only")

@@ -40,6 +40,7 @@ from rdd.matching.robust import risk_cross_entropy
 from rdd.outputs.progress import inner_steps
 from rdd.parallel.device import to_device
 from rdd.parallel.distributed import replicated_input, shard, sum_over_ranks, world_size
+from rdd.utils.host_memory import mapped_while_long_lived
 
 MEMORY_MODES = ("full", "constant")
 
@@ -186,7 +187,10 @@ class TrajectoryMatching(Matcher):
         target = to_device(self.trajectories.snapshot(expert, end).to(dtype), device)
         stats = self.regroup(ctx, net, target) if ctx.robust_matching else {}
         net.train()
-        student = self.unroll(ctx, net, unflatten(begin, net))
+        # The unroll's saved tensors live until the image step's backward: kept out of the
+        # kept heap, they do not fragment it (rdd.utils.host_memory).
+        with mapped_while_long_lived():
+            student = self.unroll(ctx, net, unflatten(begin, net))
         param_loss = self.normalised_distance(student, unflatten(target, net), begin, target)
         loss, logged = param_loss, {"param_loss": param_loss}
         if ctx.robust_matching and self.robust_weight > 0:
