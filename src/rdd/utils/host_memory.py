@@ -8,7 +8,8 @@ so each new block is faulted in page by page and zeroed by the kernel again: 6.4
 page faults in one MTT iteration of 20 student steps (benchmarks/README.md, "Host memory"). With
 ``mmap`` off and the heap never trimmed, freed blocks stay mapped and are reused. Values do
 not change; the process keeps its peak footprint instead of shrinking between iterations,
-and the heap's fragmentation raises that peak (~18 % for MTT).
+and the heap's fragmentation can raise that peak (MTT's was 18 % higher until its unroll was
+mapped: below).
 PyTorch's CUDA caching allocator does the same for GPU memory; this is the host's share.
 
 MTT's unroll is the one place where most allocations outlive the code that makes them: every
@@ -54,9 +55,9 @@ def mapped_while_long_lived() -> Iterator[None]:
     exit. Elsewhere (memory not kept, not glibc) nothing changes.
 
     For a section whose allocations mostly outlive it (MTT's unroll): they stay out of the
-    kept heap, so they cannot leave it fragmented. MTT, 20 student steps: peak 6994 against
-    8900 MiB with the whole iteration kept, and 3.8 against 6.4 million page faults with
-    nothing kept (benchmarks/README.md, "Host memory")."""
+    kept heap, so they cannot leave it fragmented. MTT at 20 and 30 student steps: 0.93-0.94x
+    of mtt-distillation's peak memory at 0.86-0.87x of its time, against 1.18-1.19x of its
+    peak with the whole iteration kept (benchmarks/README.md, "Host memory")."""
     if not _kept:
         yield
         return
