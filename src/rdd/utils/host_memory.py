@@ -34,6 +34,13 @@ M_MMAP_MAX = -4  # at most this many blocks served by mmap at once (0: none)
 GLIBC_MMAP_MAX = 65536  # glibc's defaults (malloc/malloc.c): DEFAULT_MMAP_MAX
 GLIBC_THRESHOLD = 128 * 1024  # DEFAULT_MMAP_THRESHOLD_MIN and DEFAULT_TRIM_THRESHOLD
 
+KEPT = {"mmap_max": 0, "trim_threshold": -1}  # mmap off; -1: never trim (man 3 mallopt)
+_OPTION_CODES = {
+    "mmap_max": M_MMAP_MAX,
+    "mmap_threshold": M_MMAP_THRESHOLD,
+    "trim_threshold": M_TRIM_THRESHOLD,
+}
+
 _kept = False  # whether keep_freed_host_memory applied in this process
 
 
@@ -43,8 +50,7 @@ def keep_freed_host_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     global _kept
-    # mallopt returns 1 on success; -1 disables trimming altogether (man 3 mallopt).
-    _kept = _set(mmap_max=0, trim_threshold=-1)
+    _kept = _set(**KEPT)
     return _kept
 
 
@@ -67,13 +73,11 @@ def mapped_while_long_lived() -> Iterator[None]:
     try:
         yield
     finally:
-        _set(mmap_max=0, trim_threshold=-1)
+        _set(**KEPT)
 
 
 def _set(**options: int) -> bool:
     """glibc's mallopt for each of ``mmap_max``, ``mmap_threshold``, ``trim_threshold``;
-    whether all applied."""
+    whether all applied (mallopt returns 1 on success)."""
     libc = ctypes.CDLL(None)
-    codes = {"mmap_max": M_MMAP_MAX, "mmap_threshold": M_MMAP_THRESHOLD}
-    codes["trim_threshold"] = M_TRIM_THRESHOLD
-    return all([bool(libc.mallopt(codes[name], value)) for name, value in options.items()])
+    return all([bool(libc.mallopt(_OPTION_CODES[name], v)) for name, v in options.items()])
