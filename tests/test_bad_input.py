@@ -143,6 +143,12 @@ CASES = [
         "robust.allocation.exponent must be > 0",
     ),
     Case(
+        "represented images' step",
+        "rdd.run",
+        ["risk=cvar", "robust.allocation.represent_step=1.5"],
+        "robust.allocation.represent_step must be in [0, 1]",
+    ),
+    Case(
         "risk on networks that never train on real data",
         "rdd.run",
         ["matching=dm", "risk=cvar", "robust.targets=[networks]"],

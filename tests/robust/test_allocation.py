@@ -147,6 +147,7 @@ def test_allocation_stats_count_the_images_of_each_class_rare_group() -> None:
     own = Ownership(2, 4, AllocationSettings())
     own.assign(0, torch.tensor([0, 1, SHARED]), torch.tensor([0, 1, 3]))
     own.assign(1, torch.tensor([2, 3]), torch.tensor([2, 2]))
+    own.represented[[1, 2]] = True  # class 0 keeps two rare starts among its shared images
     pool = SimpleNamespace(
         groups=torch.tensor([0, 0, 1, 1, 2, 2, 3]),
         labels=torch.tensor([0, 0, 0, 0, 1, 1, 1]),
@@ -158,10 +159,15 @@ def test_allocation_stats_count_the_images_of_each_class_rare_group() -> None:
         "alloc/moved": 3.0,
         "alloc/rare_images": (1 + 2) / 2,
         "alloc/shared_images": 3 / 2,  # class 0 shares 3 images, class 1 none
+        "alloc/represented_images": 2 / 2,
     }
     pool.altered = None  # no known subgroup: the moves and the shared images
     stats = allocation_stats(SimpleNamespace(ownership=own, pool=pool), 0)
-    assert stats == {"alloc/moved": 0.0, "alloc/shared_images": 1.5}
+    assert stats == {
+        "alloc/moved": 0.0,
+        "alloc/shared_images": 1.5,
+        "alloc/represented_images": 1.0,
+    }
 
 
 # -- shared images: a group owns images only where the risk favours it ---------------------

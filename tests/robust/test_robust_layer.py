@@ -579,3 +579,58 @@ def test_with_represent_the_images_the_first_measurement_gives_back_keep_their_g
         members = x[learner.pool.groups == probe[row]]
         assert any(torch.equal(images[row], m) for m in members)
     assert any(not torch.equal(images[row], start[row]) for row in probe)  # not the base start
+
+
+@pytest.mark.parametrize("step", [0.0, 1.0])
+def test_represent_step_zero_keeps_the_represented_images_real_images_of_their_group(
+    monkeypatch, step
+) -> None:
+    """robust.allocation.represent_step scales the represented rows' image steps: at 0 they
+    stay the real images of their group they restarted from while every other image is
+    learned; at 1 (the default) they are learned as any shared image."""
+    import rdd.robust.ownership as ownership
+
+    allocate = ownership.allocate_class
+
+    def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
+        counts = allocate(risk, sizes, ipc, settings, measured, anchors)
+        if measured is None:
+            return counts
+        return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
+
+    def owners_before_measuring(learner):
+        owners = learner.ownership.owners
+        probe.update(
+            (row, int(owners[row])) for row in torch.nonzero(owners >= 0).flatten().tolist()
+        )
+        return measure(learner)
+
+    measure, probe = ownership.measured_allocation, {}
+    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
+    monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
+    settings = AllocationSettings(min_per_group=8, train_steps=5, represent_step=step)
+    learner = learner_for(
+        MaxGroup(), KnownSubgroups(far_off()), RobustPlan(matching=True), allocation=settings
+    )
+    start = learner.images.detach().clone()
+    fit(learner)
+    represented = torch.nonzero(learner.ownership.represented).flatten().tolist()
+    assert represented == sorted(probe) and bool((learner.ownership.owners == SHARED).all())
+    x, _ = real_data()
+    images = learner.images.detach()
+    for row in represented:
+        members = x[learner.pool.groups == probe[row]]
+        assert any(torch.equal(images[row], m) for m in members) == (step == 0)
+    others = [row for row in range(len(start)) if row not in represented]
+    assert others and all(not torch.equal(images[r], start[r]) for r in others)
+
+
+def test_the_represented_rows_checkpoint_round_trip() -> None:
+    own = Ownership(2, 3, AllocationSettings(represent_step=0.0))
+    own.owners = torch.full((6,), SHARED)
+    own.represented = torch.tensor([True, False, False, False, True, False])
+    restored = Ownership(2, 3, AllocationSettings(represent_step=0.0))
+    restored.load_state(own.state())
+    assert torch.equal(restored.represented, own.represented)
+    assert torch.equal(restored.step_scale(), torch.tensor([0.0, 1, 1, 1, 0, 1]))
+    assert Ownership(2, 3, AllocationSettings()).step_scale() is None

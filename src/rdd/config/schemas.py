@@ -167,6 +167,12 @@ class AllocationSchema:
         (IDM on grayscale, benchmarks/subgroup_shift section 7: +2.11 worst group against
         +1.19 without). false: they take back the base method's start, so a run whose groups
         end up owning nothing is the base method bit for bit.
+    represent_step: The step size of those represented images, as a share of every other
+        image's (in [0, 1]): 1 matches them as any shared image; below 1 they stay nearer
+        their group's real start (0: they stay real images of their group). Matching against
+        the whole class pulls a represented image towards the majority's style (DM's 100
+        steps colour every grey start; IDM's 10 small ones keep them grey, and only IDM gains:
+        benchmarks/subgroup_shift section 9).
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
     train_steps: Full-batch SGD steps of the network that measures the groups' losses.
     eval_per_group: Real images per group on which that network's cross-entropy is measured.
@@ -176,6 +182,7 @@ class AllocationSchema:
     shared: bool = True
     min_images: int = 0
     represent: bool = True
+    represent_step: float = 1.0
     exponent: float = 0.5
     train_steps: int = 100
     eval_per_group: int = 256

@@ -271,6 +271,7 @@ class SyntheticSetLearner(L.LightningModule):
         values = backward_each(terms, self.manual_backward)
         loss = values.sum()
         self.reduce_grads()
+        self.scale_represented_steps()
         last_good = [p.detach().clone() for p in self.learned_parameters()]
         for opt in optimizers:
             opt.step()
@@ -286,6 +287,16 @@ class SyntheticSetLearner(L.LightningModule):
                 self.stop_nonfinite(f"the matching loss became {loss.item()}")
             self.stop_nonfinite("an image step made the images or the step size non-finite")
         return values
+
+    def scale_represented_steps(self) -> None:
+        """Scale the gradient of the represented images (robust.allocation.represent_step):
+        with SGD and momentum that scales their steps, so they stay nearer their group's start."""
+        scale = self.ownership.step_scale() if self.ownership is not None else None
+        if scale is None or self.images.grad is None:
+            return
+        with torch.no_grad():
+            shape = (-1,) + (1,) * (self.images.dim() - 1)
+            self.images.grad.mul_(scale.to(self.images.grad).view(shape))
 
     def safe_point(self) -> None:
         """A point inside an iteration where the run may stop (Matcher.safe_points_inside)."""

@@ -51,6 +51,7 @@ class AllocationSettings:
     shared: bool = True
     min_images: int = 0
     represent: bool = True
+    represent_step: float = 1.0
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -64,6 +65,7 @@ class AllocationSettings:
             shared=bool(node.get("shared", cls.shared)),
             min_images=int(node.get("min_images", cls.min_images)),
             represent=bool(node.get("represent", cls.represent)),
+            represent_step=float(node.get("represent_step", cls.represent_step)),
             exponent=float(node.get("exponent", cls.exponent)),
             train_steps=int(node.get("train_steps", cls.train_steps)),
             eval_per_group=int(node.get("eval_per_group", cls.eval_per_group)),
@@ -92,6 +94,9 @@ class Ownership:
         self.num_classes, self.ipc, self.settings, self.fixed = num_classes, ipc, settings, fixed
         self.owners = torch.full((num_classes * ipc,), UNALLOCATED, dtype=torch.int64)
         self.revisited = -1  # the last iteration whose allocation was revisited
+        # The shared rows that kept a rare group's real start (``represent``), whose steps
+        # are scaled by ``represent_step``.
+        self.represented = torch.zeros(num_classes * ipc, dtype=torch.bool)
 
     @property
     def allocated(self) -> bool:
@@ -141,12 +146,27 @@ class Ownership:
         self.owners[rows] = new
         return changed
 
+    def step_scale(self) -> torch.Tensor | None:
+        """(C * ipc,) the share of the image step each row takes, or None where every row
+        takes the whole step."""
+        if self.settings.represent_step == 1 or not bool(self.represented.any()):
+            return None
+        scale = torch.ones(len(self.owners))
+        scale[self.represented] = self.settings.represent_step
+        return scale
+
     def state(self) -> dict:
-        return {"owners": self.owners.clone(), "revisited": self.revisited}
+        return {
+            "owners": self.owners.clone(),
+            "revisited": self.revisited,
+            "represented": self.represented.clone(),
+        }
 
     def load_state(self, state: dict) -> None:
         self.owners = state["owners"].clone()
         self.revisited = int(state["revisited"])
+        # checkpoints from before represent_step hold no such rows
+        self.represented = state.get("represented", torch.zeros_like(self.owners, dtype=torch.bool))
 
 
 def initial_rows(real_x: torch.Tensor, draws: list[torch.Tensor], factor: int) -> torch.Tensor:
@@ -232,7 +252,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     gives back to the shared pool at once keeps its group's real start (``represent``, the
     default), so the shared pool starts with that group in it; without ``represent`` it takes
     back the base method's start, so a run whose groups end up owning nothing is the base
-    method. Under DDP rank 0's owners and images are broadcast, so the ranks never disagree
+    method. The kept rows are ``own.represented`` (their steps scaled by ``represent_step``)
+    while they stay shared. Under DDP rank 0's owners and images are broadcast, so the ranks never disagree
     on a training network's last bits.
     """
     own = learner.ownership
@@ -248,11 +269,16 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     take_back = first and not own.settings.represent  # the probe's images: the base start
     base_start = learner.images.detach().clone() if take_back else None
     moved = [torch.empty(0, dtype=torch.int64)]
+    probe = torch.zeros_like(own.represented)
     for allocate in allocations:
         moved.append(allocate(learner))
         owned = moved[-1][own.owners[moved[-1]] != SHARED]  # a shared image keeps its pixels
         if len(owned):
             restart_rows(learner, owned)
+        if allocate is first_allocation and own.settings.represent and not own.fixed:
+            probe = own.owners >= 0  # rows that restarted from their group's real images
+    # represented: a probe row given back to the shared pool (a row a group takes is owned)
+    own.represented = (own.represented | probe) & (own.owners == SHARED)
     if base_start is not None:  # shared after the first revisit: the base method's start
         with torch.no_grad():
             shared = (own.owners == SHARED).to(learner.images.device)
@@ -357,6 +383,7 @@ def allocation_stats(learner: Any, moved: int) -> dict[str, float]:
     own, pool = learner.ownership, learner.pool
     if own.settings.shared:
         stats["alloc/shared_images"] = float((own.owners == SHARED).sum()) / own.num_classes
+        stats["alloc/represented_images"] = float(own.represented.sum()) / own.num_classes
     if pool.altered is None:
         return stats
     owned = []

@@ -150,6 +150,11 @@ def check_allocation_node(cfg: Any) -> None:
         raise UserError(
             f"robust.allocation.exponent must be > 0 (the loss model's power law), got {node.exponent}"
         )
+    if not 0 <= float(node.represent_step) <= 1:
+        raise UserError(
+            f"robust.allocation.represent_step must be in [0, 1] (the represented images' step "
+            f"size as a share of the others'), got {node.represent_step}"
+        )
 
 
 def groups_that_own(cfg: Any) -> int:
