@@ -126,3 +126,22 @@ def test_an_arm_with_a_none_of_its_own_tag_is_paired_with_that_one(tmp_path):
     assert line("cvar_rng").endswith("| -0.50 | +2.00 |")  # against none_rng: 37, 29
     assert line("none_rng").endswith("| +1.00 | +1.00 |")  # against none: 36, 28
     assert line("cvar_shared").endswith("| -1.00 | +2.00 |")  # no none_shared: against none
+
+
+def test_bases_pair_an_arm_with_the_first_named_none_its_method_has(tmp_path):
+    """--base _step0=_g6,_represent: an arm whose none ran under another tag pairs with the
+    first of those tags that has a none; with none of them, the untagged none."""
+    earlier = [earlier_row("none", 0, 36.0, "-") | {"worst_group_acc": 28.0}]
+    for row in earlier:
+        row |= {"worst_cluster_acc": 27.0, "altered_acc": 28.0}
+    write_run(tmp_path / "blur" / "dm_none_s0_represent", "none", 0, 37.0, 29.0)
+    write_run(tmp_path / "blur" / "dm_known_s0_step0", "cvar", 0, 36.5, 31.0)
+    found = collect.merged(earlier, collect.rows(tmp_path))
+
+    def line(bases):
+        lines = collect.table(found, bases).splitlines()
+        return next(r for r in lines if "| cvar_step0 |" in r)
+
+    assert line({"_step0": "_g6,_represent"}).endswith("| -0.50 | +2.00 |")  # 37, 29
+    assert line({"_step0": "_g6"}).endswith("| +0.50 | +3.00 |")  # no none_g6: 36, 28
+    assert line({}).endswith("| +0.50 | +3.00 |")

@@ -109,6 +109,10 @@ def earlier_rows(results: Path) -> list[dict]:
     return [{"design": "class-wide"} | r for r in json.loads(results.read_text())]
 
 
+# Arms measured without a none of their own tag, and the none they pair with (README
+# sections 7 and 9): the none path (risk=none) is the same code at both commits.
+BASES = ("_represent=_rng", "_step0=_g6,_represent")
+
 IDENTITY = ("design", "transform", "method", "risk", "groups", "seed")
 
 
@@ -124,8 +128,9 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {std:.2f}"
 
 
-def table(found: list[dict]) -> str:
-    """The owned design's rows: one line per (transform, method, risk, groups)."""
+def table(found: list[dict], bases: dict[str, str] | None = None) -> str:
+    """The owned design's rows: one line per (transform, method, risk, groups); ``bases``
+    pairs the arms of a tag with the ``none`` runs of another (``--base``)."""
     found = [r for r in found if r.get("design") == "owned"]
     lines = [
         "| transform | method | risk | groups | seeds | "
@@ -142,7 +147,7 @@ def table(found: list[dict]) -> str:
             cells += [
                 mean_or_dash([r.get(k) for r in group]) for k in ("rare_purity", "rare_recall")
             ]
-            base = base_of(mine, risk, group[0].get("tag", ""))
+            base = base_of(mine, risk, group[0].get("tag", ""), bases or {})
             deltas = [delta(group, base, k) for k in ("test_acc", "worst_group_acc")]
             seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
             name = f"| {transform} | {method} | {risk} | {groups} | {seeds} | "
@@ -150,12 +155,17 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def base_of(mine: list[dict], risk: str, tag: str) -> list[dict]:
+def base_of(mine: list[dict], risk: str, tag: str, bases: dict[str, str]) -> list[dict]:
     """The ``none`` rows an arm is paired with: those of its own tag (measured at the same
-    commit) if there are any and the arm is not that ``none`` itself, else the untagged ones."""
-    own = [r for r in mine if r["risk"] == f"none{tag}"] if tag else []
-    if own and risk != f"none{tag}":
-        return own
+    commit) if there are any and the arm is not that ``none`` itself, else those of the tag
+    ``bases`` names for it, the first that the method has (an arm whose ``none`` ran under
+    another tag: the none path is the same code), else the untagged ones."""
+    if risk == f"none{tag}":
+        return [r for r in mine if r["risk"] == "none"]
+    for base_tag in [tag, *bases.get(tag, "").split(",")]:
+        own = [r for r in mine if r["risk"] == f"none{base_tag}"] if base_tag else []
+        if own:
+            return own
     return [r for r in mine if r["risk"] == "none"]
 
 
@@ -175,11 +185,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument(
+        "--base",
+        action="append",
+        default=list(BASES),
+        metavar="TAG=NONE_TAG[,NONE_TAG...]",
+        help="pair the arms of TAG with the none runs of the first NONE_TAG the method has "
+        "(defaults: %(default)s)",
+    )
     args = parser.parse_args()
+    bases = dict(item.split("=", 1) for item in args.base)
     found = merged(earlier_rows(args.out / "results.json"), rows(args.runs))
     (args.out / "results.json").write_text(json.dumps(found, indent=1) + "\n")
-    (args.out / "table.md").write_text(table(found))
-    print(table(found))
+    (args.out / "table.md").write_text(table(found, bases))
+    print(table(found, bases))
 
 
 if __name__ == "__main__":
