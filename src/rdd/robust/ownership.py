@@ -253,8 +253,8 @@ def revisit_allocation(learner: Any) -> dict[str, float]:
     default), so the shared pool starts with that group in it; without ``represent`` it takes
     back the base method's start, so a run whose groups end up owning nothing is the base
     method. The kept rows are ``own.represented`` (their steps scaled by ``represent_step``)
-    while they stay shared. Under DDP rank 0's owners and images are broadcast, so the ranks never disagree
-    on a training network's last bits.
+    while they stay shared. Under DDP rank 0's owners and images are broadcast, so the ranks
+    never disagree on a training network's last bits.
     """
     own = learner.ownership
     if own.revisited == learner.iteration:
