@@ -37,5 +37,6 @@ def test_an_arm_pairs_with_its_own_tags_none_then_the_named_one_then_the_untagge
     arm = run("discovered", "_x")
     assert grey_tiles.base_of([untagged, rng, own, arm], arm, {"_x": "_rng"}) is own
     assert grey_tiles.base_of([untagged, rng, arm], arm, {"_x": "_rng"}) is rng
+    assert grey_tiles.base_of([untagged, rng, arm], arm, {"_x": "_g6,_rng"}) is rng
     assert grey_tiles.base_of([untagged, rng, arm], arm, {}) is untagged
     assert grey_tiles.base_of([run("none", "", seed=1), arm], arm, {}) is None

@@ -58,9 +58,9 @@ def runs_of(folder: Path, threshold: float) -> list[dict]:
 
 def base_of(found: list[dict], row: dict, bases: dict[str, str]) -> dict | None:
     """The ``none`` run an arm is paired with: same method and seed, its own tag's if there
-    is one, else the tag ``bases`` names for it (``--base _represent=_rng``), else the
-    untagged one."""
-    for tag in (row["tag"], bases.get(row["tag"], ""), ""):
+    is one, else the first tag ``bases`` names for it that has one (``--base
+    _step0=_g6,_represent``), else the untagged one."""
+    for tag in [row["tag"], *bases.get(row["tag"], "").split(","), ""]:
         for other in found:
             same = (other["method"], other["seed"], other["tag"]) == (
                 row["method"],
@@ -88,8 +88,9 @@ def main() -> None:
         "--base",
         action="append",
         default=[],
-        metavar="TAG=NONE_TAG",
-        help="pair the arms of TAG with the none runs of NONE_TAG (e.g. _represent=_rng)",
+        metavar="TAG=NONE_TAG[,NONE_TAG...]",
+        help="pair the arms of TAG with the none runs of the first NONE_TAG that has one "
+        "(e.g. _represent=_rng)",
     )
     args = parser.parse_args()
     bases = dict(item.split("=", 1) for item in args.base)
