@@ -171,8 +171,9 @@ class AllocationSchema:
         image's (in [0, 1]): 1 matches them as any shared image; below 1 they stay nearer
         their group's real start (0: they stay real images of their group). Matching against
         the whole class pulls a represented image towards the majority's style (DM's 100
-        steps colour every grey start; IDM's 10 small ones keep them grey, and only IDM gains:
-        benchmarks/subgroup_shift section 9).
+        steps colour every grey start, IDM's 10 small ones keep them grey), yet kept grey (0)
+        they did not lift DM's or DSA's grayscale worst group: benchmarks/subgroup_shift
+        section 9.
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
     train_steps: Full-batch SGD steps of the network that measures the groups' losses.
     eval_per_group: Real images per group on which that network's cross-entropy is measured.
