@@ -18,17 +18,18 @@ Pearson correlation over every pair. Section 9 of this folder's README.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
+import sys
 from pathlib import Path
 
 import torch
 
-from rdd.distill.expansion import expand
-from rdd.outputs.files import read_metrics
-from rdd.synset import SyntheticSet
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect import NAME  # noqa: E402  (run.sh's folder names: method, arm, seed, tag)
 
-NAME = re.compile(r"(?P<method>[a-z]+)_(?P<arm>[a-z_]+?)_s(?P<seed>\d+)(?P<tag>.*)$")
+from rdd.distill.expansion import expand  # noqa: E402
+from rdd.outputs.files import read_metrics  # noqa: E402
+from rdd.synset import SyntheticSet  # noqa: E402
 
 
 def chroma(images: torch.Tensor) -> torch.Tensor:

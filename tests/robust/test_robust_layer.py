@@ -504,15 +504,12 @@ def test_a_robust_run_whose_groups_own_no_image_is_the_base_method_bitwise(match
     assert torch.equal(robust.generator.get_state(), base.generator.get_state())
 
 
-def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkeypatch) -> None:
-    """The size-based allocation buys the rare group images, which restart from its real
-    images for the measurement at iteration 0; without ``represent``, if the measured
-    allocation gives every image back to the shared pool, the run is the base method bit
-    for bit."""
+def probe_given_back(monkeypatch) -> dict[int, int]:
+    """Make the measurement at iteration 0 give every image back to the shared pool; returns
+    the size-based probe's owners ({row: group}), filled in when the measurement runs."""
     import rdd.robust.ownership as ownership
 
-    allocate, restarted = ownership.allocate_class, []
-    restart = ownership.restart_rows
+    allocate, measure, probe = ownership.allocate_class, ownership.measured_allocation, {}
 
     def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
         counts = allocate(risk, sizes, ipc, settings, measured, anchors)
@@ -520,11 +517,32 @@ def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkey
             return counts
         return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
 
+    def owners_before_measuring(learner):
+        owners = learner.ownership.owners
+        probe.update(
+            (row, int(owners[row])) for row in torch.nonzero(owners >= 0).flatten().tolist()
+        )
+        return measure(learner)
+
+    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
+    monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
+    return probe
+
+
+def test_images_the_first_measurement_gives_back_take_back_the_base_start(monkeypatch) -> None:
+    """The size-based allocation buys the rare group images, which restart from its real
+    images for the measurement at iteration 0; without ``represent``, if the measured
+    allocation gives every image back to the shared pool, the run is the base method bit
+    for bit."""
+    import rdd.robust.ownership as ownership
+
+    restarted, restart = [], ownership.restart_rows
+
     def recording(learner, rows):
         restarted.append(rows)
         restart(learner, rows)
 
-    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
+    probe_given_back(monkeypatch)
     monkeypatch.setattr(ownership, "restart_rows", recording)
     known = KnownSubgroups(far_off())
     base = learner_for(None, None, RobustPlan())
@@ -542,26 +560,7 @@ def test_with_represent_the_images_the_first_measurement_gives_back_keep_their_g
 ) -> None:
     """robust.allocation.represent: the probe's owned images stay in the shared pool as the
     real images of their group they restarted from, not the base method's start."""
-    import rdd.robust.ownership as ownership
-
-    allocate, probe = ownership.allocate_class, {}
-
-    def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
-        counts = allocate(risk, sizes, ipc, settings, measured, anchors)
-        if measured is None:
-            return counts
-        return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
-
-    def owners_before_measuring(learner):
-        owners = learner.ownership.owners
-        probe.update(
-            (row, int(owners[row])) for row in torch.nonzero(owners >= 0).flatten().tolist()
-        )
-        return measure(learner)
-
-    measure = ownership.measured_allocation
-    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
-    monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
+    probe = probe_given_back(monkeypatch)
     settings = AllocationSettings(min_per_group=8, train_steps=5)  # represent: the default
     assert settings.represent
     learner = learner_for(
@@ -588,26 +587,7 @@ def test_represent_step_zero_keeps_the_represented_images_real_images_of_their_g
     """robust.allocation.represent_step scales the represented rows' image steps: at 0 they
     stay the real images of their group they restarted from while every other image is
     learned; at 1 (the default) they are learned as any shared image."""
-    import rdd.robust.ownership as ownership
-
-    allocate = ownership.allocate_class
-
-    def nothing_owned_once_measured(risk, sizes, ipc, settings, measured=None, anchors=None):
-        counts = allocate(risk, sizes, ipc, settings, measured, anchors)
-        if measured is None:
-            return counts
-        return torch.cat([torch.zeros(len(counts) - 1, dtype=torch.int64), torch.tensor([ipc])])
-
-    def owners_before_measuring(learner):
-        owners = learner.ownership.owners
-        probe.update(
-            (row, int(owners[row])) for row in torch.nonzero(owners >= 0).flatten().tolist()
-        )
-        return measure(learner)
-
-    measure, probe = ownership.measured_allocation, {}
-    monkeypatch.setattr(ownership, "allocate_class", nothing_owned_once_measured)
-    monkeypatch.setattr(ownership, "measured_allocation", owners_before_measuring)
+    probe = probe_given_back(monkeypatch)
     settings = AllocationSettings(min_per_group=8, train_steps=5, represent_step=step)
     learner = learner_for(
         MaxGroup(), KnownSubgroups(far_off()), RobustPlan(matching=True), allocation=settings
