@@ -183,3 +183,22 @@ def test_a_net_builds_by_name_in_a_fresh_interpreter() -> None:
     code = "from rdd.nets import build_net; print(type(build_net('convnet', 3, 10, (32, 32))).__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ConvNet", done.stderr[-2000:]
+
+
+def test_a_net_name_is_composed_once_and_each_caller_gets_its_own_config(monkeypatch) -> None:
+    """``build_net("convnet", ...)`` in a loop (a network per DM iteration) composes the option
+    once: a composition takes about half a second. A caller's change to its config reaches
+    no other caller."""
+    import rdd.nets as nets
+
+    nets.composed_net.cache_clear()
+    calls = []
+    compose = nets.compose_in_app
+    monkeypatch.setattr(nets, "compose_in_app", lambda *a: calls.append(a) or compose(*a))
+    first = load_net_config("convnet_w32")
+    first.width = 7
+    second = load_net_config("convnet_w32")
+    nets.build_net("convnet_w32", 3, 10, (32, 32))
+    assert len(calls) == 1
+    assert second.width == 32
+    assert OmegaConf.to_container(second) == {**OmegaConf.to_container(first), "width": 32}

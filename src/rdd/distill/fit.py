@@ -17,6 +17,7 @@ from rdd.config.callbacks import build_callbacks
 from rdd.distill.initial import expansion_factor, initial_images
 from rdd.distill.learner import SyntheticSetLearner
 from rdd.experts import attach_experts
+from rdd.experts.training import pick_device
 from rdd.matching import Matcher
 from rdd.nets.compiled import resolve_compile
 from rdd.outputs.loggers import ProgressLog
@@ -43,7 +44,8 @@ def build_learner(
     """The learner of a distillation (not a coreset): its starting set, the robust layer's
     plan, MTT's experts, and DDP's class-parallel mode where the config asks for it."""
     plan = plan_for(cfg, matcher, ipc, torch.bincount(data.train_y, minlength=data.num_classes))
-    compile_where_it_repays(matcher, tuple(data.train_x.shape[-2:]), ipc)
+    device_type = pick_device(cfg.trainer.accelerator).type
+    compile_where_it_repays(matcher, tuple(data.train_x.shape[-2:]), ipc, device_type)
     if matcher.needs_experts:
         attach_experts(cfg, data, matcher)
     learner = SyntheticSetLearner(
@@ -69,13 +71,17 @@ def build_learner(
     return learner
 
 
-def compile_where_it_repays(matcher: Matcher, image_size: tuple[int, int], ipc: int) -> None:
-    """Settle ``matching.compile_nets=auto`` for this run (rdd.nets.compiled.resolve_compile):
-    the real-batch passes per class are DM/IDM's iterations, DC/DSA's x their outer loops."""
+def compile_where_it_repays(
+    matcher: Matcher, image_size: tuple[int, int], ipc: int, device_type: str = "cpu"
+) -> None:
+    """Settle ``matching.compile_nets=auto`` for this run on ``device_type``
+    (rdd.nets.compiled.resolve_compile): the real-batch passes per class are DM/IDM's
+    iterations, DC/DSA's x their outer loops."""
     if not hasattr(matcher, "compile_nets"):
         return  # MTT and the coresets run no first-order passes to compile
     outer = matcher.loops(ipc)[0] if hasattr(matcher, "loops") else 1
-    on, notice = resolve_compile(matcher.compile_nets, image_size, matcher.iterations * outer)
+    passes = matcher.iterations * outer
+    on, notice = resolve_compile(matcher.compile_nets, image_size, passes, device_type)
     matcher.compile_nets = on
     if getattr(matcher, "queue", None) is not None:
         matcher.queue.compile_nets = on  # IDM's queue networks train through the same passes

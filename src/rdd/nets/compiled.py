@@ -11,12 +11,13 @@ convolution's neighbours, which on a CPU runs these passes 1.4-3x faster (benchm
 * compiled kernels sum in another order: results agree with eager ones to float rounding
   (~1e-6 relative), not bitwise; a compiled run is still the same run after run.
 
-``compile_nets: auto`` (the default) compiles where it repays the compilation: images of at
+``compile_nets: auto`` (the default) compiles where it repays the compilation: on a CPU, images of at
 least 32x32 (a CIFAR-size ConvNet pass takes tens of milliseconds, a digits one a fraction of
 one) and at least :data:`AUTO_MIN_PASSES` real-batch passes per class (DM/IDM iterations,
 DC/DSA iterations x outer loops), and only where torch.compile works here (checked once by
 compiling a tiny function; a fallback is one warning line). So ``make run`` and the tiny test
-configs stay eager and bitwise equal to the parity fixtures, and a CIFAR run compiles.
+configs stay eager and bitwise equal to the parity fixtures, and a CIFAR run compiles. On a
+GPU ``auto`` runs eager: there the compiled passes were slower (measured on one H100).
 
 Compiled code is cached on the network's class, not on the instance: a fresh network of the
 same architecture (DC's new network per outer iteration, IDM's queue) reuses it; the first use
@@ -80,11 +81,18 @@ def compile_problem() -> str | None:
     return None
 
 
-def resolve_compile(setting: Any, image_size: tuple[int, int], passes: int) -> tuple[bool, str]:
-    """Whether a run compiles its networks, and a notice when ``auto`` falls back to eager
-    for want of a working backend ("" otherwise)."""
+def resolve_compile(
+    setting: Any, image_size: tuple[int, int], passes: int, device_type: str = "cpu"
+) -> tuple[bool, str]:
+    """Whether a run on ``device_type`` compiles its networks, and a notice when ``auto``
+    falls back to eager for want of a working backend ("" otherwise)."""
     if setting != "auto":
         return bool(setting), ""
+    if device_type != "cpu":
+        # On one H100 every compiled item of bench_vs_reference.py (CIFAR, IPC 10) was
+        # slower than the eager one (benchmarks/README.md, "On a GPU"): at these sizes a GPU
+        # pass is bound by launches, which compiled kernels do not remove.
+        return False, ""
     if min(image_size) < AUTO_MIN_SIDE or passes < AUTO_MIN_PASSES:
         return False, ""
     if (problem := compile_problem()) is not None:
