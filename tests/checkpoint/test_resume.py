@@ -87,6 +87,21 @@ def test_a_resumed_run_equals_an_uninterrupted_one_bitwise(
     assert not (tmp_path / "killed" / "CONTINUED.txt").exists()
 
 
+def test_a_resumed_run_with_kept_represented_rows_equals_an_uninterrupted_one(tmp_path) -> None:
+    """robust.allocation.represent_step=0 (the represented rows keep their group's real
+    start): the rows are in the checkpoint and a resumed run is bitwise the whole one."""
+    overrides = ["ipc=10", "matching=dm", "matching.iterations=4", "risk=cvar"]
+    overrides += ["robust.allocation.represent_step=0"]
+    whole = distil(overrides, tmp_path / "whole")
+    with pytest.raises(Killed):
+        distil(overrides, tmp_path / "killed", kill_after=1)
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    represented = state["ownership"]["represented"]
+    assert bool(represented.any())  # digits' defaults give a rare group's start back
+    resumed = distil(overrides, tmp_path / "killed", resume=True)
+    assert torch.equal(whole, resumed)
+
+
 def test_resume_refuses_a_missing_foreign_or_mismatched_checkpoint(tmp_path) -> None:
     cfg = compose_config(*TINY, "matching=dc", output_dir=tmp_path)
     with pytest.raises(UserError, match="is not a run directory of python -m rdd.run"):
