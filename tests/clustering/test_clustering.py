@@ -189,6 +189,31 @@ def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
     assert torch.equal(fresh.assign(images, labels), groups)
 
 
+def test_rare_vs_rest_keeps_each_class_smallest_cluster_and_merges_the_rest() -> None:
+    """clustering.rare_vs_rest: two groups per class, the smallest k-means cluster (2c) and
+    the others (2c + 1), in the fit, in assign and after a state_dict round trip."""
+    generator = torch.Generator().manual_seed(0)
+    modes = {0: (6, 2, 6), 1: (6, 6, 2)}  # images per brightness mode, per class
+    images, labels, rare = [], [], []
+    for label, sizes in modes.items():
+        for mode, n in enumerate(sizes):
+            images.append(
+                label * 30 + mode * 10 + 0.01 * torch.randn(n, 1, 4, 4, generator=generator)
+            )
+            labels.append(torch.full((n,), label))
+            rare.append(torch.full((n,), n == 2))
+    images, labels, rare = torch.cat(images), torch.cat(labels), torch.cat(rare)
+    clusterer = KMeansClusterer(k=3, features="pixels", pool_per_class=None, rare_vs_rest=True)
+    groups = clusterer.fit(images, labels, num_classes=2)
+    assert clusterer.num_groups(2) == 4
+    assert torch.equal(groups, 2 * labels + (~rare).long())
+    assert torch.equal(clusterer.assign(images, labels), groups)
+    fresh = KMeansClusterer(k=3, features="pixels", pool_per_class=None, rare_vs_rest=True)
+    fresh.load_state_dict(clusterer.state_dict())
+    assert torch.equal(fresh.assign(images, labels), groups)
+    assert "merged_ids" not in KMeansClusterer(k=3).state_dict()  # off: the state as before
+
+
 def test_pool_takes_at_most_pool_per_class_images_per_class_reproducibly() -> None:
     labels = torch.tensor([0] * 10 + [1] * 3)
     clusterer = KMeansClusterer(k=2, features="pixels", pool_per_class=4, seed=1)
@@ -316,6 +341,7 @@ def test_a_bad_feature_net_file_names_its_path(tmp_path: Path, problem: str) -> 
         ({"features": "logits"}, "features"),
         ({"features": "fixed_net"}, "feature_net"),
         ({"k": 5, "pool_per_class": 4}, "pool_per_class"),
+        ({"k": 1, "rare_vs_rest": True}, "rare_vs_rest"),
     ],
 )
 def test_clusterer_rejects_bad_options(kwargs: dict, match: str) -> None:

@@ -43,10 +43,15 @@ class KMeansClusterer(Grouping):
         min_points_per_centroid: FAISS warns below ``k`` times this many points per class.
         max_points_per_centroid: FAISS subsamples above ``k`` times this many; None: never.
         seed: Seeds the pool draws and the k-means of every class.
+        rare_vs_rest: Two groups per class instead of k: the class's smallest cluster (in the
+            fitted pool) and the other k - 1 merged, as ``clustering=known`` has the altered
+            images and the rest. The risk then weighs the candidate rare group against the
+            class, not against the majority's own clusters.
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
         assignments: (P,) group of every pooled image after :meth:`fit`.
+        merged_ids: (C * k,) with ``rare_vs_rest``, the group of every cluster.
     """
 
     def __init__(
@@ -63,9 +68,17 @@ class KMeansClusterer(Grouping):
         min_points_per_centroid: int = 1,
         max_points_per_centroid: int | None = None,
         seed: int = 0,
+        rare_vs_rest: bool = False,
     ) -> None:
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.k = _check_int("k", k, 1)
+        self.rare_vs_rest = bool(rare_vs_rest)
+        if self.rare_vs_rest and self.k < 2:
+            raise UserError(
+                "clustering.rare_vs_rest needs clustering.k >= 2 (a smallest cluster and the rest)"
+            )
+        if self.rare_vs_rest:  # only then: the state of a plain clusterer stays as it was
+            self.register_buffer("merged_ids", torch.empty(0, dtype=torch.int64))
         if self.pool_per_class is not None and self.pool_per_class < self.k:
             raise UserError(
                 f"clustering.pool_per_class={self.pool_per_class} is smaller than "
@@ -84,8 +97,9 @@ class KMeansClusterer(Grouping):
         )
 
     def num_groups(self, num_classes: int, ipc: int | None = None) -> int:
-        """Number of groups, ``num_classes * k`` (``ipc`` is ignored; see the other clusterer)."""
-        return num_classes * self.k
+        """Number of groups, ``num_classes * k`` (2 per class with ``rare_vs_rest``; ``ipc``
+        is ignored, see the other clusterer)."""
+        return num_classes * (2 if self.rare_vs_rest else self.k)
 
     def fit(
         self,
@@ -107,7 +121,7 @@ class KMeansClusterer(Grouping):
                 arguments make both clusterers' ``fit`` alike).
 
         Returns:
-            Group of every image, (N,) int64 in [0, C * k), on ``labels``' device.
+            Group of every image, (N,) int64 in [0, num_groups), on ``labels``' device.
 
         Raises:
             ValueError: On bad shapes, or a class with fewer than ``k`` images.
@@ -132,6 +146,9 @@ class KMeansClusterer(Grouping):
             centroids, groups = self._keep_ids(centroids, groups)
         centroids, groups = _broadcast_from_rank0(centroids, groups)
         self._store(centroids=centroids, assignments=groups)
+        if self.rare_vs_rest:
+            self._store(merged_ids=smallest_vs_rest(groups, num_classes, self.k))
+            groups = self.merged_ids.cpu()[groups]
         return groups.to(labels.device)
 
     def _keep_ids(self, centroids: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,4 +188,16 @@ class KMeansClusterer(Grouping):
         groups = nearest_synthetic(
             features, labels, self.centroids.reshape(-1, dim).cpu(), centre_labels
         )
+        if self.rare_vs_rest:
+            groups = self.merged_ids.cpu()[groups.cpu()]
         return groups.to(labels.device)
+
+
+def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:
+    """The group of each of the C * k clusters: class c's smallest cluster (the first, on a
+    tie) is group 2c, its other clusters group 2c + 1. ``clusters``: cluster of every pooled
+    image, in [0, C * k)."""
+    sizes = torch.bincount(clusters.cpu(), minlength=num_classes * k).view(num_classes, k)
+    ids = (2 * torch.arange(num_classes)).repeat_interleave(k) + 1
+    ids[torch.arange(num_classes) * k + sizes.argmin(dim=1)] -= 1
+    return ids
