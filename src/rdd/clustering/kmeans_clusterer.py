@@ -73,11 +73,12 @@ class KMeansClusterer(Grouping):
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.k = _check_int("k", k, 1)
         self.rare_vs_rest = bool(rare_vs_rest)
-        if self.rare_vs_rest and self.k < 2:
-            raise UserError(
-                "clustering.rare_vs_rest needs clustering.k >= 2 (a smallest cluster and the rest)"
-            )
-        if self.rare_vs_rest:  # only then: the state of a plain clusterer stays as it was
+        if self.rare_vs_rest:  # its buffer only then: a plain clusterer's state is as it was
+            if self.k < 2:
+                raise UserError(
+                    "clustering.rare_vs_rest needs clustering.k >= 2 (a smallest cluster and "
+                    "the rest)"
+                )
             self.register_buffer("merged_ids", torch.empty(0, dtype=torch.int64))
         if self.pool_per_class is not None and self.pool_per_class < self.k:
             raise UserError(

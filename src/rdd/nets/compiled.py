@@ -11,13 +11,13 @@ convolution's neighbours, which on a CPU runs these passes 1.4-3x faster (benchm
 * compiled kernels sum in another order: results agree with eager ones to float rounding
   (~1e-6 relative), not bitwise; a compiled run is still the same run after run.
 
-``compile_nets: auto`` (the default) compiles where it repays the compilation: on a CPU, images of at
-least 32x32 (a CIFAR-size ConvNet pass takes tens of milliseconds, a digits one a fraction of
-one) and at least :data:`AUTO_MIN_PASSES` real-batch passes per class (DM/IDM iterations,
-DC/DSA iterations x outer loops), and only where torch.compile works here (checked once by
-compiling a tiny function; a fallback is one warning line). So ``make run`` and the tiny test
-configs stay eager and bitwise equal to the parity fixtures, and a CIFAR run compiles. On a
-GPU ``auto`` runs eager: there the compiled passes were slower (measured on one H100).
+``compile_nets: auto`` (the default) compiles where it repays the compilation: on a CPU,
+images of at least 32x32 (a CIFAR-size ConvNet pass takes tens of milliseconds, a digits one a
+fraction of one) and at least :data:`AUTO_MIN_PASSES` real-batch passes per class (DM/IDM
+iterations, DC/DSA iterations x outer loops), and only where torch.compile works here (checked
+once by compiling a tiny function; a fallback is one warning line). So ``make run`` and the
+tiny test configs stay eager and bitwise equal to the parity fixtures, and a CIFAR run
+compiles. On a GPU ``auto`` runs eager: there the compiled passes were slower (one H100).
 
 Compiled code is cached on the network's class, not on the instance: a fresh network of the
 same architecture (DC's new network per outer iteration, IDM's queue) reuses it; the first use
