@@ -190,9 +190,9 @@ def test_shared_images_ddp_iteration_equals_one_process(tmp_path) -> None:
 
 
 def test_kept_represented_rows_under_ddp_equal_one_process(tmp_path) -> None:
-    """robust.allocation.represent_step=0 under 2 gloo processes: the represented rows (rank
-    0's, broadcast with the owners) keep their real start on every rank, and the set is the
-    single-process one to float rounding."""
+    """robust.allocation.represent_step=0 under 2 gloo processes, on a run that keeps
+    represented rows: the set is the single-process one to float rounding (that the rows stay
+    real images is tests/robust/test_robust_layer.py's)."""
     import csv
 
     from rdd.synset import SyntheticSet

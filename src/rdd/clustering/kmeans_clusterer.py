@@ -149,8 +149,12 @@ class KMeansClusterer(Grouping):
         self._store(centroids=centroids, assignments=groups)
         if self.rare_vs_rest:
             self._store(merged_ids=smallest_vs_rest(groups, num_classes, self.k))
-            groups = self.merged_ids.cpu()[groups]
-        return groups.to(labels.device)
+        return self._merged(groups).to(labels.device)
+
+    def _merged(self, clusters: Tensor) -> Tensor:
+        """The groups of ``clusters`` (ids in [0, C * k)): themselves, or with
+        ``rare_vs_rest`` the merged ids of the last fit."""
+        return self.merged_ids.cpu()[clusters.cpu()] if self.rare_vs_rest else clusters
 
     def _keep_ids(self, centroids: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         """Renumber a refit's clusters after the previous fit's (rdd.clustering.matching), so
@@ -189,9 +193,7 @@ class KMeansClusterer(Grouping):
         groups = nearest_synthetic(
             features, labels, self.centroids.reshape(-1, dim).cpu(), centre_labels
         )
-        if self.rare_vs_rest:
-            groups = self.merged_ids.cpu()[groups.cpu()]
-        return groups.to(labels.device)
+        return self._merged(groups).to(labels.device)
 
 
 def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:
