@@ -271,6 +271,7 @@ class SyntheticSetLearner(L.LightningModule):
         values = backward_each(terms, self.manual_backward)
         loss = values.sum()
         self.reduce_grads()
+        self.matcher.guard_gradients(self.learned_parameters())
         self.scale_represented_steps()
         last_good = [p.detach().clone() for p in self.learned_parameters()]
         for opt in optimizers:

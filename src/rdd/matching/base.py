@@ -115,6 +115,10 @@ class Matcher:
         (``match_loss`` at least)."""
         raise NotImplementedError(f"{type(self).__name__} does not optimise a synthetic set")
 
+    def guard_gradients(self, params: Sequence[torch.Tensor]) -> None:
+        """Adjust the learned tensors' reduced gradients before the optimiser steps (MTT
+        cuts gradient spikes, rdd.matching.spikes); the others leave them as they are."""
+
     def state_dict(self) -> Any:
         """What a checkpoint must hold to continue the method exactly (e.g. IDM's queue)."""
         return {}

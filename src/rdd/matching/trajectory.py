@@ -23,7 +23,7 @@ give the single-process loss and gradients.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from rdd.matching.adjoint import Batch, Params, adjoint_unroll
 from rdd.matching.base import DistillContext, Matcher
 from rdd.matching.gradient import check_init, check_positive
 from rdd.matching.robust import risk_cross_entropy
+from rdd.matching.spikes import SpikeGuard
 from rdd.outputs.progress import inner_steps
 from rdd.parallel.device import to_device
 from rdd.parallel.distributed import replicated_input, shard, sum_over_ranks, world_size
@@ -69,6 +70,10 @@ class TrajectoryMatching(Matcher):
             syn_steps); ``constant``: the same loss and gradients from a reverse (adjoint)
             pass that recomputes one student step at a time (``rdd.matching.adjoint``):
             memory flat in syn_steps, one more first-order pass of time.
+        spike_limit: A gradient (of the images, or of the step size) above this many times
+            its running mean norm is scaled down to that bound (rdd.matching.spikes: an
+            unstable unroll's spike once collapsed the step size); null: off, as the
+            reference. Below the bound the step is the reference's, bit for bit.
     """
 
     needs_experts = True
@@ -97,6 +102,7 @@ class TrajectoryMatching(Matcher):
         robust_weight: float = 1.0,
         batch_real: int = 256,
         memory: str = "full",
+        spike_limit: float | None = 10.0,
     ) -> None:
         positive = {"iterations": iterations, "lr_img": lr_img, "lr_lr": lr_lr}
         positive |= {"lr_teacher": lr_teacher, "lr_min": lr_min, "syn_steps": syn_steps}
@@ -120,6 +126,11 @@ class TrajectoryMatching(Matcher):
                 f"matching.memory={memory!r} is not one of {', '.join(MEMORY_MODES)}: "
                 "full backpropagates through the unroll, constant recomputes it step by step"
             )
+        if spike_limit is not None and not spike_limit > 1:
+            raise UserError(
+                f"matching.spike_limit must be > 1 (a multiple of the running mean gradient "
+                f"norm) or null (off), got {spike_limit}"
+            )
         check_init(init)
         self.name, self.iterations, self.init = name, iterations, init
         self.lr_img, self.momentum_img = lr_img, momentum_img
@@ -133,6 +144,7 @@ class TrajectoryMatching(Matcher):
         self.batch_syn, self.batch_real, self.robust_weight = batch_syn, batch_real, robust_weight
         self.augment = DSA(dsa_strategy, mode=dsa_mode) if dsa else None
         self.memory = memory
+        self.spikes = SpikeGuard(spike_limit)
         self.trajectories: Trajectories | None = None
 
     @property
@@ -143,6 +155,18 @@ class TrajectoryMatching(Matcher):
     def trains_on_real(self, ipc: int) -> bool:
         """MTT's networks on real data are its experts (robust experts: ``rdd.buffer``)."""
         return True
+
+    def guard_gradients(self, params: Sequence[torch.Tensor]) -> None:
+        """Cut the images' and the step size's gradient spikes (``spike_limit``)."""
+        self.spikes(params)
+
+    def state_dict(self) -> dict:
+        """The spike guard's running means, for an exact resume."""
+        return {"spikes": self.spikes.state_dict()}
+
+    def load_state_dict(self, state: dict, ctx: DistillContext) -> None:
+        # a checkpoint from before the guard: it starts afresh, as at a run's first step
+        self.spikes.load_state_dict(state.get("spikes", {}) if state else {})
 
     def attach(self, trajectories: Trajectories) -> None:
         """Use these expert trajectories; they must be long enough for the start epochs."""
@@ -199,6 +223,8 @@ class TrajectoryMatching(Matcher):
             logged["risk/value"] = risk
         ctx.image_step(loss)
         logged["match_loss"] = loss
+        if self.spikes.cut is not None:  # gradients cut so far (images, step size)
+            logged["gradient_spikes_cut"] = self.spikes.cut.sum()
         # One read from the device for all of them (float(t) would be one each).
         values = torch.stack([v.detach() for v in logged.values()]).tolist()
         return stats | dict(zip(logged, values, strict=True)) | {"start_epoch": float(start)}
