@@ -57,11 +57,12 @@ GPU every timed run synchronises (``torch.cuda.synchronize``) before it reads th
 its start and at its end, so that queued kernels are counted. A device this machine lacks
 (``--device cuda`` without CUDA) stops the script at once: one line ``error: ...``, exit 2.
 
-Usage (checkouts of the references outside this repository; nothing of them is copied here):
+Usage (checkouts of the references outside this repository; nothing of them is copied here;
+``<mirrors>``: a folder of bare git mirrors of the references, ``<owner>+<name>/repo``):
 
-    git --git-dir=/work/.mirror/VICO-UoE+DatasetCondensation/repo archive HEAD | tar -x -C /tmp/ref/vico
+    git --git-dir=<mirrors>/VICO-UoE+DatasetCondensation/repo archive HEAD | tar -x -C /tmp/ref/vico
     for m in uitrbn+IDM:idm GeorgeCazenavette+mtt-distillation:mtt; do
-        g=/work/.mirror/${m%%:*}/repo; for f in $(git --git-dir=$g ls-tree --name-only HEAD | grep .py$); do
+        g=<mirrors>/${m%%:*}/repo; for f in $(git --git-dir=$g ls-tree --name-only HEAD | grep .py$); do
         git --git-dir=$g show HEAD:$f > /tmp/ref/${m##*:}/$f; done; done
     python benchmarks/bench_vs_reference.py --vico /tmp/ref/vico --idm /tmp/ref/idm \
         --mtt /tmp/ref/mtt [--items dc_match,dsa_match,...] [--repeats 3] [--inner-epochs 50] \
