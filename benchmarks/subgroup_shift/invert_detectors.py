@@ -64,7 +64,7 @@ def quantile_edges(values: Tensor, bins: int, generator: torch.Generator) -> Ten
 
 def histogram(values: Tensor, edges: Tensor) -> Tensor:
     """Per-row histogram of ``values`` (N, P) over the bins that ``edges`` bound: (N, bins)."""
-    index = torch.bucketize(values, edges)
+    index = torch.bucketize(values.contiguous(), edges)
     counts = torch.zeros(values.shape[0], len(edges) + 1, dtype=values.dtype)
     return counts.scatter_add_(1, index, torch.ones_like(values)) / values.shape[1]
 
