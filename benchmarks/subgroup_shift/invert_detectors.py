@@ -80,7 +80,9 @@ def colour_histograms(images: Tensor, seed: int = 0) -> np.ndarray:
         for c in range(3)
     ]
     yellow_blue, red_green = (
-        torch.bucketize(channels[:, c].contiguous(), quantile_edges(sample[:, c], JOINT_BINS, generator))
+        torch.bucketize(
+            channels[:, c].contiguous(), quantile_edges(sample[:, c], JOINT_BINS, generator)
+        )
         for c in (1, 2)
     )
     joint = yellow_blue * JOINT_BINS + red_green
