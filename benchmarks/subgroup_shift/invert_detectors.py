@@ -39,6 +39,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor, nn
 
+from rdd.clustering.discovery import class_rare_group
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from discovery import load  # noqa: E402
 from style_separability import linear_rule_purity, top_share_purity  # noqa: E402
@@ -97,10 +99,9 @@ def robust_scale(features: np.ndarray) -> np.ndarray:
 
 
 def kmeans_purity_recall(features: np.ndarray, altered: np.ndarray) -> tuple[float, float]:
-    clusters = KMeans(K, n_init=4, random_state=0).fit_predict(features)
-    best = max(range(K), key=lambda c: altered[clusters == c].sum())
-    members = clusters == best
-    return float(altered[members].mean()), float(altered[members].sum() / altered.sum())
+    """Purity and recall of the k-means cluster holding most altered images (as discovery.md)."""
+    clusters = torch.from_numpy(KMeans(K, n_init=4, random_state=0).fit_predict(features))
+    return class_rare_group(clusters.long(), torch.from_numpy(altered).bool(), K)
 
 
 def neighbour_purity(features: np.ndarray, altered: np.ndarray) -> float:
