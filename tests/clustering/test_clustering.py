@@ -181,7 +181,7 @@ def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
     truth = torch.arange(4).repeat_interleave(6)
     assert same_partition(groups, truth)
     state = clusterer.state_dict()
-    assert set(state) == {"centroids", "assignments"}
+    assert set(state) == {"centroids", "assignments", "merged_ids", "separation"}  # shape=auto
     # A fresh clusterer (empty buffers) loads a fitted one and assigns new images the same way.
     fresh = KMeansClusterer(k=2, features="pixels", pool_per_class=None, seed=0)
     fresh.load_state_dict(state)
@@ -190,7 +190,7 @@ def test_fit_on_pixels_stores_buffers_in_the_state_dict() -> None:
 
 
 def test_rare_vs_rest_keeps_each_class_smallest_cluster_and_merges_the_rest() -> None:
-    """clustering.rare_vs_rest: two groups per class, the smallest k-means cluster (2c) and
+    """clustering.shape=rare_vs_rest: two groups per class, the smallest k-means cluster (2c) and
     the others (2c + 1), in the fit, in assign and after a state_dict round trip."""
     generator = torch.Generator().manual_seed(0)
     modes = {0: (6, 2, 6), 1: (6, 6, 2)}  # images per brightness mode, per class
@@ -203,15 +203,15 @@ def test_rare_vs_rest_keeps_each_class_smallest_cluster_and_merges_the_rest() ->
             labels.append(torch.full((n,), label))
             rare.append(torch.full((n,), n == 2))
     images, labels, rare = torch.cat(images), torch.cat(labels), torch.cat(rare)
-    clusterer = KMeansClusterer(k=3, features="pixels", pool_per_class=None, rare_vs_rest=True)
+    clusterer = KMeansClusterer(k=3, features="pixels", pool_per_class=None, shape="rare_vs_rest")
     groups = clusterer.fit(images, labels, num_classes=2)
     assert clusterer.num_groups(2) == 4
     assert torch.equal(groups, 2 * labels + (~rare).long())
     assert torch.equal(clusterer.assign(images, labels), groups)
-    fresh = KMeansClusterer(k=3, features="pixels", pool_per_class=None, rare_vs_rest=True)
+    fresh = KMeansClusterer(k=3, features="pixels", pool_per_class=None, shape="rare_vs_rest")
     fresh.load_state_dict(clusterer.state_dict())
     assert torch.equal(fresh.assign(images, labels), groups)
-    assert "merged_ids" not in KMeansClusterer(k=3).state_dict()  # off: the state as before
+    assert "merged_ids" not in KMeansClusterer(k=3, shape="clusters").state_dict()
 
 
 def test_pool_takes_at_most_pool_per_class_images_per_class_reproducibly() -> None:
@@ -309,7 +309,7 @@ def test_fixed_net_features_come_from_the_saved_file(tmp_path: Path) -> None:
     saved = save_tiny_net(path)
     images, labels = two_mode_images()
     clusterer = KMeansClusterer(
-        k=2, features="fixed_net", feature_net=str(path), pool_per_class=None
+        k=2, features="fixed_net", feature_net=str(path), pool_per_class=None, shape="clusters"
     )
     groups = clusterer.fit(images, labels, num_classes=2)
     with torch.no_grad():
@@ -341,7 +341,9 @@ def test_a_bad_feature_net_file_names_its_path(tmp_path: Path, problem: str) -> 
         ({"features": "logits"}, "features"),
         ({"features": "fixed_net"}, "feature_net"),
         ({"k": 5, "pool_per_class": 4}, "pool_per_class"),
-        ({"k": 1, "rare_vs_rest": True}, "rare_vs_rest"),
+        ({"k": 1, "shape": "rare_vs_rest"}, "rare_vs_rest"),
+        ({"shape": "smallest"}, "clustering.shape"),
+        ({"apart": 1.5}, "clustering.apart"),
     ],
 )
 def test_clusterer_rejects_bad_options(kwargs: dict, match: str) -> None:

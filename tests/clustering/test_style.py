@@ -93,7 +93,9 @@ def test_robust_scaling_keeps_a_rare_outlying_group_far_out() -> None:
 
 def test_the_scaling_is_fitted_once_and_saved_with_the_clusterer() -> None:
     images, labels, _ = toy_set()
-    clusterer = KMeansClusterer(k=2, features="style", pool_per_class=None, seed=0)
+    clusterer = KMeansClusterer(
+        k=2, features="style", pool_per_class=None, seed=0, shape="clusters"
+    )
     with pytest.raises(ValueError, match="fit first"):
         clusterer.features_of(images)
     groups = clusterer.fit(images, labels, num_classes=2)
@@ -102,7 +104,7 @@ def test_the_scaling_is_fitted_once_and_saved_with_the_clusterer() -> None:
     assert torch.equal(clusterer.feature_scale, scale)  # one space for the whole run
     state = clusterer.state_dict()
     assert set(state) == {"centroids", "assignments", "feature_centre", "feature_scale"}
-    fresh = KMeansClusterer(k=2, features="style", pool_per_class=None, seed=0)
+    fresh = KMeansClusterer(k=2, features="style", pool_per_class=None, seed=0, shape="clusters")
     fresh.load_state_dict(state)
     assert torch.equal(fresh.assign(images, labels), clusterer.assign(images, labels))
     assert groups.shape == (60,)

@@ -239,6 +239,10 @@ class Grouping(nn.Module):
             )
         return self._fixed_cache[key]
 
+    def fit_stats(self) -> dict[str, float]:
+        """Figures of the last fit for the run's log, beside the groups' sizes (none here)."""
+        return {}
+
     def _store(self, **results: Tensor) -> None:
         # Replace, not copy into: the shapes change from fit to fit. Keep the module's device.
         for name, value in results.items():

@@ -15,7 +15,12 @@ from rdd.clustering.base import (
 from rdd.clustering.kmeans import per_class_kmeans
 from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
+from rdd.clustering.separation import rare_cluster_separation
 from rdd.config.errors import UserError
+
+# clustering.shape: the k clusters of a class; its smallest cluster and the rest merged; or
+# the second where the classes' smallest clusters stand apart (rdd.clustering.separation).
+SHAPES = ("clusters", "rare_vs_rest", "auto")
 
 
 class KMeansClusterer(Grouping):
@@ -43,15 +48,24 @@ class KMeansClusterer(Grouping):
         min_points_per_centroid: FAISS warns below ``k`` times this many points per class.
         max_points_per_centroid: FAISS subsamples above ``k`` times this many; None: never.
         seed: Seeds the pool draws and the k-means of every class.
-        rare_vs_rest: Two groups per class instead of k: the class's smallest cluster (in the
-            fitted pool) and the other k - 1 merged, as ``clustering=known`` has the altered
-            images and the rest. The risk then weighs the candidate rare group against the
-            class, not against the majority's own clusters.
+        shape: The groups made of the clusters. ``clusters``: the k clusters of every class.
+            ``rare_vs_rest``: two groups per class, its smallest cluster (in the fitted pool)
+            and the other k - 1 merged, as ``clustering=known`` has the altered images and
+            the rest, so the risk weighs the candidate rare group against the class, not
+            against the majority's own clusters. ``auto`` (the default): ``rare_vs_rest``
+            where the smallest clusters stand apart, their mean silhouette over the classes
+            at least ``apart``, else ``clusters``; decided at the first fit and kept, so the
+            number of groups never changes within a run. With k <= 2 all three are alike.
+        apart: The silhouette above which ``auto`` merges. 0.3: on CIFAR-10 with 5 % of each
+            class altered, the style space gives 0.39-0.45 (grey) and 0.44-0.53 (blurred
+            images), 0.15-0.21 (inverted images, whose smallest cluster is not the inverted
+            one) and 0.15-0.20 without a rare subgroup (benchmarks/subgroup_shift/shape.txt).
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
         assignments: (P,) group of every pooled image after :meth:`fit`.
-        merged_ids: (C * k,) with ``rare_vs_rest``, the group of every cluster.
+        merged_ids: (C * k,) with ``rare_vs_rest`` or ``auto``, the group of every cluster.
+        separation: () with ``auto``, the first fit's mean silhouette (NaN before it).
     """
 
     def __init__(
@@ -68,18 +82,18 @@ class KMeansClusterer(Grouping):
         min_points_per_centroid: int = 1,
         max_points_per_centroid: int | None = None,
         seed: int = 0,
-        rare_vs_rest: bool = False,
+        shape: str = "auto",
+        apart: float = 0.3,
     ) -> None:
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.k = _check_int("k", k, 1)
-        self.rare_vs_rest = bool(rare_vs_rest)
-        if self.rare_vs_rest:  # its buffer only then: a plain clusterer's state is as it was
-            if self.k < 2:
-                raise UserError(
-                    "clustering.rare_vs_rest needs clustering.k >= 2 (a smallest cluster and "
-                    "the rest)"
-                )
+        self.shape, self.apart = _check_shape(shape, apart, self.k)
+        if (
+            self.shape != "clusters"
+        ):  # its buffers only then: a plain clusterer's state is as it was
             self.register_buffer("merged_ids", torch.empty(0, dtype=torch.int64))
+        if self.shape == "auto":
+            self.register_buffer("separation", torch.tensor(float("nan"), dtype=torch.float64))
         if self.pool_per_class is not None and self.pool_per_class < self.k:
             raise UserError(
                 f"clustering.pool_per_class={self.pool_per_class} is smaller than "
@@ -97,10 +111,28 @@ class KMeansClusterer(Grouping):
             else _check_int("max_points_per_centroid", max_points_per_centroid, 1)
         )
 
+    @property
+    def rare_vs_rest(self) -> bool:
+        """Whether each class's groups are its smallest cluster and the rest (``shape``)."""
+        if self.shape == "auto":
+            if torch.isnan(self.separation):
+                raise ValueError("clustering.shape=auto decides at the first fit: call fit() first")
+            return self.k > 2 and float(self.separation) >= self.apart
+        return self.shape == "rare_vs_rest"
+
     def num_groups(self, num_classes: int, ipc: int | None = None) -> int:
         """Number of groups, ``num_classes * k`` (2 per class with ``rare_vs_rest``; ``ipc``
         is ignored, see the other clusterer)."""
         return num_classes * (2 if self.rare_vs_rest else self.k)
+
+    def fit_stats(self) -> dict[str, float]:
+        """What ``shape=auto`` decided on, for the run's log."""
+        if self.shape != "auto":
+            return {}
+        return {
+            "cluster/silhouette": float(self.separation),
+            "cluster/merged": float(self.rare_vs_rest),
+        }
 
     def fit(
         self,
@@ -147,14 +179,33 @@ class KMeansClusterer(Grouping):
             centroids, groups = self._keep_ids(centroids, groups)
         centroids, groups = _broadcast_from_rank0(centroids, groups)
         self._store(centroids=centroids, assignments=groups)
-        if self.rare_vs_rest:
-            self._store(merged_ids=smallest_vs_rest(groups, num_classes, self.k))
+        if self.shape == "auto" and torch.isnan(self.separation):
+            self._decide_shape(features, labels, groups)
+        if self.shape != "clusters":
+            self._store(merged_ids=self._merged_ids(groups, num_classes))
         return self._merged(groups).to(labels.device)
 
+    def _decide_shape(self, features: Tensor, labels: Tensor, groups: Tensor) -> None:
+        """``shape=auto``: the first fit's mean silhouette of the classes' smallest clusters,
+        on rank 0 (as the clusters) and kept for the run."""
+        separation = torch.zeros((), dtype=torch.float64)
+        if _is_rank0() and self.k > 2:
+            if self.spherical:  # the clusters were fitted on normalised features
+                features = nn.functional.normalize(features, dim=1)
+            separation.fill_(rare_cluster_separation(features.cpu(), labels.cpu(), groups, self.k))
+        (separation,) = _broadcast_from_rank0(separation)
+        self._store(separation=separation)
+
+    def _merged_ids(self, clusters: Tensor, num_classes: int) -> Tensor:
+        """The group of every cluster: merged as :func:`smallest_vs_rest`, or itself."""
+        if self.rare_vs_rest:
+            return smallest_vs_rest(clusters, num_classes, self.k)
+        return torch.arange(num_classes * self.k)
+
     def _merged(self, clusters: Tensor) -> Tensor:
-        """The groups of ``clusters`` (ids in [0, C * k)): themselves, or with
-        ``rare_vs_rest`` the merged ids of the last fit."""
-        return self.merged_ids.cpu()[clusters.cpu()] if self.rare_vs_rest else clusters
+        """The groups of ``clusters`` (ids in [0, C * k)): themselves, or with ``shape``
+        ``rare_vs_rest`` or ``auto`` the merged ids of the last fit."""
+        return clusters if self.shape == "clusters" else self.merged_ids.cpu()[clusters.cpu()]
 
     def _keep_ids(self, centroids: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         """Renumber a refit's clusters after the previous fit's (rdd.clustering.matching), so
@@ -204,3 +255,19 @@ def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:
     ids = (2 * torch.arange(num_classes)).repeat_interleave(k) + 1
     ids[torch.arange(num_classes) * k + sizes.argmin(dim=1)] -= 1
     return ids
+
+
+def _check_shape(shape: str, apart: float, k: int) -> tuple[str, float]:
+    """``clustering.shape`` and ``clustering.apart``, or a UserError naming the key."""
+    if shape not in SHAPES:
+        raise UserError(f"clustering.shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    if shape == "rare_vs_rest" and k < 2:
+        raise UserError(
+            "clustering.shape=rare_vs_rest needs clustering.k >= 2 (a smallest cluster and the "
+            "rest)"
+        )
+    if not -1 <= apart <= 1:
+        raise UserError(
+            f"clustering.apart must be a silhouette, in [-1, 1] (0.3 by default), got {apart}"
+        )
+    return shape, float(apart)

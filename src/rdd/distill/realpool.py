@@ -154,7 +154,7 @@ class RealPool:
         self.set_groups(groups, clusterer.num_groups(self.num_classes, ipc) // self.num_classes)
         sizes = torch.bincount(self.groups, minlength=self.num_groups).float()
         stats = {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
-        return stats | self.discovery()
+        return stats | clusterer.fit_stats() | self.discovery()
 
     def discovery(self) -> dict[str, float]:
         """How well the groups find the known rare subgroup (empty without data.subgroup)."""
