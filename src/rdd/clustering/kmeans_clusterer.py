@@ -57,7 +57,7 @@ class KMeansClusterer(Grouping):
             at least ``apart``, else ``clusters``; decided at the first fit and kept, so the
             number of groups never changes within a run. With k <= 2 all three are alike.
         apart: The silhouette above which ``auto`` merges. 0.3: on CIFAR-10 with 5 % of each
-            class altered, the style space gives 0.39-0.45 (grey) and 0.44-0.53 (blurred
+            class altered, the style space gives 0.40-0.45 (grey) and 0.45-0.53 (blurred
             images), 0.15-0.21 (inverted images, whose smallest cluster is not the inverted
             one) and 0.15-0.20 without a rare subgroup (benchmarks/subgroup_shift/shape.txt).
 
