@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor, nn
 
+from rdd.clustering import robust_scaling
 from rdd.clustering.discovery import class_rare_group
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,9 +94,9 @@ def colour_histograms(images: Tensor, seed: int = 0) -> np.ndarray:
 
 
 def robust_scale(features: np.ndarray) -> np.ndarray:
-    median = np.median(features, 0)
-    spread = np.median(np.abs(features - median), 0) * 1.4826 + 1e-6
-    return (features - median) / spread
+    """Median/MAD-scaled, as the clusterer scales its style space (a zero-MAD bin: scale 1)."""
+    centre, scale = robust_scaling(torch.from_numpy(features))
+    return ((features - centre.double().numpy()) / scale.double().numpy()).astype(features.dtype)
 
 
 def kmeans_purity_recall(features: np.ndarray, altered: np.ndarray) -> tuple[float, float]:
