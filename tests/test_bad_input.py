@@ -107,6 +107,18 @@ CASES = [
         "clustering.k=0 gives fewer than 2 subgroups per class",
     ),
     Case(
+        "group shape",
+        "rdd.run",
+        ["risk=cvar", "clustering.shape=smallest"],
+        "clustering.shape must be one of clusters, rare_vs_rest, auto",
+    ),
+    Case(
+        "group shape's threshold",
+        "rdd.run",
+        ["risk=cvar", "clustering.apart=2"],
+        "clustering.apart must be a silhouette, in [-1, 1]",
+    ),
+    Case(
         "k above a class's pool",
         "rdd.run",
         ["risk=cvar", "clustering.k=300", "robust.allocation.min_images=0"],

@@ -88,9 +88,8 @@ class KMeansClusterer(Grouping):
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.k = _check_int("k", k, 1)
         self.shape, self.apart = _check_shape(shape, apart, self.k)
-        if (
-            self.shape != "clusters"
-        ):  # its buffers only then: a plain clusterer's state is as it was
+        # merged_ids only for the merging shapes: a plain clusterer's state is as it was.
+        if self.shape != "clusters":
             self.register_buffer("merged_ids", torch.empty(0, dtype=torch.int64))
         if self.shape == "auto":
             self.register_buffer("separation", torch.tensor(float("nan"), dtype=torch.float64))
