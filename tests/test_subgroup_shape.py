@@ -35,7 +35,7 @@ def test_per_class_silhouettes_match_sklearn() -> None:
     clusterer = KMeansClusterer(seed=0)
     clusterer.fit(data.train_x, data.train_y, 2)
     features = clusterer.features_of(data.train_x)
-    scores = shape.per_class_silhouettes(clusterer, features, data.train_y, 2)
+    scores = shape.class_silhouettes(features, data.train_y, clusterer.assignments, clusterer.k)
     for c in range(2):
         mine = data.train_y == c
         local = (clusterer.assignments[mine] - 5 * c).numpy()

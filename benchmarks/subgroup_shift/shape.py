@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rdd.clustering import KMeansClusterer, rare_group_discovery
-from rdd.clustering.separation import smallest_cluster_silhouette
+from rdd.clustering.separation import class_silhouettes
 from rdd.config.compose import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
@@ -44,16 +44,6 @@ def load(root: str, transform: str):
     return data
 
 
-def per_class_silhouettes(clusterer: KMeansClusterer, features, labels, num_classes: int):
-    """The smallest cluster's silhouette in every class (the fit's clusters, unmerged)."""
-    clusters = clusterer.assignments
-    k = clusterer.k
-    return [
-        smallest_cluster_silhouette(features[labels == c], clusters[labels == c] - c * k, k)
-        for c in range(num_classes)
-    ]
-
-
 def row(data, transform: str, seed: int) -> str:
     clusterer = KMeansClusterer(seed=seed)
     pool = clusterer.pool(data.train_y, data.num_classes)
@@ -61,7 +51,8 @@ def row(data, transform: str, seed: int) -> str:
     clusterer.fit(images, labels, data.num_classes)
     stats = clusterer.fit_stats()
     features = clusterer.features_of(images)
-    scores = per_class_silhouettes(clusterer, features, labels, data.num_classes)
+    # The fit's clusters, unmerged: what auto's mean is taken over.
+    scores = class_silhouettes(features, labels, clusterer.assignments, clusterer.k)
     line = (
         f"{transform:9s} {seed:4d} {stats['cluster/silhouette']:10.3f} "
         f"{min(scores):6.3f}-{max(scores):5.3f} "

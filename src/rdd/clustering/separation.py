@@ -40,17 +40,23 @@ def smallest_cluster_silhouette(features: Tensor, clusters: Tensor, k: int) -> f
     return float(((b - a) / torch.maximum(a, b).clamp_min(1e-12)).mean())
 
 
-def rare_cluster_separation(features: Tensor, labels: Tensor, clusters: Tensor, k: int) -> float:
-    """Mean over classes of :func:`smallest_cluster_silhouette`.
+def class_silhouettes(features: Tensor, labels: Tensor, clusters: Tensor, k: int) -> list[float]:
+    """:func:`smallest_cluster_silhouette` of every class present, in class order.
 
     Args:
         features: The clustered points, (N, D).
-        labels: Their classes, (N,); every class present is scored.
+        labels: Their classes, (N,).
         clusters: Their clusters, (N,) int64 ``class * k + j``.
         k: Clusters per class.
     """
-    scores = [
+    return [
         smallest_cluster_silhouette(features[labels == c], clusters[labels == c] - c * k, k)
         for c in labels.unique().tolist()
     ]
+
+
+def rare_cluster_separation(features: Tensor, labels: Tensor, clusters: Tensor, k: int) -> float:
+    """Mean over classes of :func:`smallest_cluster_silhouette` (arguments as
+    :func:`class_silhouettes`)."""
+    scores = class_silhouettes(features, labels, clusters, k)
     return sum(scores) / len(scores)
