@@ -127,8 +127,14 @@ CASES = [
     Case(
         "ipc below what the subgroups must own",
         "rdd.run",
-        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1"],
+        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.shape=clusters"],
         "ipc=3 cannot give each of the 5 subgroups per class",
+    ),
+    Case(  # clustering.shape=auto kept its 5 clusters at the first fit (apart=1: it always does)
+        "ipc below what the groups auto kept must own",
+        "rdd.run",
+        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=1"],
+        "ipc=3 cannot give each of the 5 subgroups the clustering found",
     ),
     Case(
         "stratified minimum above a known subgroup",

@@ -411,6 +411,45 @@ def test_a_robust_setting_that_would_do_nothing_is_refused(
         plan_of(*overrides, tmp_path=tmp_path, ipc=ipc)
 
 
+@pytest.mark.parametrize(
+    ("shape", "refused"), [("clusters", True), ("rare_vs_rest", False), ("auto", False)]
+)
+def test_the_ipc_check_counts_the_groups_of_the_shape(shape, refused, tmp_path) -> None:
+    """Five clusters need five images at min_images=1; two merged groups need two, and auto
+    (two or five, decided at the first fit) is checked again when the images are allocated."""
+    overrides = ("matching=dm", "risk=cvar", "robust.allocation.min_images=1")
+    overrides += (f"clustering.shape={shape}",)
+    if refused:
+        with pytest.raises(UserError, match="each of the 5 subgroups per class"):
+            plan_of(*overrides, tmp_path=tmp_path, ipc=3)
+    else:
+        assert plan_of(*overrides, tmp_path=tmp_path, ipc=3).matching
+
+
+def test_a_run_whose_groups_auto_merged_fits_an_ipc_below_k(tmp_path) -> None:
+    """apart=-1: auto always merges, so two groups own an image each of ipc 3 (refused before
+    the first fit was counted)."""
+    from rdd.run import run
+    from rdd.synset import SyntheticSet
+    from tests.conftest import TINY
+
+    overrides = ("risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=-1")
+    run(compose_config(*TINY, *overrides, output_dir=tmp_path))
+    synset = SyntheticSet.load(tmp_path / "synset.pt")
+    assert torch.bincount(synset.labels).tolist() == [3] * 10
+
+
+def test_the_allocation_refuses_more_groups_than_the_ipc_can_serve() -> None:
+    """What auto found: two groups of five present fit ipc 3 at one image each, five do not."""
+    from rdd.robust.ownership import allocate_class
+
+    settings = AllocationSettings(min_images=1)
+    merged = allocate_class(CVaR(alpha=0.5), torch.tensor([0, 190, 0, 10, 0]), 3, settings)
+    assert merged.sum() == 3 and (merged[[1, 3]] >= 1).all() and merged[[0, 2, 4]].sum() == 0
+    with pytest.raises(UserError, match="5 subgroups the clustering found"):
+        allocate_class(CVaR(alpha=0.5), torch.tensor([40, 40, 40, 40, 40]), 3, settings)
+
+
 def test_the_allocation_is_revisited_at_its_cadence(monkeypatch) -> None:
     import rdd.robust.ownership as ownership
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from rdd.clustering.base import _broadcast_from_rank0
 from rdd.clustering.discovery import rare_group_of_class
+from rdd.config.errors import UserError
 from rdd.distill.expansion import expand, pack
 from rdd.parallel.distributed import broadcast_from_rank0_
 from rdd.robust.allocation import (
@@ -216,6 +217,13 @@ def allocate_class(
     once measured, their losses at the current counts (``anchors``: effective counts with
     shared images); with shared images the shared count follows: (G,) or (G + 1,)."""
     present = torch.nonzero(sizes > 0).flatten()  # an empty k-means cluster owns nothing
+    if len(present) * settings.min_images > ipc:  # clustering.shape=auto kept k clusters
+        raise UserError(
+            f"ipc={ipc} cannot give each of the {len(present)} subgroups the clustering found "
+            f"in a class robust.allocation.min_images={settings.min_images} synthetic images: "
+            f"raise ipc to at least {len(present) * settings.min_images}, set "
+            "clustering.shape=rare_vs_rest, or set robust.allocation.min_images=0"
+        )
     masses = sizes[present].double() / sizes.sum()
 
     def pick(t):

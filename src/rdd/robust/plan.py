@@ -158,14 +158,18 @@ def check_allocation_node(cfg: Any) -> None:
 
 
 def groups_that_own(cfg: Any) -> int:
-    """Subgroups per class that own synthetic images in this run (0: no ownership)."""
+    """Subgroups per class that own synthetic images in this run, at the fewest (0: no
+    ownership). ``clustering.shape=auto`` gives two or k, decided at the first fit: the
+    fewest here, the count it found checked again when the images are allocated
+    (rdd.robust.ownership.allocate_class)."""
     if not is_robust(cfg.risk) or (cfg.robust.targets and "matching" not in cfg.robust.targets):
         return 0
     name = cfg.clustering.get("name")
     if name == "known":
         return 2
     if name == "faiss_kmeans" and _integer(cfg.clustering.get("k"), 1):
-        return int(cfg.clustering.k)
+        k = int(cfg.clustering.k)
+        return k if cfg.clustering.get("shape", "clusters") == "clusters" else min(k, 2)
     return 0  # none (refused later) or nearest_synthetic (one group per image by definition)
 
 
@@ -173,10 +177,11 @@ def check_images_per_group(cfg: Any, ipc: int) -> None:
     """Every subgroup that owns images must get ``robust.allocation.min_images`` of them."""
     groups, minimum = groups_that_own(cfg), int(cfg.robust.allocation.min_images)
     if groups and ipc < groups * minimum:
+        fewer = ", lower clustering.k" if groups > 2 else ""
         raise UserError(
             f"ipc={ipc} cannot give each of the {groups} subgroups per class "
             f"robust.allocation.min_images={minimum} synthetic images: raise ipc to at "
-            f"least {groups * minimum}, lower clustering.k, or set robust.allocation.min_images=0"
+            f"least {groups * minimum}{fewer}, or set robust.allocation.min_images=0"
         )
 
 
