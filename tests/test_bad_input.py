@@ -115,8 +115,8 @@ CASES = [
     Case(
         "group shape's threshold",
         "rdd.run",
-        ["risk=cvar", "clustering.apart=2"],
-        "clustering.apart must be a silhouette, in [-1, 1]",
+        ["risk=cvar", "clustering.apart=3"],
+        "clustering.apart must be a difference of silhouettes, in [-2, 2]",
     ),
     Case(
         "k above a class's pool",
@@ -130,10 +130,10 @@ CASES = [
         ["risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.shape=clusters"],
         "ipc=3 cannot give each of the 5 subgroups per class",
     ),
-    Case(  # clustering.shape=auto kept its 5 clusters at the first fit (apart=1: it always does)
+    Case(  # clustering.shape=auto kept its 5 clusters at the first fit (apart=2: it always does)
         "ipc below what the groups auto kept must own",
         "rdd.run",
-        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=1"],
+        ["risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=2"],
         "ipc=3 cannot give each of the 5 subgroups the clustering found",
     ),
     Case(

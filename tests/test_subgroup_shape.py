@@ -30,24 +30,31 @@ def toy_data(grey: bool) -> SimpleNamespace:
     return SimpleNamespace(train_x=images, train_y=labels, num_classes=2, train_subgroup=altered)
 
 
-def test_per_class_silhouettes_match_sklearn() -> None:
+def test_per_class_figures_match_sklearn() -> None:
     data = toy_data(grey=True)
     clusterer = KMeansClusterer(seed=0)
     clusterer.fit(data.train_x, data.train_y, 2)
-    features = clusterer.features_of(data.train_x)
-    scores = shape.class_silhouettes(features, data.train_y, clusterer.assignments, clusterer.k)
+    features, clusters = clusterer.features_of(data.train_x), clusterer.assignments
+    silhouettes = shape.class_separations(
+        features, data.train_y, clusters, 5, of=shape.smallest_cluster_silhouette
+    )
+    excesses = shape.class_separations(features, data.train_y, clusters, 5)
     for c in range(2):
         mine = data.train_y == c
-        local = (clusterer.assignments[mine] - 5 * c).numpy()
+        local = (clusters[mine] - 5 * c).numpy()
         smallest = int(torch.bincount(torch.from_numpy(local), minlength=5).argmin())
-        expected = silhouette_samples(features[mine].numpy(), local)[local == smallest].mean()
-        assert scores[c] == pytest.approx(expected, rel=1e-5)
+        scores = silhouette_samples(features[mine].numpy(), local)
+        assert silhouettes[c] == pytest.approx(scores[local == smallest].mean(), abs=1e-5)
+        assert excesses[c] == pytest.approx(
+            scores[local == smallest].mean() - scores.mean(), abs=1e-5
+        )
 
 
 def test_a_row_names_the_decision_and_scores_the_rare_group() -> None:
+    # columns: transform, seed, silhouette, excess, its class range, decision, purity, recall
     grey = shape.row(toy_data(grey=True), "grayscale", 0).split()
-    assert grey[:2] == ["grayscale", "0"] and grey[4] == "rare_vs_rest"
-    assert float(grey[5]) == pytest.approx(100.0) and float(grey[6]) == pytest.approx(100.0)
+    assert grey[:2] == ["grayscale", "0"] and grey[5] == "rare_vs_rest"
+    assert float(grey[6]) == pytest.approx(100.0) and float(grey[7]) == pytest.approx(100.0)
     plain = shape.row(toy_data(grey=False), "clean", 0).split()
-    assert plain[4] == "clusters" and len(plain) == 5  # no subgroup: no purity
-    assert float(plain[2]) < 0.3 <= float(grey[2])
+    assert plain[5] == "clusters" and len(plain) == 6  # no subgroup: no purity
+    assert float(plain[3]) < 0.07 <= float(grey[3])

@@ -2,15 +2,23 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/subgroup_shift/shape.py \\
         <cifar10 root> [--seeds 0 1 2 3] > benchmarks/subgroup_shift/shape.txt
+    # the threshold off the data it was chosen on: other fractions, another data set
+    PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/subgroup_shift/shape.py \\
+        <cifar10 root> --fractions 0.02 0.1 0.2 > benchmarks/subgroup_shift/shape_fractions.txt
+    PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/subgroup_shift/shape.py \\
+        --data digits --fractions 0.05 0.1 > benchmarks/subgroup_shift/shape_digits.txt
 
 For CIFAR-10 with 5 % of every class altered (grayscale, invert, blur) and without a rare
 subgroup (clean), the default clusterer (``KMeansClusterer()``: style space, k = 5, a pool
 of 256 per class drawn with the run's seed, as a run fits it at iteration 0) is fitted per
-seed. Printed: the mean over classes of the smallest cluster's silhouette (the statistic
-``auto`` thresholds at ``clustering.apart``, 0.3), its range over the classes, the decision,
+seed. Printed: the mean over classes of the smallest cluster's silhouette, the mean of its
+excess over its class's mean silhouette (the statistic ``auto`` thresholds at
+``clustering.apart``, 0.07) and that excess's range over the classes, the decision,
 and the rare group's purity and recall under the groups ``auto`` makes (the group holding
 most of a class's altered images; ``rdd.clustering.rare_group_discovery``) over all
-training images, as a run logs them.
+training images, as a run logs them. ``--fractions`` alters other shares of every class and
+``--data digits`` uses scikit-learn's digits (one channel: invert and blur only), to check
+the threshold away from the data it was chosen on.
 """
 
 from __future__ import annotations
@@ -24,20 +32,30 @@ from pathlib import Path
 import torch
 
 from rdd.clustering import KMeansClusterer, rare_group_discovery
-from rdd.clustering.separation import class_silhouettes
+from rdd.clustering.separation import class_separations, smallest_cluster_silhouette
 from rdd.config.compose import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import compose_config  # noqa: E402
 
 TRANSFORMS = ("grayscale", "invert", "blur", "clean")
+ONE_CHANNEL = ("invert", "blur", "clean")  # grayscale needs colour
 
 
-def load(root: str, transform: str):
-    """The CIFAR-10 data module, with ``data.subgroup=transform`` unless ``clean``."""
-    overrides = ["data=cifar10", f"data.root={root}"]
+def load(
+    root: str | None,
+    transform: str,
+    dataset: str = "cifar10",
+    fraction: float = 0.05,
+    subgroup_seed: int = 0,
+):
+    """The data module, with ``fraction`` of every class altered by ``transform`` (its
+    images drawn with ``subgroup_seed``) unless ``clean``."""
+    overrides = [f"data={dataset}"] + ([f"data.root={root}"] if root else [])
     if transform != "clean":
-        overrides.append(f"data.subgroup={transform}")
+        overrides.append(
+            f"data.subgroup={{transform:{transform},fraction:{fraction},seed:{subgroup_seed}}}"
+        )
     cfg = compose_config(*overrides, output_dir=Path("/tmp/rdd-shape"))
     data = build(cfg.data, "data")
     data.setup()
@@ -52,10 +70,14 @@ def row(data, transform: str, seed: int) -> str:
     stats = clusterer.fit_stats()
     features = clusterer.features_of(images)
     # The fit's clusters, unmerged: what auto's mean is taken over.
-    scores = class_silhouettes(features, labels, clusterer.assignments, clusterer.k)
+    clusters = clusterer.assignments
+    silhouettes = class_separations(
+        features, labels, clusters, clusterer.k, of=smallest_cluster_silhouette
+    )
+    excesses = class_separations(features, labels, clusters, clusterer.k)
     line = (
-        f"{transform:9s} {seed:4d} {stats['cluster/silhouette']:10.3f} "
-        f"{min(scores):6.3f}-{max(scores):5.3f} "
+        f"{transform:9s} {seed:4d} {sum(silhouettes) / len(silhouettes):10.3f} "
+        f"{stats['cluster/separation']:6.3f} {min(excesses):6.3f}..{max(excesses):5.3f} "
         f"{'rare_vs_rest' if stats['cluster/merged'] else 'clusters':>12s}"
     )
     if data.train_subgroup is None:
@@ -72,17 +94,30 @@ def row(data, transform: str, seed: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="CIFAR-10 root (the JPEG folders)")
+    parser.add_argument("root", nargs="?", help="the data root (CIFAR-10's JPEG folders)")
+    parser.add_argument("--data", default="cifar10", help="cifar10 (default) or digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.05])
+    parser.add_argument("--subgroup-seed", type=int, default=0, help="which images are altered")
     args = parser.parse_args()
+    if args.data != "digits" and not args.root:
+        parser.error(f"--data {args.data} needs its root, e.g. ../shared/data/cifar10-jpeg")
     start = time.process_time()
     machine = platform.processor() or platform.machine()
-    print(f"# CIFAR-10, seeds {args.seeds}; {machine}, torch {torch.__version__}")
-    print("transform seed silhouette  class range     decision  purity%  recall%")
-    for transform in TRANSFORMS:
-        data = load(args.root, transform)
-        for seed in args.seeds:
-            print(row(data, transform, seed), flush=True)
+    print(
+        f"# {args.data}, seeds {args.seeds}, altered images drawn with seed "
+        f"{args.subgroup_seed}; {machine}, torch {torch.__version__}"
+    )
+    transforms = ONE_CHANNEL if args.data == "digits" else TRANSFORMS
+    for fraction in args.fractions:
+        print(f"## {100 * fraction:g} % of every class altered")
+        print("transform seed silhouette excess  class range      decision  purity%  recall%")
+        for transform in transforms:
+            if transform == "clean" and fraction != args.fractions[0]:
+                continue  # the same data at every fraction
+            data = load(args.root, transform, args.data, fraction, args.subgroup_seed)
+            for seed in args.seeds:
+                print(row(data, transform, seed), flush=True)
     print(f"# {time.process_time() - start:.0f} CPU s")
 
 

@@ -343,7 +343,7 @@ def test_a_bad_feature_net_file_names_its_path(tmp_path: Path, problem: str) -> 
         ({"k": 5, "pool_per_class": 4}, "pool_per_class"),
         ({"k": 1, "shape": "rare_vs_rest"}, "rare_vs_rest"),
         ({"shape": "smallest"}, "clustering.shape"),
-        ({"apart": 1.5}, "clustering.apart"),
+        ({"apart": 2.5}, "clustering.apart"),
     ],
 )
 def test_clusterer_rejects_bad_options(kwargs: dict, match: str) -> None:

@@ -143,7 +143,7 @@ def test_group_losses_risk_value_and_cluster_sizes_are_logged(tmp_path) -> None:
         "risk/group_loss_max",
         "cluster/size_min",
         "cluster/size_max",
-        "cluster/silhouette",  # clustering.shape=auto's statistic and decision
+        "cluster/separation",  # clustering.shape=auto's statistic and decision
         "cluster/merged",
     ):
         assert key in header, key

@@ -427,13 +427,13 @@ def test_the_ipc_check_counts_the_groups_of_the_shape(shape, refused, tmp_path) 
 
 
 def test_a_run_whose_groups_auto_merged_fits_an_ipc_below_k(tmp_path) -> None:
-    """apart=-1: auto always merges, so two groups own an image each of ipc 3 (refused before
+    """apart=-2: auto always merges, so two groups own an image each of ipc 3 (refused before
     the first fit was counted)."""
     from rdd.run import run
     from rdd.synset import SyntheticSet
     from tests.conftest import TINY
 
-    overrides = ("risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=-1")
+    overrides = ("risk=cvar", "ipc=3", "robust.allocation.min_images=1", "clustering.apart=-2")
     run(compose_config(*TINY, *overrides, output_dir=tmp_path))
     synset = SyntheticSet.load(tmp_path / "synset.pt")
     assert torch.bincount(synset.labels).tolist() == [3] * 10

@@ -53,19 +53,22 @@ class KMeansClusterer(Grouping):
             and the other k - 1 merged, as ``clustering=known`` has the altered images and
             the rest, so the risk weighs the candidate rare group against the class, not
             against the majority's own clusters. ``auto`` (the default): ``rare_vs_rest``
-            where the smallest clusters stand apart, their mean silhouette over the classes
-            at least ``apart``, else ``clusters``; decided at the first fit and kept, so the
-            number of groups never changes within a run. With k <= 2 all three are alike.
-        apart: The silhouette above which ``auto`` merges. 0.3: on CIFAR-10 with 5 % of each
-            class altered, the style space gives 0.40-0.45 (grey) and 0.45-0.53 (blurred
-            images), 0.15-0.21 (inverted images, whose smallest cluster is not the inverted
-            one) and 0.15-0.20 without a rare subgroup (benchmarks/subgroup_shift/shape.txt).
+            where the smallest clusters stand apart, their silhouette's excess over their
+            class's mean silhouette, averaged over the classes, at least ``apart``
+            (:mod:`rdd.clustering.separation`), else ``clusters``; decided at the first fit
+            and kept, so the number of groups never changes within a run. With k <= 2 all
+            three are alike.
+        apart: The excess silhouette at which ``auto`` merges. 0.07: in the style space it is
+            0.08-0.42 where 2-10 % of every class is grey or blurred (CIFAR-10) or inverted
+            or blurred (digits), and -0.05-0.05 without a rare subgroup, with inverted CIFAR
+            images (whose smallest cluster is not the inverted one) or with a 20 % group
+            (benchmarks/subgroup_shift/shape.txt, shape_other.txt).
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
         assignments: (P,) group of every pooled image after :meth:`fit`.
         merged_ids: (C * k,) with ``rare_vs_rest`` or ``auto``, the group of every cluster.
-        separation: () with ``auto``, the first fit's mean silhouette (NaN before it).
+        separation: () with ``auto``, the first fit's mean excess silhouette (NaN before it).
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class KMeansClusterer(Grouping):
         max_points_per_centroid: int | None = None,
         seed: int = 0,
         shape: str = "auto",
-        apart: float = 0.3,
+        apart: float = 0.07,
     ) -> None:
         super().__init__(name, every, pool_per_class, features, feature_net, seed)
         self.k = _check_int("k", k, 1)
@@ -129,7 +132,7 @@ class KMeansClusterer(Grouping):
         if self.shape != "auto":
             return {}
         return {
-            "cluster/silhouette": float(self.separation),
+            "cluster/separation": float(self.separation),
             "cluster/merged": float(self.rare_vs_rest),
         }
 
@@ -185,8 +188,8 @@ class KMeansClusterer(Grouping):
         return self._merged(groups).to(labels.device)
 
     def _decide_shape(self, features: Tensor, labels: Tensor, groups: Tensor) -> None:
-        """``shape=auto``: the first fit's mean silhouette of the classes' smallest clusters,
-        on rank 0 (as the clusters) and kept for the run."""
+        """``shape=auto``: the first fit's mean excess silhouette of the classes' smallest
+        clusters, on rank 0 (as the clusters) and kept for the run."""
         separation = torch.zeros((), dtype=torch.float64)
         if _is_rank0() and self.k > 2:
             if self.spherical:  # the clusters were fitted on normalised features
@@ -265,8 +268,9 @@ def _check_shape(shape: str, apart: float, k: int) -> tuple[str, float]:
             "clustering.shape=rare_vs_rest needs clustering.k >= 2 (a smallest cluster and the "
             "rest)"
         )
-    if not -1 <= apart <= 1:
+    if not -2 <= apart <= 2:
         raise UserError(
-            f"clustering.apart must be a silhouette, in [-1, 1] (0.3 by default), got {apart}"
+            f"clustering.apart must be a difference of silhouettes, in [-2, 2] (0.07 by "
+            f"default), got {apart}"
         )
     return shape, float(apart)
