@@ -59,10 +59,10 @@ class KMeansClusterer(Grouping):
             and kept, so the number of groups never changes within a run. With k <= 2 all
             three are alike.
         apart: The excess silhouette at which ``auto`` merges. 0.07: in the style space it is
-            0.08-0.42 where 2-10 % of every class is grey or blurred (CIFAR-10) or inverted
-            or blurred (digits), and -0.05-0.05 without a rare subgroup, with inverted CIFAR
-            images (whose smallest cluster is not the inverted one) or with a 20 % group
-            (benchmarks/subgroup_shift/shape.txt, shape_other.txt).
+            0.08-0.52 where 2-10 % of every class is grey or blurred (CIFAR-10) or inverted
+            or blurred (digits), and -0.05 to 0.06 without a rare subgroup, with inverted
+            CIFAR-10 images (whose smallest cluster is not the inverted one) or with a 20 %
+            group (benchmarks/subgroup_shift/shape*.txt).
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.

@@ -7,9 +7,9 @@ several, as close to its neighbours as they are to each other. The silhouette of
 and ``b`` its mean distance to the nearest other cluster, measures how far apart a point's
 cluster is, in [-1, 1] and free of the features' scale. How clustered a class is at all
 depends on the data and the feature space (scikit-learn's digits in the style space score
-0.24-0.33 for the smallest cluster without any rare subgroup, CIFAR-10 0.15-0.20), so a
+0.23-0.33 for the smallest cluster without any rare subgroup, CIFAR-10 0.15-0.23), so a
 class's smallest cluster stands apart by its *excess*: its mean silhouette minus the mean
-silhouette of all the class's points. benchmarks/subgroup_shift/shape.txt has the figures
+silhouette of all the class's points. benchmarks/subgroup_shift/shape*.txt have the figures
 behind the default threshold.
 """
 
