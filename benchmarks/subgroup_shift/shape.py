@@ -63,13 +63,13 @@ def load(
     return data
 
 
-def row(data, transform: str, seed: int) -> str:
-    clusterer = KMeansClusterer(seed=seed)
+def row(data, transform: str, seed: int, features: str = "style") -> str:
+    clusterer = KMeansClusterer(seed=seed, features=features)
     pool = clusterer.pool(data.train_y, data.num_classes)
     images, labels = data.train_x[pool], data.train_y[pool]
     clusterer.fit(images, labels, data.num_classes)
     stats = clusterer.fit_stats()
-    features = clusterer.features_of(images)
+    features = clusterer.features_of(images, labels=labels)
     # The fit's clusters, unmerged: what auto's mean is taken over.
     clusters = clusterer.assignments
     silhouettes = class_separations(
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05])
     parser.add_argument("--subgroup-seed", type=int, default=0, help="which images are altered")
+    parser.add_argument("--features", default="style", help="clustering.features (style_error)")
     args = parser.parse_args()
     if args.data != "digits" and not args.root:
         parser.error(f"--data {args.data} needs its root, e.g. ../shared/data/cifar10-jpeg")
@@ -107,7 +108,7 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(
         f"# {args.data}, seeds {args.seeds}, altered images drawn with seed "
-        f"{args.subgroup_seed}; {machine}, torch {torch.__version__}"
+        f"{args.subgroup_seed}, features {args.features}; {machine}, torch {torch.__version__}"
     )
     transforms = ONE_CHANNEL if args.data == "digits" else TRANSFORMS
     for fraction in args.fractions:
@@ -118,7 +119,7 @@ def main() -> None:
                 continue  # the same data at every fraction
             data = load(args.root, transform, args.data, fraction, args.subgroup_seed)
             for seed in args.seeds:
-                print(row(data, transform, seed), flush=True)
+                print(row(data, transform, seed, args.features), flush=True)
     print(f"# {time.process_time() - start:.0f} CPU s")
 
 

@@ -2,7 +2,7 @@
 
 A clusterer splits the real images of every class into subgroups, whose risks the risk
 measure then combines. It is re-run every ``every`` outer iterations on a pool of at most
-``pool_per_class`` real images per class, in one of three feature spaces:
+``pool_per_class`` real images per class, in one of these feature spaces:
 
 - ``embedding``: the current matching network's ``embed()`` (the groups follow the network);
 - ``pixels``: the flattened images;
@@ -10,7 +10,12 @@ measure then combines. It is re-run every ``every`` outer iterations on a pool o
 - ``style``: seven low-level statistics of every image (colour cast, contrast, chroma, detail,
   layout; :func:`rdd.clustering.features.style_statistics`), robustly standardised with the
   median and MAD of the first pool fitted, then kept for the run (so a refit clusters in the
-  same space). No network: a rare rendering (grey, inverted, blurred images) stands out there.
+  same space). No network: a rare rendering (grey, inverted, blurred images) stands out there;
+- ``style_error``: the style statistics plus an eighth column, the cross-entropy of each image's
+  own class under a linear probe on 4x4 thumbnails fitted on the first pool
+  (:func:`rdd.clustering.features.fit_linear_probe`): the error-set signal of JTT-style group
+  discovery from a model too simple to memorise a rare subgroup. It finds images that no
+  style statistic sets apart but that the class's majority does not explain (inverted ones).
 
 Typical use by a distillation loop::
 
@@ -36,13 +41,19 @@ from torch import Tensor, nn
 
 from rdd.clustering.features import (
     FEATURE_SPACES,
+    PROBE_BUFFERS,
     embed_in_batches,
+    fit_linear_probe,
     load_feature_net,
+    probe_loss,
     robust_scaling,
     style_statistics,
 )
 from rdd.config.errors import UserError
 from rdd.utils.seeds import derived_seed
+
+# The feature spaces standardised once, with the median and MAD of the first pool fitted.
+STYLE_SPACES = ("style", "style_error")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -120,9 +131,12 @@ class Grouping(nn.Module):
         # Empty until the first fit; _load_from_state_dict resizes them to a checkpoint's.
         self.register_buffer("centroids", torch.empty(0))
         self.register_buffer("assignments", torch.empty(0, dtype=torch.int64))
-        if features == "style":  # its standardisation, fitted once (only this space has one)
+        if features in STYLE_SPACES:  # their standardisation, fitted once
             self.register_buffer("feature_centre", torch.empty(0))
             self.register_buffer("feature_scale", torch.empty(0))
+        if features == "style_error":  # the linear probe, fitted once with the scaling
+            for name in PROBE_BUFFERS:
+                self.register_buffer(name, torch.empty(0))
 
     def due(self, iteration: int) -> bool:
         """Whether to (re-)cluster at outer iteration ``iteration``: at 0 and every ``every``
@@ -175,23 +189,39 @@ class Grouping(nn.Module):
         return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
 
     def fit_features(
-        self, images: Tensor, net: nn.Module | None = None, num_classes: int | None = None
+        self,
+        images: Tensor,
+        net: nn.Module | None = None,
+        num_classes: int | None = None,
+        labels: Tensor | None = None,
     ) -> Tensor:
-        """:meth:`features_of` the pool being fitted; ``style`` first fits its scaling on it.
+        """:meth:`features_of` the pool being fitted; the style spaces first fit their scaling
+        (and ``style_error`` its probe) on it.
 
         The scaling is fitted at the first fit only and then kept, so every refit of the run
         clusters in one fixed space (and its clusters can be matched to the previous fit's).
         """
-        if self.features == "style" and self.feature_scale.numel() == 0:
+        if self.features in STYLE_SPACES and self.feature_scale.numel() == 0:
             if images.dim() != 4:
                 raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-            raw = style_statistics(images)
+            if self.features == "style_error":
+                probe = fit_linear_probe(
+                    images, self._need_labels(labels), self._classes(labels, num_classes)
+                )
+                self._store(
+                    **dict(zip(PROBE_BUFFERS, _broadcast_from_rank0(*probe.values()), strict=True))
+                )
+            raw = self._raw_style(images, labels)
             centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
             self._store(feature_centre=centre, feature_scale=scale)
-        return self.features_of(images, net, num_classes)
+        return self.features_of(images, net, num_classes, labels)
 
     def features_of(
-        self, images: Tensor, net: nn.Module | None = None, num_classes: int | None = None
+        self,
+        images: Tensor,
+        net: nn.Module | None = None,
+        num_classes: int | None = None,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """Features of ``images`` in the configured space, without gradients.
 
@@ -201,23 +231,28 @@ class Grouping(nn.Module):
                 training flag is restored afterwards.
             num_classes: Classes of the saved classifier, for ``features=fixed_net`` files
                 that do not record it.
+            labels: The images' classes, (N,) (needed for ``features=style_error``: the probe's
+                loss is that of each image's own class).
 
         Returns:
-            Features (N, D), float32 on the CPU (D = C*H*W for pixels, 7 for style).
+            Features (N, D), float32 on the CPU (D = C*H*W for pixels, 7 for style, 8 for
+            style_error).
 
         Raises:
-            ValueError: If ``images`` is not 4-D, ``features=embedding`` gets no ``net``, or
-                ``features=style`` has not been fitted yet.
+            ValueError: If ``images`` is not 4-D, ``features=embedding`` gets no ``net``,
+                ``features=style_error`` no ``labels``, or a style space has not been fitted.
         """
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if self.features == "pixels":
             return images.detach().flatten(1).to("cpu", torch.float32)
-        if self.features == "style":
+        if self.features in STYLE_SPACES:
             if self.feature_scale.numel() == 0:
-                raise ValueError("clustering.features=style is standardised at fit(): fit first")
+                raise ValueError(
+                    f"clustering.features={self.features} is standardised at fit(): fit first"
+                )
             centre, scale = self.feature_centre.cpu(), self.feature_scale.cpu()
-            return (style_statistics(images) - centre) / scale
+            return (self._raw_style(images, labels) - centre) / scale
         if self.features == "embedding":
             if net is None:
                 raise ValueError(
@@ -227,6 +262,29 @@ class Grouping(nn.Module):
             return embed_in_batches(net, images)
         extractor = self._fixed_net(images.shape[1], num_classes, tuple(images.shape[2:]))
         return embed_in_batches(extractor.to(images.device), images)
+
+    def _raw_style(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        """The style statistics, with ``style_error`` the fitted probe's loss beside them."""
+        statistics = style_statistics(images)
+        if self.features != "style_error":
+            return statistics
+        probe = {name: getattr(self, name).cpu() for name in PROBE_BUFFERS}
+        loss = probe_loss(images, self._need_labels(labels), probe)
+        return torch.cat([statistics, loss.unsqueeze(1)], 1)
+
+    def _need_labels(self, labels: Tensor | None) -> Tensor:
+        if labels is None:
+            raise ValueError(
+                f"clustering.features={self.features} needs the images' labels: pass labels=..."
+            )
+        return labels
+
+    @staticmethod
+    def _classes(labels: Tensor | None, num_classes: int | None) -> int:
+        """The probe's logits: ``num_classes``, or one past the largest label."""
+        if num_classes is not None:
+            return int(num_classes)
+        return int(labels.max()) + 1 if labels is not None and labels.numel() else 1
 
     def _fixed_net(
         self, channel: int, num_classes: int | None, im_size: tuple[int, ...]

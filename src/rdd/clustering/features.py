@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from rdd.config.errors import UserError
 
-FEATURE_SPACES = ("embedding", "pixels", "fixed_net", "style")
+FEATURE_SPACES = ("embedding", "pixels", "fixed_net", "style", "style_error")
 # Images per forward pass when computing features: bounds memory on large pools.
 FEATURE_BATCH = 512
 # What style_statistics returns, in order (the benchmark tables name the dimensions by these).
@@ -25,6 +25,14 @@ STYLE_NAMES = (
 )
 # Floor of the statistics taken in log: an exactly grey or flat image stays finite.
 LOG_FLOOR = 1e-6
+# The linear probe of ``style_error``: it sees PROBE_SIZE x PROBE_SIZE thumbnails (48 inputs for
+# colour), few enough that a pool of a few hundred images per class fits it without memorising
+# a 5 % subgroup; a small L2 penalty and a fixed number of full-batch L-BFGS steps from zero
+# weights make the fit deterministic.
+PROBE_SIZE = 4
+PROBE_L2 = 1e-3
+PROBE_STEPS = 100
+PROBE_BUFFERS = ("probe_centre", "probe_scale", "probe_weight", "probe_bias")
 # MAD of a normal distribution is 0.6745 sigma: this factor makes the robust scale a sigma.
 MAD_TO_SIGMA = 1.4826
 
@@ -218,3 +226,73 @@ def robust_scaling(features: Tensor) -> tuple[Tensor, Tensor]:
     scale = (features - centre).abs().median(dim=0).values * MAD_TO_SIGMA
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return centre.float(), scale.float()
+
+
+def probe_inputs(images: Tensor, batch_size: int = FEATURE_BATCH) -> Tensor:
+    """PROBE_SIZE x PROBE_SIZE average-pooled thumbnails, flattened: (N, C * 16) on the CPU."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    chunks = [
+        nn.functional.adaptive_avg_pool2d(images[start : start + batch_size].float(), PROBE_SIZE)
+        .flatten(1)
+        .cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    if not chunks:
+        raise ValueError("cannot compute features of an empty set of images")
+    return torch.cat(chunks)
+
+
+def fit_linear_probe(images: Tensor, labels: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """A multinomial logistic regression of the class on :func:`probe_inputs`, fitted on a pool.
+
+    The simple classifier of ``clustering.features=style_error``: its per-image cross-entropy
+    is the error-set signal of JTT-style group discovery, from a model too simple to memorise
+    a rare subgroup (JTT early-stops a deep net for the same reason), so the images its class's
+    majority does not explain keep a high loss. Standardised inputs, zero start, L2
+    ``PROBE_L2``, ``PROBE_STEPS`` full-batch L-BFGS steps: deterministic on a CPU.
+
+    Args:
+        images: The pooled real images, (N, C, H, W).
+        labels: Their classes, (N,) in [0, num_classes).
+        num_classes: Number of classes (logits).
+
+    Returns:
+        The probe's tensors, named as ``PROBE_BUFFERS``: input centre and scale (D,), weight
+        (D, num_classes), bias (num_classes,); float32 on the CPU.
+    """
+    inputs = probe_inputs(images)
+    targets = labels.detach().to("cpu", torch.int64)
+    centre = inputs.mean(0)
+    scale = inputs.std(0).clamp_min(LOG_FLOOR)
+    standard = (inputs - centre) / scale
+    weight = torch.zeros(inputs.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=PROBE_STEPS, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimiser.zero_grad()
+        logits = standard @ weight + bias
+        loss = nn.functional.cross_entropy(logits, targets) + PROBE_L2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():  # callers may hold no_grad (a distillation step's feature pass)
+        optimiser.step(closure)
+    return {
+        "probe_centre": centre,
+        "probe_scale": scale,
+        "probe_weight": weight.detach(),
+        "probe_bias": bias.detach(),
+    }
+
+
+@torch.no_grad()
+def probe_loss(images: Tensor, labels: Tensor, probe: dict[str, Tensor]) -> Tensor:
+    """Cross-entropy of every image's own class under a :func:`fit_linear_probe`, (N,) CPU."""
+    inputs = (probe_inputs(images) - probe["probe_centre"]) / probe["probe_scale"]
+    logits = inputs @ probe["probe_weight"] + probe["probe_bias"]
+    targets = labels.detach().to("cpu", torch.int64)
+    return nn.functional.cross_entropy(logits, targets, reduction="none")

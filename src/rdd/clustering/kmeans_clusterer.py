@@ -162,7 +162,7 @@ class KMeansClusterer(Grouping):
             ValueError: On bad shapes, or a class with fewer than ``k`` images.
         """
         _check_images(images, labels)
-        features = self.fit_features(images, net, num_classes)
+        features = self.fit_features(images, net, num_classes, labels)
         centroids = torch.zeros(num_classes, self.k, features.shape[1])
         groups = torch.zeros(features.shape[0], dtype=torch.int64)
         if _is_rank0():
@@ -238,7 +238,7 @@ class KMeansClusterer(Grouping):
         if not self.fitted:
             raise ValueError("the clusterer has no centroids yet: call fit() first")
         _check_images(images, labels)
-        features = self.features_of(images, net, num_classes)
+        features = self.features_of(images, net, num_classes, labels)
         if self.spherical:  # the centroids were fitted on normalised features
             features = nn.functional.normalize(features, dim=1)
         num_centroid_classes, k, dim = self.centroids.shape

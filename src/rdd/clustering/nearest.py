@@ -172,8 +172,8 @@ class NearestSyntheticClusterer(Grouping):
                 f"classes {missing} have no synthetic image: nearest_synthetic needs at least "
                 f"one per class"
             )
-        real = self.fit_features(images, net, num_classes)
-        syn = self.features_of(syn_images, net, num_classes)
+        real = self.fit_features(images, net, num_classes, labels)
+        syn = self.features_of(syn_images, net, num_classes, syn_labels)
         syn_labels = syn_labels.detach().to("cpu", torch.int64)
         groups = torch.zeros(real.shape[0], dtype=torch.int64)
         if _is_rank0():
@@ -197,7 +197,7 @@ class NearestSyntheticClusterer(Grouping):
         if not self.fitted:
             raise ValueError("the clusterer has no synthetic features yet: call fit() first")
         _check_images(images, labels)
-        features = self.features_of(images, net, num_classes)
+        features = self.features_of(images, net, num_classes, labels)
         groups = nearest_synthetic(
             features, labels, self.centroids.cpu(), self.centroid_labels.cpu()
         )
