@@ -28,7 +28,7 @@ class KMeansClusterer(Grouping):
 
     A refit renumbers its clusters after the previous fit's (Hungarian matching of every
     class's centroids, :mod:`rdd.clustering.matching`), so ids stay meaningful across refits;
-    exact in a fixed space (pixels, fixed_net, style), approximate for ``embedding``, whose
+    exact in a fixed space (pixels, fixed_net, style, style_error), approximate for ``embedding``, whose
     network changes between fits.
 
     Args:
@@ -39,8 +39,10 @@ class KMeansClusterer(Grouping):
             run. With ``features=embedding`` set it, to follow the matching networks.
         pool_per_class: Real images per class in the clustered pool; None: all of them.
         features: ``style`` (the default: the only space measured to isolate a rare
-            subgroup without labels, benchmarks/subgroup_shift/discovery.md), ``embedding``,
-            ``pixels`` or ``fixed_net``.
+            subgroup without labels, benchmarks/subgroup_shift/discovery.md), ``style_error``
+            (style plus a linear probe's loss, which also finds images the class's majority
+            does not explain, such as inverted ones), ``embedding``, ``pixels`` or
+            ``fixed_net``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
         nredo: k-means restarts (the best objective is kept).
