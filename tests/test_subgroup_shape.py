@@ -34,7 +34,8 @@ def test_per_class_figures_match_sklearn() -> None:
     data = toy_data(grey=True)
     clusterer = KMeansClusterer(seed=0)
     clusterer.fit(data.train_x, data.train_y, 2)
-    features, clusters = clusterer.features_of(data.train_x), clusterer.assignments
+    features = clusterer.features_of(data.train_x, labels=data.train_y)
+    clusters = clusterer.assignments
     silhouettes = shape.class_separations(
         features, data.train_y, clusters, 5, of=shape.smallest_cluster_silhouette
     )
