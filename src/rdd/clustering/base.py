@@ -202,19 +202,23 @@ class Grouping(nn.Module):
         clusters in one fixed space (and its clusters can be matched to the previous fit's).
         """
         if self.features in STYLE_SPACES and self.feature_scale.numel() == 0:
-            if images.dim() != 4:
-                raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-            if self.features == "style_error":
-                probe = fit_linear_probe(
-                    images, self._need_labels(labels), self._classes(labels, num_classes)
-                )
-                self._store(
-                    **dict(zip(PROBE_BUFFERS, _broadcast_from_rank0(*probe.values()), strict=True))
-                )
-            raw = self._raw_style(images, labels)
-            centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
-            self._store(feature_centre=centre, feature_scale=scale)
+            self._fit_style_space(images, labels, num_classes)
         return self.features_of(images, net, num_classes, labels)
+
+    def _fit_style_space(
+        self, images: Tensor, labels: Tensor | None, num_classes: int | None
+    ) -> None:
+        """The style spaces' scaling (and ``style_error``'s probe first), rank 0's on all ranks."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.features == "style_error":
+            probe = fit_linear_probe(
+                images, self._need_labels(labels), self._classes(labels, num_classes)
+            )
+            self._store(**dict(zip(probe, _broadcast_from_rank0(*probe.values()), strict=True)))
+        raw = self._raw_style(images, labels)
+        centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
+        self._store(feature_centre=centre, feature_scale=scale)
 
     def features_of(
         self,
