@@ -38,11 +38,12 @@ class KMeansClusterer(Grouping):
             default): once, at iteration 0, since the default space (style) is fixed for the
             run. With ``features=embedding`` set it, to follow the matching networks.
         pool_per_class: Real images per class in the clustered pool; None: all of them.
-        features: ``style_error`` (the default: the style statistics plus a linear probe's
-            loss; the style statistics find grey and blurred CIFAR-10 images, the probe's
-            loss also images the class's majority does not explain, such as inverted ones:
-            rare-group purity 28-35 % against 16-26 % for style alone,
-            benchmarks/subgroup_shift/README.md, section 15), ``style``, ``embedding``,
+        features: ``style`` (the default: the only space measured to isolate a rare
+            subgroup without labels across data sets, benchmarks/subgroup_shift/discovery.md),
+            ``style_error`` (style plus a linear probe's loss: on CIFAR-10 it also finds
+            inverted images, purity 28-35 % against 16-26 %, but on digits, which the probe
+            classifies almost perfectly, the loss's tail dominates the clusters and ``auto``
+            errs; benchmarks/subgroup_shift/README.md, section 15), ``embedding``,
             ``pixels`` or ``fixed_net``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
@@ -80,7 +81,7 @@ class KMeansClusterer(Grouping):
         k: int = 5,
         every: int | None = None,
         pool_per_class: int | None = 256,
-        features: str = "style_error",
+        features: str = "style",
         feature_net: str | None = None,
         niter: int = 20,
         nredo: int = 1,
