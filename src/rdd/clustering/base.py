@@ -202,23 +202,25 @@ class Grouping(nn.Module):
         clusters in one fixed space (and its clusters can be matched to the previous fit's).
         """
         if self.features in STYLE_SPACES and self.feature_scale.numel() == 0:
-            self._fit_style_space(images, labels, num_classes)
+            return self._fit_style_space(images, labels, num_classes)
         return self.features_of(images, net, num_classes, labels)
 
     def _fit_style_space(
         self, images: Tensor, labels: Tensor | None, num_classes: int | None
-    ) -> None:
-        """The style spaces' scaling (and ``style_error``'s probe first), rank 0's on all ranks."""
+    ) -> Tensor:
+        """The style spaces' scaling (and ``style_error``'s probe first), rank 0's on all ranks;
+        returns the pool's standardised features, so they are not computed a second time."""
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if self.features == "style_error":
-            probe = fit_linear_probe(
-                images, self._need_labels(labels), self._classes(labels, num_classes)
-            )
+            labels = self._need_labels(labels)
+            classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+            probe = fit_linear_probe(images, labels, classes)
             self._store(**dict(zip(probe, _broadcast_from_rank0(*probe.values()), strict=True)))
         raw = self._raw_style(images, labels)
         centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
         self._store(feature_centre=centre, feature_scale=scale)
+        return (raw - centre) / scale
 
     def features_of(
         self,
@@ -282,13 +284,6 @@ class Grouping(nn.Module):
                 f"clustering.features={self.features} needs the images' labels: pass labels=..."
             )
         return labels
-
-    @staticmethod
-    def _classes(labels: Tensor | None, num_classes: int | None) -> int:
-        """The probe's logits: ``num_classes``, or one past the largest label."""
-        if num_classes is not None:
-            return int(num_classes)
-        return int(labels.max()) + 1 if labels is not None and labels.numel() else 1
 
     def _fixed_net(
         self, channel: int, num_classes: int | None, im_size: tuple[int, ...]
