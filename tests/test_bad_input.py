@@ -119,6 +119,12 @@ CASES = [
         "clustering.apart must be a difference of silhouettes, in [-2, 2]",
     ),
     Case(
+        "probe loss floor",
+        "rdd.run",
+        ["risk=cvar", "clustering.loss_floor=-1"],
+        "clustering.loss_floor must be a number of nats >= 0",
+    ),
+    Case(
         "k above a class's pool",
         "rdd.run",
         ["risk=cvar", "clustering.k=300", "robust.allocation.min_images=0"],

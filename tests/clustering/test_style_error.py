@@ -12,8 +12,18 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
+import rdd.clustering.features as features_module
 from rdd.clustering import KMeansClusterer, rare_group_discovery
-from rdd.clustering.features import PROBE_L2, fit_linear_probe, probe_inputs, probe_loss
+from rdd.clustering.features import (
+    LOSS_SCALE_FLOOR,
+    MAD_TO_SIGMA,
+    PROBE_L2,
+    fit_linear_probe,
+    probe_inputs,
+    probe_loss,
+    style_statistics,
+)
+from rdd.config.compose import build
 from tests.conftest import compose_config
 
 
@@ -74,8 +84,11 @@ def test_style_error_finds_a_rare_group_that_style_statistics_miss() -> None:
     images, labels, altered = mirrored_set()
     found = {}
     for features in ("style", "style_error"):
+        # loss_floor=0: the probe separates the mirrored classes almost perfectly, so its loss
+        # has a MAD of hundredths of a nat and the inverted images lie only ~2 nats out; the
+        # default floor of one nat would scale them back into the style statistics' noise.
         clusterer = KMeansClusterer(
-            k=2, features=features, pool_per_class=None, seed=0, shape="clusters"
+            k=2, features=features, pool_per_class=None, seed=0, shape="clusters", loss_floor=0
         )
         groups = clusterer.fit(images, labels, num_classes=2)
         found[features] = rare_group_discovery(groups, labels, altered, 2, 2)
@@ -111,3 +124,50 @@ def test_style_error_is_chosen_from_the_command_line(tmp_path: Path) -> None:
     images, labels, _ = mirrored_set()
     assert clusterer.fit(images, labels, num_classes=2).shape == (400,)
     assert clusterer.centroids.shape == (2, 2, 8)
+
+
+def test_the_loss_columns_scale_is_its_mad_sigma_but_at_least_one_nat() -> None:
+    images, labels, _ = mirrored_set()
+    clusterer = KMeansClusterer(k=2, pool_per_class=None, seed=0, shape="clusters")
+    clusterer.fit(images, labels, num_classes=2)  # style_error, the default
+    probe = {name: getattr(clusterer, name) for name in features_module.PROBE_BUFFERS}
+    raw = torch.cat(
+        [style_statistics(images), probe_loss(images, labels, probe).unsqueeze(1)], 1
+    ).numpy()
+    # torch's median of an even count is the lower middle value; a zero MAD scales by 1.
+    centre = np.quantile(raw, 0.5, axis=0, method="lower")
+    mad_sigma = MAD_TO_SIGMA * np.quantile(np.abs(raw - centre), 0.5, axis=0, method="lower")
+    mad_sigma[mad_sigma == 0] = 1.0
+    # The probe separates the mirrored classes: its loss's spread is a few hundredths of a nat.
+    assert mad_sigma[-1] < 0.1
+    expected = np.append(mad_sigma[:-1], LOSS_SCALE_FLOOR)
+    assert np.allclose(clusterer.feature_scale.numpy(), expected, rtol=1e-5)
+    # A loss spread wider than the floor keeps its own scale; only the last column is floored.
+    wide = torch.tensor([0.5, 0.2, 3.0])
+    assert torch.equal(features_module.floor_loss_scale(wide, LOSS_SCALE_FLOOR), wide)
+    narrow = torch.tensor([0.01, 0.02, 0.03])
+    assert torch.equal(
+        features_module.floor_loss_scale(narrow, 0.5), torch.tensor([0.01, 0.02, 0.5])
+    )
+
+
+def digits_clean(output_dir: Path):
+    """scikit-learn's digits as a run loads them, with no rare subgroup."""
+    data = build(compose_config("data=digits", output_dir=output_dir).data, "data")
+    data.setup()
+    return data
+
+
+@pytest.mark.parametrize("seed", [1, 11, 17])
+def test_a_near_perfect_probes_misfits_do_not_make_a_rare_group(seed: int, tmp_path: Path) -> None:
+    # The probe classifies digits almost perfectly, so its loss's MAD is tiny. On digits with
+    # nothing altered, scaled by that MAD (loss_floor=0) the misfits stand apart and auto
+    # merges every class's smallest cluster as a "rare group"; with the default floor it
+    # keeps the k clusters (seeds where the unfloored fit errs, of 20 tried).
+    data = digits_clean(tmp_path)
+    merged = {}
+    for floor in (0.0, LOSS_SCALE_FLOOR):
+        clusterer = KMeansClusterer(seed=seed, loss_floor=floor)  # else the defaults
+        clusterer.fit(data.train_x, data.train_y, data.num_classes)
+        merged[floor] = clusterer.fit_stats()["cluster/merged"]
+    assert merged == {0.0: 1.0, LOSS_SCALE_FLOOR: 0.0}

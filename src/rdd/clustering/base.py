@@ -41,9 +41,11 @@ from torch import Tensor, nn
 
 from rdd.clustering.features import (
     FEATURE_SPACES,
+    LOSS_SCALE_FLOOR,
     PROBE_BUFFERS,
     embed_in_batches,
     fit_linear_probe,
+    floor_loss_scale,
     load_feature_net,
     probe_loss,
     robust_scaling,
@@ -106,6 +108,7 @@ class Grouping(nn.Module):
         features: str,
         feature_net: str | None,
         seed: int,
+        loss_floor: float = LOSS_SCALE_FLOOR,
     ) -> None:
         super().__init__()
         self.name = name
@@ -122,7 +125,17 @@ class Grouping(nn.Module):
             raise UserError(
                 "clustering.features=fixed_net needs clustering.feature_net=<path to a saved net>"
             )
+        if (
+            isinstance(loss_floor, bool)
+            or not isinstance(loss_floor, int | float)
+            or not (0 <= loss_floor < float("inf"))
+        ):
+            raise UserError(
+                f"clustering.loss_floor must be a number of nats >= 0 (default "
+                f"{LOSS_SCALE_FLOOR}), got {loss_floor!r}"
+            )
         self.features = features
+        self.loss_floor = float(loss_floor)
         self.feature_net = None if feature_net is None else str(feature_net)
         self.seed = int(seed)
         # A plain dict, not a submodule: the fixed net is reloaded from its file, not saved in
@@ -218,7 +231,10 @@ class Grouping(nn.Module):
             probe = fit_linear_probe(images, labels, classes)
             self._store(**dict(zip(probe, _broadcast_from_rank0(*probe.values()), strict=True)))
         raw = self._raw_style(images, labels)
-        centre, scale = _broadcast_from_rank0(*robust_scaling(raw))  # one space on all ranks
+        centre, scale = robust_scaling(raw)
+        if self.features == "style_error":
+            scale = floor_loss_scale(scale, self.loss_floor)
+        centre, scale = _broadcast_from_rank0(centre, scale)  # one space on all ranks
         self._store(feature_centre=centre, feature_scale=scale)
         return (raw - centre) / scale
 

@@ -33,6 +33,13 @@ PROBE_SIZE = 4
 PROBE_L2 = 1e-3
 PROBE_STEPS = 100
 PROBE_BUFFERS = ("probe_centre", "probe_scale", "probe_weight", "probe_bias")
+# The default smallest scale of the probe's loss column, in nats (``clustering.loss_floor``).
+# Where the probe classifies almost every image (digits), the loss's MAD is a few hundredths
+# of a nat and its few misfits land tens of MADs out, so k-means spends a cluster on them
+# whether or not a rare subgroup exists. One nat (a class e times less probable) is the least
+# difference counted as one; on CIFAR-10 the loss's MAD-sigma is 0.73-0.82 nats, so the floor
+# barely moves it there (benchmarks/subgroup_shift/README.md, section 16).
+LOSS_SCALE_FLOOR = 1.0
 # MAD of a normal distribution is 0.6745 sigma: this factor makes the robust scale a sigma.
 MAD_TO_SIGMA = 1.4826
 
@@ -287,6 +294,11 @@ def fit_linear_probe(images: Tensor, labels: Tensor, num_classes: int) -> dict[s
         "probe_weight": weight.detach(),
         "probe_bias": bias.detach(),
     }
+
+
+def floor_loss_scale(scale: Tensor, floor: float) -> Tensor:
+    """``style_error``'s scale (D,) with its last entry, the probe loss's, at least ``floor``."""
+    return torch.cat([scale[:-1], scale[-1:].clamp_min(floor)])
 
 
 @torch.no_grad()

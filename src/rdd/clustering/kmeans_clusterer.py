@@ -12,6 +12,7 @@ from rdd.clustering.base import (
     _check_int,
     _is_rank0,
 )
+from rdd.clustering.features import LOSS_SCALE_FLOOR
 from rdd.clustering.kmeans import per_class_kmeans
 from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
@@ -35,16 +36,15 @@ class KMeansClusterer(Grouping):
         name: Config name (``faiss_kmeans``).
         k: Clusters per class.
         every: Re-cluster every ``every`` outer iterations (and at iteration 0); None (the
-            default): once, at iteration 0, since the default space (style) is fixed for the
+            default): once, at iteration 0, since the default space (style_error) is fixed for the
             run. With ``features=embedding`` set it, to follow the matching networks.
         pool_per_class: Real images per class in the clustered pool; None: all of them.
-        features: ``style`` (the default: the only space measured to isolate a rare
-            subgroup without labels across data sets, benchmarks/subgroup_shift/discovery.md),
-            ``style_error`` (style plus a linear probe's loss: on CIFAR-10 it also finds
-            inverted images, purity 28-35 % against 16-26 %, but on digits, which the probe
-            classifies almost perfectly, the loss's tail dominates the clusters and ``auto``
-            errs; benchmarks/subgroup_shift/README.md, section 15), ``embedding``,
-            ``pixels`` or ``fixed_net``.
+        features: ``style_error`` (the default: seven low-level style statistics, which find
+            grey and blurred images, plus the loss of a linear probe of the class, which finds
+            images the class's majority does not explain, such as inverted ones; its scale is
+            at least one nat, so a near-perfect probe's few misfits do not dominate the
+            clusters; benchmarks/subgroup_shift/README.md, sections 15-16), ``style`` (the
+            statistics alone), ``embedding``, ``pixels`` or ``fixed_net``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         niter: k-means iterations.
         nredo: k-means restarts (the best objective is kept).
@@ -67,6 +67,12 @@ class KMeansClusterer(Grouping):
             or blurred (digits), and -0.05 to 0.06 without a rare subgroup, with inverted
             CIFAR-10 images (whose smallest cluster is not the inverted one) or with a 20 %
             group (benchmarks/subgroup_shift/shape*.txt).
+        loss_floor: The least scale, in nats, of ``style_error``'s loss column (its MAD-sigma
+            otherwise). 1: a probe that classifies nearly every image (digits) has a loss MAD
+            of hundredths of a nat, and unfloored its few misfits make a "rare group" where
+            there is none (30 of 140 of ``auto``'s decisions wrong in
+            benchmarks/subgroup_shift/shape_error_other.txt). 0 scales by the MAD alone
+            (section 15's runs), which also isolates a misfit subgroup only ~2 nats out.
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
@@ -81,7 +87,7 @@ class KMeansClusterer(Grouping):
         k: int = 5,
         every: int | None = None,
         pool_per_class: int | None = 256,
-        features: str = "style",
+        features: str = "style_error",
         feature_net: str | None = None,
         niter: int = 20,
         nredo: int = 1,
@@ -91,8 +97,9 @@ class KMeansClusterer(Grouping):
         seed: int = 0,
         shape: str = "auto",
         apart: float = 0.07,
+        loss_floor: float = LOSS_SCALE_FLOOR,
     ) -> None:
-        super().__init__(name, every, pool_per_class, features, feature_net, seed)
+        super().__init__(name, every, pool_per_class, features, feature_net, seed, loss_floor)
         self.k = _check_int("k", k, 1)
         self.shape, self.apart = _check_shape(shape, apart, self.k)
         # merged_ids only for the merging shapes: a plain clusterer's state is as it was.

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rdd.clustering.base import Grouping, _broadcast_from_rank0, _check_images, _is_rank0
+from rdd.clustering.features import LOSS_SCALE_FLOOR
 from rdd.clustering.kmeans import _as_faiss_array, _check_features
 
 
@@ -93,9 +94,11 @@ class NearestSyntheticClusterer(Grouping):
         name: Config name (``nearest_synthetic``).
         every: Re-group every ``every`` outer iterations (and at iteration 0).
         pool_per_class: Real images per class in the grouped pool; None: all of them.
-        features: ``embedding``, ``pixels``, ``fixed_net`` or ``style``.
+        features: ``embedding``, ``pixels``, ``fixed_net``, ``style`` or ``style_error``.
         feature_net: Path of the saved network for ``features=fixed_net``.
         seed: Seeds the pool draws.
+        loss_floor: The least scale of ``style_error``'s loss column, in nats
+            (:class:`~rdd.clustering.KMeansClusterer`).
 
     Buffers:
         centroids: (M, D) features of the synthetic images after :meth:`fit`.
@@ -114,8 +117,9 @@ class NearestSyntheticClusterer(Grouping):
         features: str = "embedding",
         feature_net: str | None = None,
         seed: int = 0,
+        loss_floor: float = LOSS_SCALE_FLOOR,
     ) -> None:
-        super().__init__(name, every, pool_per_class, features, feature_net, seed)
+        super().__init__(name, every, pool_per_class, features, feature_net, seed, loss_floor)
         self.register_buffer("centroid_labels", torch.empty(0, dtype=torch.int64))
 
     @property
