@@ -8,16 +8,19 @@
     ... shape.py --data digits --fractions 0.05 0.1 --seeds $(seq 0 19)
     ... shape.py <cifar10 root> --fractions 0.03 0.07 --subgroup-seed 1 --seeds 4 5 6 7
     ... shape.py --data digits --fractions 0.03 0.07 --subgroup-seed 1 --seeds $(seq 20 39)
+    # the runs' default space since section 16 (shape_floor*.txt): each command above with
+    ... --features style_error    # and --loss-floor 0 for section 15's unfloored space
 
 For CIFAR-10 with 5 % of every class altered (grayscale, invert, blur) and without a rare
-subgroup (clean), the default clusterer (``KMeansClusterer()``: style space, k = 5, a pool
-of 256 per class drawn with the run's seed, as a run fits it at iteration 0) is fitted per
-seed. Printed: the mean over classes of the smallest cluster's silhouette, the mean of its
-excess over its class's mean silhouette (the statistic ``auto`` thresholds at
-``clustering.apart``, 0.07) and that excess's range over the classes, the decision,
-and the rare group's purity and recall under the groups ``auto`` makes (the group holding
-most of a class's altered images; ``rdd.clustering.rare_group_discovery``) over all
-training images, as a run logs them. ``--fractions`` alters other shares of every class and
+subgroup (clean), the clusterer (``KMeansClusterer``: k = 5, a pool of 256 per class drawn
+with the run's seed, as a run fits it at iteration 0) is fitted per seed in the space
+``--features`` names: ``style`` by default, the space sections 13-14 measured; runs default
+to ``style_error`` since section 16. Printed: the mean over classes of the smallest
+cluster's silhouette, the mean of its excess over its class's mean silhouette (the statistic
+``auto`` thresholds at ``clustering.apart``, 0.07) and that excess's range over the classes,
+the decision, and the rare group's purity and recall under the groups ``auto`` makes (the
+group holding most of a class's altered images; ``rdd.clustering.rare_group_discovery``) over
+all training images, as a run logs them. ``--fractions`` alters other shares of every class and
 ``--data digits`` uses scikit-learn's digits (one channel: invert and blur only), to check
 the threshold away from the data it was chosen on.
 """
@@ -63,8 +66,11 @@ def load(
     return data
 
 
-def row(data, transform: str, seed: int, features: str = "style") -> str:
-    clusterer = KMeansClusterer(seed=seed, features=features)
+def row(
+    data, transform: str, seed: int, features: str = "style", loss_floor: float | None = None
+) -> str:
+    floor = {} if loss_floor is None else {"loss_floor": loss_floor}  # None: the default
+    clusterer = KMeansClusterer(seed=seed, features=features, **floor)
     pool = clusterer.pool(data.train_y, data.num_classes)
     images, labels = data.train_x[pool], data.train_y[pool]
     clusterer.fit(images, labels, data.num_classes)
@@ -101,6 +107,11 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05])
     parser.add_argument("--subgroup-seed", type=int, default=0, help="which images are altered")
     parser.add_argument("--features", default="style", help="clustering.features (style_error)")
+    parser.add_argument(
+        "--loss-floor",
+        type=float,
+        help="clustering.loss_floor (style_error); default: the clusterer's",
+    )
     args = parser.parse_args()
     if args.data != "digits" and not args.root:
         parser.error(f"--data {args.data} needs its root, e.g. ../shared/data/cifar10-jpeg")
@@ -108,7 +119,9 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(
         f"# {args.data}, seeds {args.seeds}, altered images drawn with seed "
-        f"{args.subgroup_seed}, features {args.features}; {machine}, torch {torch.__version__}"
+        f"{args.subgroup_seed}, features {args.features}"
+        + ("" if args.loss_floor is None else f", loss floor {args.loss_floor:g}")
+        + f"; {machine}, torch {torch.__version__}"
     )
     transforms = ONE_CHANNEL if args.data == "digits" else TRANSFORMS
     for fraction in args.fractions:
@@ -119,7 +132,7 @@ def main() -> None:
                 continue  # the same data at every fraction
             data = load(args.root, transform, args.data, fraction, args.subgroup_seed)
             for seed in args.seeds:
-                print(row(data, transform, seed, args.features), flush=True)
+                print(row(data, transform, seed, args.features, args.loss_floor), flush=True)
     print(f"# {time.process_time() - start:.0f} CPU s")
 
 

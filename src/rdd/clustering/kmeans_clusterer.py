@@ -68,11 +68,13 @@ class KMeansClusterer(Grouping):
             CIFAR-10 images (whose smallest cluster is not the inverted one) or with a 20 %
             group (benchmarks/subgroup_shift/shape*.txt).
         loss_floor: The least scale, in nats, of ``style_error``'s loss column (its MAD-sigma
-            otherwise). 1: a probe that classifies nearly every image (digits) has a loss MAD
-            of hundredths of a nat, and unfloored its few misfits make a "rare group" where
-            there is none (30 of 140 of ``auto``'s decisions wrong in
-            benchmarks/subgroup_shift/shape_error_other.txt). 0 scales by the MAD alone
-            (section 15's runs), which also isolates a misfit subgroup only ~2 nats out.
+            otherwise). ln 2 (one bit): a probe that classifies nearly every image (digits)
+            has a loss MAD of hundredths of a nat, and unfloored its few misfits make a "rare
+            group" where there is none (30 of 140 of ``auto``'s decisions wrong in
+            benchmarks/subgroup_shift/shape_error_other.txt; 2 of 200 digits fits with the
+            floor, section 16). On CIFAR-10 the loss's spread is wider and the floor does not
+            bind. 0 scales by the MAD alone, which also isolates a subgroup only ~2 nats out
+            where the probe is near-perfect; 1 (one nat) was measured too (section 16).
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
