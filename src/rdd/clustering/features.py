@@ -39,7 +39,7 @@ PROBE_BUFFERS = ("probe_centre", "probe_scale", "probe_weight", "probe_bias")
 # of a nat and its few misfits land tens of MADs out, so k-means spends a cluster on them
 # whether or not a rare subgroup exists. One bit (ln 2 nats: a class half as probable) is the
 # least difference counted as one. Where the probe errs often, as on CIFAR-10 (the loss's
-# MAD-sigma 0.73-0.85 nats with 2-10 % of a class altered), the MAD governs and the floor
+# MAD-sigma 0.72-0.85 nats with 2-10 % of a class altered), the MAD governs and the floor
 # changes nothing (benchmarks/subgroup_shift/README.md, section 16).
 LOSS_SCALE_FLOOR = math.log(2)
 # MAD of a normal distribution is 0.6745 sigma: this factor makes the robust scale a sigma.

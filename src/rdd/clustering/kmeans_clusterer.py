@@ -66,7 +66,10 @@ class KMeansClusterer(Grouping):
             0.08-0.52 where 2-10 % of every class is grey or blurred (CIFAR-10) or inverted
             or blurred (digits), and -0.05 to 0.06 without a rare subgroup, with inverted
             CIFAR-10 images (whose smallest cluster is not the inverted one) or with a 20 %
-            group (benchmarks/subgroup_shift/shape*.txt).
+            group (benchmarks/subgroup_shift/shape*.txt). In the default ``style_error``
+            space the two sides overlap a little: 0.02-0.53 and -0.09 to 0.08, 4 of 284
+            fits on the wrong side, each keeping k clusters of which one holds the rare
+            group at 79-100 % purity (shape_floor*.txt, README section 16).
         loss_floor: The least scale, in nats, of ``style_error``'s loss column (its MAD-sigma
             otherwise). ln 2 (one bit): a probe that classifies nearly every image (digits)
             has a loss MAD of hundredths of a nat, and unfloored its few misfits make a "rare
