@@ -111,7 +111,7 @@ def earlier_rows(results: Path) -> list[dict]:
 
 # Arms measured without a none of their own tag, and the none they pair with (README
 # sections 7 and 9): the none path (risk=none) is the same code at both commits.
-BASES = ("_represent=_rng", "_step0=_g6,_represent")
+BASES = ("_represent=_rng", "_step0=_g6,_represent", "_floor=_serr", "_serrchk=_serr")
 
 IDENTITY = ("design", "transform", "method", "risk", "groups", "seed")
 
