@@ -131,8 +131,8 @@ class Grouping(nn.Module):
             or not (0 <= loss_floor < float("inf"))
         ):
             raise UserError(
-                f"clustering.loss_floor must be a number of nats >= 0 (default "
-                f"{LOSS_SCALE_FLOOR}), got {loss_floor!r}"
+                f"clustering.loss_floor must be a number of nats >= 0 (default ln 2 = "
+                f"{LOSS_SCALE_FLOOR:.4f}), got {loss_floor!r}"
             )
         self.features = features
         self.loss_floor = float(loss_floor)

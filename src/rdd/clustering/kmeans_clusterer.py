@@ -42,7 +42,7 @@ class KMeansClusterer(Grouping):
         features: ``style_error`` (the default: seven low-level style statistics, which find
             grey and blurred images, plus the loss of a linear probe of the class, which finds
             images the class's majority does not explain, such as inverted ones; its scale is
-            at least one nat, so a near-perfect probe's few misfits do not dominate the
+            at least ``loss_floor``, so a near-perfect probe's few misfits do not dominate the
             clusters; benchmarks/subgroup_shift/README.md, sections 15-16), ``style`` (the
             statistics alone), ``embedding``, ``pixels`` or ``fixed_net``.
         feature_net: Path of the saved network for ``features=fixed_net``.
