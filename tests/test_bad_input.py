@@ -173,6 +173,12 @@ CASES = [
         "robust.allocation.represent_step must be in [0, 1]",
     ),
     Case(
+        "start share",
+        "rdd.run",
+        ["risk=cvar", "robust.allocation.start_share=0"],
+        "robust.allocation.start_share must be in (0, 1]",
+    ),
+    Case(
         "risk on networks that never train on real data",
         "rdd.run",
         ["matching=dm", "risk=cvar", "robust.targets=[networks]"],

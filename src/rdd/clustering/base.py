@@ -312,6 +312,17 @@ class Grouping(nn.Module):
             )
         return self._fixed_cache[key]
 
+    def assign_with_margins(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        net: nn.Module | None = None,
+        num_classes: int | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The subclass's ``assign`` and no margins (None): without centroids of its own a
+        clusterer ranks no member of a group above another (k-means overrides this)."""
+        return self.assign(images, labels, net, num_classes), None
+
     def fit_stats(self) -> dict[str, float]:
         """Figures of the last fit for the run's log, beside the groups' sizes (none here)."""
         return {}

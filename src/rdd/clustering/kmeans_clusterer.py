@@ -251,6 +251,18 @@ class KMeansClusterer(Grouping):
         Returns:
             Groups (N,) int64 in [0, C * k), on ``labels``' device.
         """
+        return self.assign_with_margins(images, labels, net, num_classes)[0]
+
+    def assign_with_margins(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        net: nn.Module | None = None,
+        num_classes: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`assign`'s groups, and how deep inside its group each image lies
+        (:func:`group_margins`: (N,) float32 on the CPU, larger is more confidently
+        assigned), from one feature pass."""
         if not self.fitted:
             raise ValueError("the clusterer has no centroids yet: call fit() first")
         _check_images(images, labels)
@@ -258,11 +270,46 @@ class KMeansClusterer(Grouping):
         if self.spherical:  # the centroids were fitted on normalised features
             features = nn.functional.normalize(features, dim=1)
         num_centroid_classes, k, dim = self.centroids.shape
+        centroids = self.centroids.cpu()
         centre_labels = torch.arange(num_centroid_classes).repeat_interleave(k)
-        groups = nearest_synthetic(
-            features, labels, self.centroids.reshape(-1, dim).cpu(), centre_labels
-        )
-        return self._merged(groups).to(labels.device)
+        clusters = nearest_synthetic(features, labels, centroids.reshape(-1, dim), centre_labels)
+        groups = self._merged(clusters)
+        centroid_groups = self._merged(torch.arange(num_centroid_classes * k))
+        margins = group_margins(features, labels.cpu(), groups, centroids, centroid_groups)
+        return groups.to(labels.device), margins
+
+
+def group_margins(
+    features: Tensor, labels: Tensor, groups: Tensor, centroids: Tensor, centroid_groups: Tensor
+) -> Tensor:
+    """How deep inside its group every point lies: the distance to the nearest centroid of its
+    class that belongs to another group minus the distance to the nearest of its own group's.
+
+    A point far from every other group's centroid is a typical member; one near the boundary
+    may belong to either (a low-chroma colour image beside the grey ones). 0 where the class
+    has one group.
+
+    Args:
+        features: (N, D) points.
+        labels: (N,) their classes.
+        groups: (N,) their groups (ids as ``centroid_groups``).
+        centroids: (C, k, D) every class's centroids.
+        centroid_groups: (C * k,) the group of every centroid, class-major.
+
+    Returns:
+        (N,) float32 margins on the CPU, >= 0 for points assigned to their nearest centroid.
+    """
+    k = centroids.shape[1]
+    margins = torch.zeros(len(labels), dtype=torch.float32)
+    for c in labels.unique().tolist():
+        members = torch.nonzero(labels == c).squeeze(1)
+        distances = torch.cdist(features[members].double(), centroids[c].double())  # (n, k)
+        same = centroid_groups[c * k : (c + 1) * k][None, :] == groups[members][:, None]
+        inside = distances.masked_fill(~same, float("inf")).amin(1)
+        outside = distances.masked_fill(same, float("inf")).amin(1)
+        margin = torch.where(torch.isinf(outside), torch.zeros_like(inside), outside - inside)
+        margins[members] = margin.float()
+    return margins
 
 
 def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:

@@ -174,6 +174,12 @@ class AllocationSchema:
         steps colour every grey start, IDM's 10 small ones keep them grey), yet kept grey (0)
         they did not lift DM's or DSA's grayscale worst group: benchmarks/subgroup_shift
         section 9.
+    start_share: The images a group owns or represents start from real images drawn from
+        the share of its members that lie deepest inside it (k-means: the margin of
+        rdd.clustering.kmeans_clusterer.group_margins, the distance to the nearest other
+        group's centroid minus that to its own), so a start is a typical member, not one on
+        the boundary with the majority. 1: any member (groups without centroids, such as
+        clustering=known, always draw from all).
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
     train_steps: Full-batch SGD steps of the network that measures the groups' losses.
     eval_per_group: Real images per group on which that network's cross-entropy is measured.
@@ -184,6 +190,7 @@ class AllocationSchema:
     min_images: int = 0
     represent: bool = True
     represent_step: float = 1.0
+    start_share: float = 1.0
     exponent: float = 0.5
     train_steps: int = 100
     eval_per_group: int = 256

@@ -14,6 +14,7 @@ method). The assignment costs one feature pass over the training set per fit.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
@@ -35,6 +36,20 @@ class ClassIndex:
         members = self.members[c]
         return members[torch.randperm(len(members), generator=generator)[:n]]
 
+    def draw_start(
+        self, group: int, n: int, share: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Up to n distinct indices of ``group`` for synthetic images to start from: drawn at
+        random from the ``share`` of its members that lie deepest inside it (by margin; at
+        least n of them), so a start is a typical member rather than one on the boundary with
+        another group. At ``share`` 1, or without margins, exactly :meth:`draw_group`."""
+        if share >= 1 or self.margins is None:
+            return self.draw_group(group, n, generator)
+        members = self.members[group]
+        keep = max(n, math.ceil(share * len(members)))
+        deepest = members[self.margins[members].argsort(descending=True, stable=True)[:keep]]
+        return deepest[torch.randperm(len(deepest), generator=generator)[:n]]
+
 
 class RealPool:
     """Per-class draws of real images and the current group of every image.
@@ -45,6 +60,8 @@ class RealPool:
 
     Attributes:
         groups: (N,) int64 group of every image on the CPU; before a fit, its class.
+        margins: (N,) float32, how deep inside its group every image lies (k-means:
+            rdd.clustering.kmeans_clusterer.group_margins); None for groups without centroids.
         num_groups: G (C before a fit; C * k for k-means, C * ipc for nearest_synthetic).
         groups_per_class: G / C.
     """
@@ -76,7 +93,10 @@ class RealPool:
         k = self.groups_per_class
         return torch.arange(c * k, (c + 1) * k)
 
-    def set_groups(self, groups: torch.Tensor, groups_per_class: int) -> None:
+    def set_groups(
+        self, groups: torch.Tensor, groups_per_class: int, margins: torch.Tensor | None = None
+    ) -> None:
+        self.margins = None if margins is None else margins.cpu().float()
         self.groups = groups.cpu()
         self.groups_per_class = int(groups_per_class)
         order = torch.argsort(self.groups, stable=True)
@@ -91,6 +111,20 @@ class RealPool:
         """Up to n distinct random indices of one group (all of it if it is smaller)."""
         members = self.members[group]
         return members[torch.randperm(len(members), generator=generator)[:n]]
+
+    def draw_start(
+        self, group: int, n: int, share: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Up to n distinct indices of ``group`` for synthetic images to start from: drawn at
+        random from the ``share`` of its members that lie deepest inside it (by margin; at
+        least n of them), so a start is a typical member rather than one on the boundary with
+        another group. At ``share`` 1, or without margins, exactly :meth:`draw_group`."""
+        if share >= 1 or self.margins is None:
+            return self.draw_group(group, n, generator)
+        members = self.members[group]
+        keep = max(n, math.ceil(share * len(members)))
+        deepest = members[self.margins[members].argsort(descending=True, stable=True)[:keep]]
+        return deepest[torch.randperm(len(deepest), generator=generator)[:n]]
 
     def stratified_sizes(self, c: int, n: int, minimum: int) -> list[int]:
         """Images to draw from each group of class c for a batch of about n: the group's share
@@ -147,11 +181,15 @@ class RealPool:
         pool_dev = pool.to(images.device)
         syn_args = () if synthetic is None else synthetic
         clusterer.fit(images[pool_dev], labels[pool_dev], self.num_classes, net, *syn_args)
-        groups = clusterer.assign(images, labels, net, self.num_classes).cpu()
+        groups, margins = clusterer.assign_with_margins(images, labels, net, self.num_classes)
         # Rank 0's table for everyone: the ranks' features may differ in the last bits.
-        (groups,) = _broadcast_from_rank0(groups)
+        if margins is None:
+            (groups,) = _broadcast_from_rank0(groups.cpu())
+        else:
+            groups, margins = _broadcast_from_rank0(groups.cpu(), margins)
         ipc = None if synthetic is None else len(synthetic[1]) // self.num_classes
-        self.set_groups(groups, clusterer.num_groups(self.num_classes, ipc) // self.num_classes)
+        per_class = clusterer.num_groups(self.num_classes, ipc) // self.num_classes
+        self.set_groups(groups, per_class, margins)
         sizes = torch.bincount(self.groups, minlength=self.num_groups).float()
         stats = {"cluster/size_min": float(sizes.min()), "cluster/size_max": float(sizes.max())}
         return stats | clusterer.fit_stats() | self.discovery()
@@ -165,7 +203,11 @@ class RealPool:
         )
 
     def state(self) -> dict:
-        return {"groups": self.groups.clone(), "groups_per_class": self.groups_per_class}
+        state = {"groups": self.groups.clone(), "groups_per_class": self.groups_per_class}
+        if self.margins is not None:
+            state["margins"] = self.margins.clone()
+        return state
 
     def load_state(self, state: dict) -> None:
-        self.set_groups(state["groups"], int(state["groups_per_class"]))
+        # checkpoints from before robust.allocation.start_share hold no margins
+        self.set_groups(state["groups"], int(state["groups_per_class"]), state.get("margins"))

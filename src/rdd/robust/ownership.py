@@ -53,6 +53,7 @@ class AllocationSettings:
     min_images: int = 0
     represent: bool = True
     represent_step: float = 1.0
+    start_share: float = 1.0
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -67,6 +68,7 @@ class AllocationSettings:
             min_images=int(node.get("min_images", cls.min_images)),
             represent=bool(node.get("represent", cls.represent)),
             represent_step=float(node.get("represent_step", cls.represent_step)),
+            start_share=float(node.get("start_share", cls.start_share)),
             exponent=float(node.get("exponent", cls.exponent)),
             train_steps=int(node.get("train_steps", cls.train_steps)),
             eval_per_group=int(node.get("eval_per_group", cls.eval_per_group)),
@@ -349,11 +351,12 @@ def anchors_of(own: Ownership, c: int, groups: torch.Tensor, sizes: torch.Tensor
 
 def restart_rows(learner: Any, rows: torch.Tensor) -> None:
     """Start ``rows`` of the synthetic set afresh from real images of their owners' groups
-    (``factor**2`` draws for IDM's packed images; noise for ``init=noise``), with no
-    momentum in the image optimizer; then rank 0's owners and images for every rank."""
+    (``factor**2`` draws for IDM's packed images, from each group's deepest ``start_share``
+    of members; noise for ``init=noise``), with no momentum in the image optimizer; then rank
+    0's owners and images for every rank."""
     own, pool, generator = learner.ownership, learner.pool, learner.robust_generator
-    factor = learner.matcher.factor
-    draws = [group_draw(pool, own.owners[rows], generator) for _ in range(factor * factor)]
+    factor, share = learner.matcher.factor, own.settings.start_share
+    draws = [group_draw(pool, own.owners[rows], generator, share) for _ in range(factor * factor)]
     with torch.no_grad():
         if learner.matcher.init == "noise":
             fresh = torch.randn(learner.images[rows].shape, generator=generator)
@@ -367,13 +370,16 @@ def restart_rows(learner: Any, rows: torch.Tensor) -> None:
     broadcast_ownership(learner)
 
 
-def group_draw(pool: Any, owners: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One real image index per row, from the row's group, distinct within a group as long
-    as the group has enough images: (rows,)."""
+def group_draw(
+    pool: Any, owners: torch.Tensor, generator: torch.Generator, share: float = 1.0
+) -> torch.Tensor:
+    """One real image index per row, from the row's group (its deepest ``share`` of members,
+    :meth:`RealPool.draw_start`), distinct within a group as long as the group has enough
+    images: (rows,)."""
     idx = torch.empty(len(owners), dtype=torch.int64)
     for group in owners.unique().tolist():
         where = owners == group
-        picks = pool.draw_group(group, int(where.sum()), generator)
+        picks = pool.draw_start(group, int(where.sum()), share, generator)
         idx[where] = picks[torch.arange(int(where.sum())) % len(picks)]
     return idx
 

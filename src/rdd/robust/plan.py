@@ -155,6 +155,12 @@ def check_allocation_node(cfg: Any) -> None:
             f"robust.allocation.represent_step must be in [0, 1] (the represented images' step "
             f"size as a share of the others'), got {node.represent_step}"
         )
+    share = node.get("start_share", 1.0)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise UserError(
+            f"robust.allocation.start_share must be in (0, 1] (the share of a group's members, "
+            f"deepest first, that its images start from; 1: any member), got {share!r}"
+        )
 
 
 def groups_that_own(cfg: Any) -> int:
