@@ -36,20 +36,6 @@ class ClassIndex:
         members = self.members[c]
         return members[torch.randperm(len(members), generator=generator)[:n]]
 
-    def draw_start(
-        self, group: int, n: int, share: float, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Up to n distinct indices of ``group`` for synthetic images to start from: drawn at
-        random from the ``share`` of its members that lie deepest inside it (by margin; at
-        least n of them), so a start is a typical member rather than one on the boundary with
-        another group. At ``share`` 1, or without margins, exactly :meth:`draw_group`."""
-        if share >= 1 or self.margins is None:
-            return self.draw_group(group, n, generator)
-        members = self.members[group]
-        keep = max(n, math.ceil(share * len(members)))
-        deepest = members[self.margins[members].argsort(descending=True, stable=True)[:keep]]
-        return deepest[torch.randperm(len(deepest), generator=generator)[:n]]
-
 
 class RealPool:
     """Per-class draws of real images and the current group of every image.
