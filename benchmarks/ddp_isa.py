@@ -20,13 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ddp_rounding import DDP, largest_difference  # noqa: E402
+
 # tests/parallel/test_ddp.py: robust_runs("idm", ...)
 CONFIG = ["risk=cvar", "clustering.k=2", "robust.allocation.shared=false"]
 CONFIG += ["robust.allocation.min_images=1", "ipc=2", "eval.epochs=2", "eval.num_nets=1"]
 CONFIG += ["logger=csv", "trainer.enable_progress_bar=false", "matching=idm"]
 CONFIG += ["matching.iterations=3", "matching.generate_every=1", "matching.batch_train=64"]
 CONFIG += ["matching.train_steps=2"]
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 # Imported first by every process of a run (both ranks) whose PYTHONPATH starts with its folder.
 DROP_REDUCTION = """import rdd.parallel.distributed as distributed
@@ -66,13 +68,6 @@ def run(out: Path, name: str, ddp: bool, isa: str | None, drop: bool) -> Path:
         text=True,
     )
     return folder
-
-
-def largest_difference(a: Path, b: Path) -> float:
-    from rdd.synset import SyntheticSet
-
-    images = [SyntheticSet.load(folder / "synset.pt").images for folder in (a, b)]
-    return float((images[0] - images[1]).abs().max())
 
 
 def main() -> None:
