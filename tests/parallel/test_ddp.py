@@ -217,6 +217,25 @@ def test_kept_represented_rows_under_ddp_equal_one_process(tmp_path) -> None:
     assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-4)
 
 
+def test_deep_starts_under_ddp_equal_one_process(tmp_path) -> None:
+    """robust.allocation.start_share=0.5 under 2 gloo processes: rank 0's k-means margins
+    reach every rank with the groups, so each rank draws the same deep starts and the set is
+    the single-process one to float rounding. A third run at share 1 shows that the share
+    changed the starts (else this would only repeat the represented-rows test)."""
+    from rdd.synset import SyntheticSet
+
+    one = ["risk=cvar", *SMALL, "ipc=10", "matching=dm", "matching.iterations=1"]
+    deep = [*one, "robust.allocation.start_share=0.5"]
+    _, single_dir = run_cli(tmp_path, "single", *deep)
+    _, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *deep)
+    _, whole_dir = run_cli(tmp_path, "whole", *one)
+    ddp_set = SyntheticSet.load(ddp_dir / "synset.pt")
+    single_set = SyntheticSet.load(single_dir / "synset.pt")
+    whole_set = SyntheticSet.load(whole_dir / "synset.pt")
+    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-4)
+    assert (single_set.images - whole_set.images).abs().max() > 1e-2
+
+
 def test_lightning_ddp_writes_the_distillation_log_once(robust_runs) -> None:
     """Rank 0 (a spawned process) writes the per-iteration rows, once; the evaluation figures
     stay out of metrics.csv (they are in metrics.json)."""
