@@ -179,6 +179,24 @@ CASES = [
         "robust.allocation.start_share must be in (0, 1]",
     ),
     Case(
+        "rare bound",
+        "rdd.run",
+        ["risk=cvar", "robust.allocation.rare_below=0"],
+        "robust.allocation.rare_below must be a number of images > 0",
+    ),
+    Case(
+        "rare cluster rule",
+        "rdd.run",
+        ["risk=cvar", "clustering.rare_pick=largest"],
+        "clustering.rare_pick must be one of smallest, apart",
+    ),
+    Case(
+        "rare cluster limit",
+        "rdd.run",
+        ["risk=cvar", "clustering.rare_pick=apart", "clustering.rare_limit=1.5"],
+        "clustering.rare_limit must be a share of a class in (0, 1]",
+    ),
+    Case(
         "risk on networks that never train on real data",
         "rdd.run",
         ["matching=dm", "risk=cvar", "robust.targets=[networks]"],

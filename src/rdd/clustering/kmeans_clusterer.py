@@ -16,7 +16,7 @@ from rdd.clustering.features import LOSS_SCALE_FLOOR
 from rdd.clustering.kmeans import per_class_kmeans
 from rdd.clustering.matching import match_clusters, renumber
 from rdd.clustering.nearest import nearest_synthetic
-from rdd.clustering.separation import rare_cluster_separation
+from rdd.clustering.separation import RARE_PICKS, rare_cluster_separation, rare_clusters
 from rdd.config.errors import UserError
 
 # clustering.shape: the k clusters of a class; its smallest cluster and the rest merged; or
@@ -78,6 +78,11 @@ class KMeansClusterer(Grouping):
             floor, section 16). On CIFAR-10 the loss's spread is wider and the floor does not
             bind. 0 scales by the MAD alone, which also isolates a subgroup only ~2 nats out
             where the probe is near-perfect; 1 (one nat) was measured too (section 16).
+        rare_pick: Which cluster of a class is its candidate rare group, for the merging
+            shapes and ``auto``'s silhouette (:func:`rdd.clustering.separation.rare_cluster`).
+            ``smallest`` (the default): the smallest. ``apart``: of the clusters under
+            ``rare_limit`` of the class, the one whose points' mean silhouette is highest.
+        rare_limit: ``apart``'s largest candidate, as a share of the class's pooled images.
 
     Buffers:
         centroids: (C, k, D) after :meth:`fit`.
@@ -103,10 +108,13 @@ class KMeansClusterer(Grouping):
         shape: str = "auto",
         apart: float = 0.07,
         loss_floor: float = LOSS_SCALE_FLOOR,
+        rare_pick: str = "smallest",
+        rare_limit: float = 0.15,
     ) -> None:
         super().__init__(name, every, pool_per_class, features, feature_net, seed, loss_floor)
         self.k = _check_int("k", k, 1)
         self.shape, self.apart = _check_shape(shape, apart, self.k)
+        self.rare_pick, self.rare_limit = _check_rare_pick(rare_pick, rare_limit)
         # merged_ids only for the merging shapes: a plain clusterer's state is as it was.
         if self.shape != "clusters":
             self.register_buffer("merged_ids", torch.empty(0, dtype=torch.int64))
@@ -197,28 +205,41 @@ class KMeansClusterer(Grouping):
             centroids, groups = self._keep_ids(centroids, groups)
         centroids, groups = _broadcast_from_rank0(centroids, groups)
         self._store(centroids=centroids, assignments=groups)
+        if self.spherical:  # the clusters were fitted on normalised features
+            features = nn.functional.normalize(features, dim=1)
         if self.shape == "auto" and torch.isnan(self.separation):
             self._decide_shape(features, labels, groups)
         if self.shape != "clusters":
-            self._store(merged_ids=self._merged_ids(groups, num_classes))
+            self._store(merged_ids=self._merged_ids(features, labels, groups, num_classes))
         return self._merged(groups).to(labels.device)
 
     def _decide_shape(self, features: Tensor, labels: Tensor, groups: Tensor) -> None:
-        """``shape=auto``: the first fit's mean excess silhouette of the classes' smallest
-        clusters, on rank 0 (as the clusters) and kept for the run."""
+        """``shape=auto``: the first fit's mean excess silhouette of the classes' candidate
+        rare clusters (``rare_pick``), on rank 0 (as the clusters) and kept for the run."""
         separation = torch.zeros((), dtype=torch.float64)
         if _is_rank0() and self.k > 2:
-            if self.spherical:  # the clusters were fitted on normalised features
-                features = nn.functional.normalize(features, dim=1)
-            separation.fill_(rare_cluster_separation(features.cpu(), labels.cpu(), groups, self.k))
+            excess = rare_cluster_separation(
+                features.cpu(), labels.cpu(), groups, self.k, self.rare_pick, self.rare_limit
+            )
+            separation.fill_(excess)
         (separation,) = _broadcast_from_rank0(separation)
         self._store(separation=separation)
 
-    def _merged_ids(self, clusters: Tensor, num_classes: int) -> Tensor:
-        """The group of every cluster: merged as :func:`smallest_vs_rest`, or itself."""
-        if self.rare_vs_rest:
-            return smallest_vs_rest(clusters, num_classes, self.k)
-        return torch.arange(num_classes * self.k)
+    def _merged_ids(
+        self, features: Tensor, labels: Tensor, clusters: Tensor, num_classes: int
+    ) -> Tensor:
+        """The group of every cluster: each class's ``rare_pick`` cluster against the rest
+        (:func:`rare_vs_rest_ids`), or itself. Picked on rank 0, as the clusters."""
+        if not self.rare_vs_rest:
+            return torch.arange(num_classes * self.k)
+        picked = torch.zeros(num_classes, dtype=torch.int64)
+        if _is_rank0():
+            picked = rare_clusters(
+                features.cpu(), labels.cpu(), clusters, num_classes, self.k,
+                self.rare_pick, self.rare_limit,
+            )  # fmt: skip
+        (picked,) = _broadcast_from_rank0(picked)
+        return rare_vs_rest_ids(picked, self.k)
 
     def _merged(self, clusters: Tensor) -> Tensor:
         """The groups of ``clusters`` (ids in [0, C * k)): themselves, or with ``shape``
@@ -317,9 +338,30 @@ def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:
     tie) is group 2c, its other clusters group 2c + 1. ``clusters``: cluster of every pooled
     image, in [0, C * k)."""
     sizes = torch.bincount(clusters.cpu(), minlength=num_classes * k).view(num_classes, k)
+    return rare_vs_rest_ids(sizes.argmin(dim=1), k)
+
+
+def rare_vs_rest_ids(picked: Tensor, k: int) -> Tensor:
+    """The group of each of the C * k clusters: class c's cluster ``picked[c]`` (local id) is
+    group 2c, its other clusters group 2c + 1."""
+    num_classes = len(picked)
     ids = (2 * torch.arange(num_classes)).repeat_interleave(k) + 1
-    ids[torch.arange(num_classes) * k + sizes.argmin(dim=1)] -= 1
+    ids[torch.arange(num_classes) * k + picked.cpu()] -= 1
     return ids
+
+
+def _check_rare_pick(pick: str, limit: float) -> tuple[str, float]:
+    """``clustering.rare_pick`` and ``clustering.rare_limit``, or a UserError naming the key."""
+    if pick not in RARE_PICKS:
+        raise UserError(
+            f"clustering.rare_pick must be one of {', '.join(RARE_PICKS)}, got {pick!r}"
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit <= 1:
+        raise UserError(
+            f"clustering.rare_limit must be a share of a class in (0, 1] (0.15 by default), "
+            f"got {limit!r}"
+        )
+    return pick, float(limit)
 
 
 def _check_shape(shape: str, apart: float, k: int) -> tuple[str, float]:

@@ -54,6 +54,41 @@ def smallest_cluster(clusters: Tensor, k: int) -> Tensor:
     return clusters == int(torch.bincount(clusters, minlength=k).argmin())
 
 
+# clustering.rare_pick: which of a class's clusters is its candidate rare group.
+RARE_PICKS = ("smallest", "apart")
+
+
+def rare_cluster(features: Tensor, clusters: Tensor, k: int, pick: str, limit: float) -> int:
+    """The cluster of one class that stands for its rare group.
+
+    ``smallest``: the smallest cluster (the first, on a tie). ``apart``: of the clusters that
+    hold under ``limit`` of the class's points (and at least two), the one whose points'
+    mean silhouette is the highest, i.e. the cluster standing furthest apart; the smallest
+    where none qualifies. A grey or blurred group that k-means splits off is far from the
+    rest, while the smallest cluster is sometimes one more mode of ordinary images and the
+    altered group a slightly larger cluster (benchmarks/subgroup_shift, section 18).
+
+    Args:
+        features: Points of one class, (n, D).
+        clusters: Their clusters, (n,) int64 in [0, k).
+        k: Number of clusters.
+        pick: One of :data:`RARE_PICKS`.
+        limit: ``apart``'s largest share of the class, in (0, 1].
+    """
+    sizes = torch.bincount(clusters, minlength=k)
+    smallest = int(sizes.argmin())
+    if pick == "smallest" or k < 2:
+        return smallest
+    candidates = (sizes >= 2) & (sizes.double() < limit * len(clusters))
+    if not bool(candidates.any()):
+        return smallest
+    scores = point_silhouettes(features, clusters, k)
+    means = torch.full((k,), -float("inf"), dtype=torch.float64)
+    for j in torch.nonzero(candidates).flatten().tolist():
+        means[j] = scores[clusters == j].mean()
+    return int(means.argmax())
+
+
 def smallest_cluster_silhouette(features: Tensor, clusters: Tensor, k: int) -> float:
     """Mean silhouette of the smallest cluster's points; 0 for a cluster of fewer than two
     points, which cannot stand apart (arguments as :func:`point_silhouettes`)."""
@@ -63,15 +98,17 @@ def smallest_cluster_silhouette(features: Tensor, clusters: Tensor, k: int) -> f
     return float(point_silhouettes(features, clusters, k)[smallest].mean())
 
 
-def smallest_cluster_excess(features: Tensor, clusters: Tensor, k: int) -> float:
-    """How much further apart the smallest cluster is than the class's clusters are: its mean
-    silhouette minus the mean over all points; 0 for a cluster of fewer than two points
-    (arguments as :func:`point_silhouettes`)."""
-    smallest = smallest_cluster(clusters, k)
-    if int(smallest.sum()) < 2:
+def smallest_cluster_excess(
+    features: Tensor, clusters: Tensor, k: int, pick: str = "smallest", limit: float = 1.0
+) -> float:
+    """How much further apart the smallest cluster (or the one :func:`rare_cluster` picks) is
+    than the class's clusters are: its mean silhouette minus the mean over all points; 0 for a
+    cluster of fewer than two points (arguments as :func:`point_silhouettes`)."""
+    rare = clusters == rare_cluster(features, clusters, k, pick, limit)
+    if int(rare.sum()) < 2:
         return 0.0
     scores = point_silhouettes(features, clusters, k)
-    return float(scores[smallest].mean() - scores.mean())
+    return float(scores[rare].mean() - scores.mean())
 
 
 def class_separations(
@@ -92,8 +129,31 @@ def class_separations(
     ]
 
 
-def rare_cluster_separation(features: Tensor, labels: Tensor, clusters: Tensor, k: int) -> float:
-    """Mean over classes of :func:`smallest_cluster_excess` (arguments as
-    :func:`class_separations`)."""
-    scores = class_separations(features, labels, clusters, k)
+def rare_cluster_separation(
+    features: Tensor,
+    labels: Tensor,
+    clusters: Tensor,
+    k: int,
+    pick: str = "smallest",
+    limit: float = 1.0,
+) -> float:
+    """Mean over classes of :func:`smallest_cluster_excess` of the cluster ``pick`` chooses
+    (arguments as :func:`class_separations` and :func:`rare_cluster`)."""
+
+    def excess(class_features: Tensor, class_clusters: Tensor, k: int) -> float:
+        return smallest_cluster_excess(class_features, class_clusters, k, pick, limit)
+
+    scores = class_separations(features, labels, clusters, k, of=excess)
     return sum(scores) / len(scores)
+
+
+def rare_clusters(
+    features: Tensor, labels: Tensor, clusters: Tensor, num_classes: int, k: int, pick, limit
+) -> Tensor:
+    """(num_classes,) int64: every class's :func:`rare_cluster` (local id in [0, k)); a class
+    without points gets 0. ``clusters``: ids ``class * k + j`` as :func:`class_separations`."""
+    picked = torch.zeros(num_classes, dtype=torch.int64)
+    for c in labels.unique().tolist():
+        members = labels == c
+        picked[c] = rare_cluster(features[members], clusters[members] - c * k, k, pick, limit)
+    return picked

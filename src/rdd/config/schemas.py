@@ -180,6 +180,11 @@ class AllocationSchema:
         group's centroid minus that to its own), so a start is a typical member, not one on
         the boundary with the majority. 1: any member (groups without centroids, such as
         clustering=known, always draw from all).
+    rare_below: A group may own or represent images only while the shared images give it
+        less than this many images' worth (its mass times ipc): 1, a group under 10 % of
+        its class at IPC 10. Above 1 a somewhat larger candidate group (a rare cluster that
+        k-means mixed with some majority images) is covered too (benchmarks/subgroup_shift
+        section 18).
     exponent: The loss model's power law, loss_g(n) = L_g ((c_g + 1) / (n + 1))^exponent.
     train_steps: Full-batch SGD steps of the network that measures the groups' losses.
     eval_per_group: Real images per group on which that network's cross-entropy is measured.
@@ -191,6 +196,7 @@ class AllocationSchema:
     represent: bool = True
     represent_step: float = 1.0
     start_share: float = 1.0
+    rare_below: float = 1.0
     exponent: float = 0.5
     train_steps: int = 100
     eval_per_group: int = 256

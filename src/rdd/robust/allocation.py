@@ -175,9 +175,10 @@ def favoured_groups(risk: nn.Module, losses: torch.Tensor, masses: torch.Tensor)
     return torch.zeros(len(masses), dtype=torch.bool)
 
 
-def rare_groups(masses: torch.Tensor, total: int) -> torch.Tensor:
-    """(G,) bool: the groups that ``total`` shared images give less than one image's worth."""
-    return masses.double() * total < 1
+def rare_groups(masses: torch.Tensor, total: int, below: float = 1.0) -> torch.Tensor:
+    """(G,) bool: the groups that ``total`` shared images give less than ``below`` images'
+    worth (``robust.allocation.rare_below``; 1: less than one image)."""
+    return masses.double() * total < below
 
 
 def shared_allocation(
@@ -188,11 +189,13 @@ def shared_allocation(
     measured: torch.Tensor | None = None,
     anchors: torch.Tensor | None = None,
     exponent: float = DEFAULT_EXPONENT,
+    rare_below: float = 1.0,
 ) -> torch.Tensor:
     """Images each group owns, and the shared ones last: (G + 1,) int64 summing to ``total``.
 
     Args as :func:`greedy_allocation`, except that ``anchors`` are *effective* counts (owned
-    images plus the group's mass times the shared ones) at the measurement. The search starts
+    images plus the group's mass times the shared ones) at the measurement, and
+    ``rare_below`` is :func:`rare_groups`' bound. The search starts
     with ``minimum`` images per group and the rest shared; the rare groups the risk favours
     there (:func:`rare_groups`, :func:`favoured_groups`) may gain images, one at a time, from
     the shared pool or from each other, while a move lowers the (risk, mean loss) pair. The
@@ -210,7 +213,7 @@ def shared_allocation(
     floors = torch.full_like(slots, minimum)
     floors[groups] = 0
     start = modelled_losses(measured, anchors, effective_counts(slots, masses), exponent)
-    owners = favoured_groups(risk, start, masses) & rare_groups(masses, total)
+    owners = favoured_groups(risk, start, masses) & rare_groups(masses, total, rare_below)
     receivers = torch.cat([owners, torch.tensor([True])])
     return local_search(slots, floors, key, receivers)
 

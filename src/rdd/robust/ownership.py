@@ -54,6 +54,7 @@ class AllocationSettings:
     represent: bool = True
     represent_step: float = 1.0
     start_share: float = 1.0
+    rare_below: float = 1.0
     exponent: float = DEFAULT_EXPONENT
     train_steps: int = 100
     eval_per_group: int = 256
@@ -69,6 +70,7 @@ class AllocationSettings:
             represent=bool(node.get("represent", cls.represent)),
             represent_step=float(node.get("represent_step", cls.represent_step)),
             start_share=float(node.get("start_share", cls.start_share)),
+            rare_below=float(node.get("rare_below", cls.rare_below)),
             exponent=float(node.get("exponent", cls.exponent)),
             train_steps=int(node.get("train_steps", cls.train_steps)),
             eval_per_group=int(node.get("eval_per_group", cls.eval_per_group)),
@@ -231,10 +233,11 @@ def allocate_class(
     def pick(t):
         return None if t is None else t[present]
 
-    allocate = shared_allocation if settings.shared else greedy_allocation
-    picked = allocate(
-        risk, masses, ipc, settings.min_images, pick(measured), pick(anchors), settings.exponent
-    )
+    args = (risk, masses, ipc, settings.min_images, pick(measured), pick(anchors))
+    if settings.shared:
+        picked = shared_allocation(*args, settings.exponent, settings.rare_below)
+    else:
+        picked = greedy_allocation(*args, settings.exponent)
     counts = torch.zeros(len(sizes) + int(settings.shared), dtype=torch.int64)
     counts[present] = picked[: len(present)]
     if settings.shared:

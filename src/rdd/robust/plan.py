@@ -161,6 +161,12 @@ def check_allocation_node(cfg: Any) -> None:
             f"robust.allocation.start_share must be in (0, 1] (the share of a group's members, "
             f"deepest first, that its images start from; 1: any member), got {share!r}"
         )
+    below = node.get("rare_below", 1.0)
+    if isinstance(below, bool) or not isinstance(below, int | float) or not 0 < below < 1e9:
+        raise UserError(
+            f"robust.allocation.rare_below must be a number of images > 0 (a group is rare "
+            f"while its mass times ipc is below it; 1 by default), got {below!r}"
+        )
 
 
 def groups_that_own(cfg: Any) -> int:
