@@ -145,3 +145,15 @@ def test_bases_pair_an_arm_with_the_first_named_none_its_method_has(tmp_path):
     assert line({"_step0": "_g6,_represent"}).endswith("| -0.50 | +2.00 |")  # 37, 29
     assert line({"_step0": "_g6"}).endswith("| +0.50 | +3.00 |")  # no none_g6: 36, 28
     assert line({}).endswith("| +0.50 | +3.00 |")
+
+
+def test_groups_name_the_rare_pick_only_where_it_is_not_the_smallest() -> None:
+    from omegaconf import OmegaConf
+
+    def config(**clustering):
+        node = {"name": "faiss_kmeans", "features": "style_error", "k": 5, **clustering}
+        return OmegaConf.create({"risk": {"name": "cvar"}, "clustering": node})
+
+    assert collect.groups_of(config()) == "faiss_kmeans:style_error:k5"  # rows before the key
+    assert collect.groups_of(config(rare_pick="smallest")) == "faiss_kmeans:style_error:k5"
+    assert collect.groups_of(config(rare_pick="apart")) == "faiss_kmeans:style_error:k5:apart"

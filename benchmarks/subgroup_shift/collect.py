@@ -81,14 +81,17 @@ def allocation_counts(run: Path) -> dict[str, float]:
 
 
 def groups_of(cfg) -> str:
-    """``known``, the clustering and its feature space, or ``-`` when no risk acts."""
+    """``known``, the clustering, its feature space and k (and ``clustering.rare_pick`` where
+    it is not the smallest cluster), or ``-`` when no risk acts."""
     if cfg.risk.name == "none":
         return "-"
     if cfg.clustering.name == "known":
         return "known"
-    return (
+    name = (
         f"{cfg.clustering.name}:{cfg.clustering.get('features', '')}:k{cfg.clustering.get('k', '')}"
     )
+    pick = cfg.clustering.get("rare_pick", "smallest")  # smallest: the rows before rare_pick
+    return name if pick == "smallest" else f"{name}:{pick}"
 
 
 def allocation_of(cfg) -> str:
