@@ -33,6 +33,8 @@ and the loss model above applies to it. A group may own images only where both h
   set already, and matching it apart only fragments the class: in benchmarks/subgroup_shift,
   CVaR's tail (half the class's mass) let the majority's k-means clusters buy images of their
   own, which cost 2-3 clean points and lifted no group;
+  ``robust.allocation.rare_below`` moves the bound (1.5 also takes a 10-15 % group, a rare
+  cluster mixed with majority images: an option, benchmarks/subgroup_shift section 18);
 * the risk *favours* it: its risk weight at the start (every image shared) exceeds its mass
   (CVaR's tail, max-group's worst group, entropic's above-mean groups).
 
