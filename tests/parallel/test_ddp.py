@@ -221,10 +221,14 @@ def test_deep_starts_under_ddp_equal_one_process(tmp_path) -> None:
     """robust.allocation.start_share=0.5 under 2 gloo processes: rank 0's k-means margins
     reach every rank with the groups, so each rank draws the same deep starts and the set is
     the single-process one to float rounding. A third run at share 1 shows that the share
-    changed the starts (else this would only repeat the represented-rows test)."""
+    changed the starts (else this would only repeat the represented-rows test). The groups
+    are each class's most apart small cluster against the rest (clustering.rare_pick=apart,
+    picked on rank 0 and broadcast), with the wider rarity bound."""
     from rdd.synset import SyntheticSet
 
     one = ["risk=cvar", *SMALL, "ipc=10", "matching=dm", "matching.iterations=1"]
+    one += ["clustering.shape=rare_vs_rest", "clustering.rare_pick=apart"]
+    one += ["robust.allocation.rare_below=1.5"]
     deep = [*one, "robust.allocation.start_share=0.5"]
     _, single_dir = run_cli(tmp_path, "single", *deep)
     _, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *deep)
