@@ -234,10 +234,8 @@ class KMeansClusterer(Grouping):
             return torch.arange(num_classes * self.k)
         picked = torch.zeros(num_classes, dtype=torch.int64)
         if _is_rank0():
-            picked = rare_clusters(
-                features.cpu(), labels.cpu(), clusters, num_classes, self.k,
-                self.rare_pick, self.rare_limit,
-            )  # fmt: skip
+            rule = (self.k, self.rare_pick, self.rare_limit)
+            picked = rare_clusters(features.cpu(), labels.cpu(), clusters, num_classes, *rule)
         (picked,) = _broadcast_from_rank0(picked)
         return rare_vs_rest_ids(picked, self.k)
 

@@ -148,7 +148,13 @@ def rare_cluster_separation(
 
 
 def rare_clusters(
-    features: Tensor, labels: Tensor, clusters: Tensor, num_classes: int, k: int, pick, limit
+    features: Tensor,
+    labels: Tensor,
+    clusters: Tensor,
+    num_classes: int,
+    k: int,
+    pick: str,
+    limit: float,
 ) -> Tensor:
     """(num_classes,) int64: every class's :func:`rare_cluster` (local id in [0, k)); a class
     without points gets 0. ``clusters``: ids ``class * k + j`` as :func:`class_separations`."""
