@@ -9,7 +9,7 @@ from sklearn.metrics import silhouette_samples
 from torch import Tensor
 
 from rdd.clustering import KMeansClusterer
-from rdd.clustering.kmeans_clusterer import rare_vs_rest_ids, smallest_vs_rest
+from rdd.clustering.kmeans_clusterer import rare_vs_rest_ids
 from rdd.clustering.separation import rare_cluster, rare_clusters
 from rdd.risk import CVaR
 from rdd.robust.allocation import rare_groups, shared_allocation
@@ -56,7 +56,10 @@ def test_rare_clusters_per_class_and_their_ids() -> None:
     picked = rare_clusters(features, labels, clusters, 2, 3, "apart", 0.25)
     assert picked.tolist() == [2, rare_cluster(features[30:], local[30:], 3, "apart", 0.25)]
     smallest = rare_clusters(features, labels, clusters, 2, 3, "smallest", 0.25)
-    assert torch.equal(rare_vs_rest_ids(smallest, 3), smallest_vs_rest(clusters, 2, 3))
+    # oracle: every class's smallest cluster is group 2c, its other clusters group 2c + 1
+    sizes = torch.bincount(clusters, minlength=6).view(2, 3)
+    expected = torch.tensor([2 * c + int(j != sizes[c].argmin()) for c in (0, 1) for j in range(3)])
+    assert torch.equal(rare_vs_rest_ids(smallest, 3), expected)
     assert rare_vs_rest_ids(torch.tensor([2, 0]), 3).tolist() == [1, 1, 0, 2, 3, 3]
 
 

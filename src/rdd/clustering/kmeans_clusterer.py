@@ -331,14 +331,6 @@ def group_margins(
     return margins
 
 
-def smallest_vs_rest(clusters: Tensor, num_classes: int, k: int) -> Tensor:
-    """The group of each of the C * k clusters: class c's smallest cluster (the first, on a
-    tie) is group 2c, its other clusters group 2c + 1. ``clusters``: cluster of every pooled
-    image, in [0, C * k)."""
-    sizes = torch.bincount(clusters.cpu(), minlength=num_classes * k).view(num_classes, k)
-    return rare_vs_rest_ids(sizes.argmin(dim=1), k)
-
-
 def rare_vs_rest_ids(picked: Tensor, k: int) -> Tensor:
     """The group of each of the C * k clusters: class c's cluster ``picked[c]`` (local id) is
     group 2c, its other clusters group 2c + 1."""
