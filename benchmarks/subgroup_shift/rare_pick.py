@@ -18,20 +18,18 @@ is 1.0 per class. Section 18 of this folder's README.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from rdd.clustering import KMeansClusterer
-from rdd.distill.realpool import RealPool
 from rdd.risk import CVaR
 from rdd.robust.ownership import AllocationSettings, allocate_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shape import load  # noqa: E402
+from start_purity import default_pool, root_and_seeds  # noqa: E402
 
 PICKS = ("smallest", "apart")
 BELOW = (1.0, 1.5)
@@ -39,12 +37,7 @@ BELOW = (1.0, 1.5)
 
 def coverage(data, seed: int, pick: str, below=BELOW) -> list[tuple[float, float]]:
     """(represented images, expected altered starts) per class, for each bound in ``below``."""
-    clusterer = KMeansClusterer(seed=seed, features="style_error", rare_pick=pick)
-    pool_idx = clusterer.pool(data.train_y, data.num_classes)
-    clusterer.fit(data.train_x[pool_idx], data.train_y[pool_idx], data.num_classes)
-    groups = clusterer.assign(data.train_x, data.train_y)
-    pool = RealPool(data.train_y, data.num_classes, data.train_subgroup)
-    pool.set_groups(groups, clusterer.num_groups(data.num_classes) // data.num_classes)
+    pool = default_pool(data, seed, rare_pick=pick)
     figures = []
     for bound in below:
         settings = AllocationSettings(rare_below=bound)
@@ -62,10 +55,7 @@ def coverage(data, seed: int, pick: str, below=BELOW) -> list[tuple[float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="the CIFAR-10 root (its JPEG folders)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    args = parser.parse_args()
+    args = root_and_seeds(__doc__.splitlines()[0])
     start = time.process_time()
     print(f"# torch {torch.__version__}; per class: represented images / expected altered starts")
     rules = [f"{pick}/{bound:g}" for pick in PICKS for bound in BELOW]

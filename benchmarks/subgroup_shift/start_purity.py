@@ -36,14 +36,29 @@ SHARES = (1.0, 0.5, 0.25)
 REPEATS = 50
 
 
-def start_purity(data, seed: int, shares=SHARES) -> tuple[int, list[float]]:
-    """(represented images, the altered share of their start draws at each share)."""
-    clusterer = KMeansClusterer(seed=seed, features="style_error")
+def default_pool(data, seed: int, rare_pick: str = "smallest") -> RealPool:
+    """The training images grouped as a run's default clusterer groups them (fitted on its
+    pool of 256 per class, every image assigned with its margin), with their altered flags."""
+    clusterer = KMeansClusterer(seed=seed, features="style_error", rare_pick=rare_pick)
     pool_idx = clusterer.pool(data.train_y, data.num_classes)
     clusterer.fit(data.train_x[pool_idx], data.train_y[pool_idx], data.num_classes)
     groups, margins = clusterer.assign_with_margins(data.train_x, data.train_y)
     pool = RealPool(data.train_y, data.num_classes, data.train_subgroup)
     pool.set_groups(groups, clusterer.num_groups(data.num_classes) // data.num_classes, margins)
+    return pool
+
+
+def root_and_seeds(description: str) -> argparse.Namespace:
+    """The scripts' command line: the CIFAR-10 root and the clusterer's seeds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("root", help="the CIFAR-10 root (its JPEG folders)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    return parser.parse_args()
+
+
+def start_purity(data, seed: int, shares=SHARES) -> tuple[int, list[float]]:
+    """(represented images, the altered share of their start draws at each share)."""
+    pool = default_pool(data, seed)
     risk, settings = CVaR(alpha=0.5), AllocationSettings()
     represented, altered = 0, [0.0] * len(shares)
     generator = torch.Generator().manual_seed(seed)
@@ -60,10 +75,7 @@ def start_purity(data, seed: int, shares=SHARES) -> tuple[int, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="the CIFAR-10 root (its JPEG folders)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    args = parser.parse_args()
+    args = root_and_seeds(__doc__.splitlines()[0])
     start = time.process_time()
     print(f"# torch {torch.__version__}; altered share of represented starts, by start_share")
     print("transform seed represented " + " ".join(f"share{s:<5g}" for s in SHARES))
