@@ -24,11 +24,9 @@ from pathlib import Path
 
 import torch
 
-from rdd.clustering import KMeansClusterer
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shape import load  # noqa: E402
-from start_purity import root_and_seeds  # noqa: E402
+from start_purity import default_fit, root_and_seeds  # noqa: E402
 
 IPC = 10
 BOUNDS = (1.0, 1.5, float("inf"))
@@ -39,9 +37,7 @@ FOUND = 0.8  # ... holding at least this share of them
 def cluster_table(data, seed: int) -> list[torch.Tensor]:
     """Per class, a (k, 3) float64 table of its clusters: share of the class, altered
     purity, altered recall (every training image assigned to the default fit's clusters)."""
-    clusterer = KMeansClusterer(seed=seed, features="style_error", shape="clusters")
-    pool = clusterer.pool(data.train_y, data.num_classes)
-    clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes)
+    clusterer = default_fit(data, seed, shape="clusters")
     clusters = clusterer.assign(data.train_x, data.train_y)
     altered = data.train_subgroup.bool()
     tables = []

@@ -36,12 +36,19 @@ SHARES = (1.0, 0.5, 0.25)
 REPEATS = 50
 
 
+def default_fit(data, seed: int, **overrides) -> KMeansClusterer:
+    """A run's default clusterer (``style_error``; ``overrides`` change its keys), fitted as a
+    run fits it: on its pool of 256 images per class."""
+    clusterer = KMeansClusterer(seed=seed, features="style_error", **overrides)
+    pool_idx = clusterer.pool(data.train_y, data.num_classes)
+    clusterer.fit(data.train_x[pool_idx], data.train_y[pool_idx], data.num_classes)
+    return clusterer
+
+
 def default_pool(data, seed: int, rare_pick: str = "smallest") -> RealPool:
     """The training images grouped as a run's default clusterer groups them (fitted on its
     pool of 256 per class, every image assigned with its margin), with their altered flags."""
-    clusterer = KMeansClusterer(seed=seed, features="style_error", rare_pick=rare_pick)
-    pool_idx = clusterer.pool(data.train_y, data.num_classes)
-    clusterer.fit(data.train_x[pool_idx], data.train_y[pool_idx], data.num_classes)
+    clusterer = default_fit(data, seed, rare_pick=rare_pick)
     groups, margins = clusterer.assign_with_margins(data.train_x, data.train_y)
     pool = RealPool(data.train_y, data.num_classes, data.train_subgroup)
     pool.set_groups(groups, clusterer.num_groups(data.num_classes) // data.num_classes, margins)
