@@ -72,12 +72,15 @@ def paired(
         arm = [r for r in mine if r["risk"] == f"cvar{tag}" and r["groups"] == groups]
         base = {r["seed"]: r for r in collect.base_of(mine, f"cvar{tag}", tag, bases)}
         for row in sorted(arm, key=lambda r: r["seed"]):
-            if row["seed"] in base and row["seed"] not in seeds and row["seed"] in (only or base):
-                seeds.append(row["seed"])
-                clean.append(row["test_acc"] - base[row["seed"]]["test_acc"])
-                worst.append(row["worst_group_acc"] - base[row["seed"]]["worst_group_acc"])
-    if not seeds:
-        return None
+            seed = row["seed"]
+            if seed in base and seed not in seeds and (not only or seed in only):
+                seeds.append(seed)
+                clean.append(row["test_acc"] - base[seed]["test_acc"])
+                worst.append(row["worst_group_acc"] - base[seed]["worst_group_acc"])
+    return summary(clean, worst, seeds) if seeds else None
+
+
+def summary(clean: list[float], worst: list[float], seeds: list[int]) -> Paired:
     spread = statistics.stdev(worst) / math.sqrt(len(worst)) if len(worst) > 1 else math.nan
     return Paired(statistics.mean(clean), statistics.mean(worst), spread, tuple(seeds))
 
@@ -88,8 +91,7 @@ def real_ceiling(ceiling_rows: list[dict], transform: str) -> Paired:
     seeds = sorted(s for r, s in by if r == 1 and (0, s) in by)
     clean = [by[1, s]["test_acc"] - by[0, s]["test_acc"] for s in seeds]
     worst = [by[1, s]["worst_group_acc"] - by[0, s]["worst_group_acc"] for s in seeds]
-    spread = statistics.stdev(worst) / math.sqrt(len(worst)) if len(worst) > 1 else math.nan
-    return Paired(statistics.mean(clean), statistics.mean(worst), spread, tuple(seeds))
+    return summary(clean, worst, seeds)
 
 
 def bar(
