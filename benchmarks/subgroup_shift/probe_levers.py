@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rdd.clustering import KMeansClusterer, rare_group_discovery
+from rdd.clustering import KMeansClusterer
 from rdd.clustering.features import fit_linear_probe, probe_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_scores import tail_row  # noqa: E402
-from shape import load  # noqa: E402
+from shape import load, rare_group_found  # noqa: E402
 
 TRIMS = ((0.0, 0), (0.05, 1), (0.1, 1), (0.2, 1), (0.1, 3))  # (q, rounds); (0, 0): the default
 WEIGHTS = (1.0, 1.5, 2.0, 3.0)
@@ -45,14 +45,13 @@ def trimmed_probe_loss(
 ) -> Tensor:
     """The probe's loss on every image after ``rounds`` refits without each class's top
     ``share`` by the previous fit's loss; ``rounds=0`` is the default probe."""
-    keep = torch.ones(len(labels), dtype=torch.bool)
-    for _ in range(rounds + 1):
-        loss = probe_loss(images, labels, fit_linear_probe(images[keep], labels[keep], classes))
+    loss = probe_loss(images, labels, fit_linear_probe(images, labels, classes))
+    for _ in range(rounds):
         keep = torch.ones(len(labels), dtype=torch.bool)
         for c in range(classes):
             members = (labels == c).nonzero().squeeze(1)
-            dropped = members[loss[members].topk(round(share * len(members))).indices]
-            keep[dropped] = False
+            keep[members[loss[members].topk(round(share * len(members))).indices]] = False
+        loss = probe_loss(images, labels, fit_linear_probe(images[keep], labels[keep], classes))
     return loss
 
 
@@ -64,9 +63,10 @@ class WeightedLoss(KMeansClusterer):
         self.weight = weight
 
     def _fit_style_space(self, images: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-        super()._fit_style_space(images, labels, num_classes)
-        self.feature_scale[-1] /= self.weight
-        return self.features_of(images, labels=labels)
+        features = super()._fit_style_space(images, labels, num_classes)
+        self.feature_scale[-1] /= self.weight  # for features_of and assign after the fit
+        features[:, -1] *= self.weight
+        return features
 
 
 def weight_row(data, transform: str, seed: int, weight: float) -> str:
@@ -74,11 +74,7 @@ def weight_row(data, transform: str, seed: int, weight: float) -> str:
     pool = clusterer.pool(data.train_y, data.num_classes)
     clusterer.fit(data.train_x[pool], data.train_y[pool], data.num_classes)
     stats = clusterer.fit_stats()
-    per_class = clusterer.num_groups(data.num_classes) // data.num_classes
-    everyone = clusterer.assign(data.train_x, data.train_y)
-    found = rare_group_discovery(
-        everyone, data.train_y, data.train_subgroup, per_class, data.num_classes
-    )
+    found = rare_group_found(clusterer, data)
     decision = "rare_vs_rest" if stats["cluster/merged"] else "clusters"
     return (
         f"| {transform} | {weight:g} | {seed} | {stats['cluster/separation']:.3f} | {decision} | "

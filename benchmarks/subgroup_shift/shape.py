@@ -89,13 +89,19 @@ def row(
     )
     if data.train_subgroup is None:
         return line
-    per_class = clusterer.num_groups(data.num_classes) // data.num_classes
-    everyone = clusterer.assign(data.train_x, data.train_y)  # as a run groups every image
-    found = rare_group_discovery(
-        everyone, data.train_y, data.train_subgroup, per_class, data.num_classes
-    )
+    found = rare_group_found(clusterer, data)
     return line + (
         f" {100 * found['cluster/rare_purity']:8.1f} {100 * found['cluster/rare_recall']:7.1f}"
+    )
+
+
+def rare_group_found(clusterer: KMeansClusterer, data) -> dict[str, float]:
+    """The rare group's purity and recall under a fitted ``clusterer``, over every training
+    image as a run groups them (``rdd.clustering.rare_group_discovery``)."""
+    per_class = clusterer.num_groups(data.num_classes) // data.num_classes
+    everyone = clusterer.assign(data.train_x, data.train_y)
+    return rare_group_discovery(
+        everyone, data.train_y, data.train_subgroup, per_class, data.num_classes
     )
 
 

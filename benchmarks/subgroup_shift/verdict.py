@@ -16,8 +16,9 @@ ceiling's worst-group gain reached instead (target: half). Three readings of it:
   method's own oracle's (the known groups at the defaults), so a transform where distillation
   with the true groups does gain is not judged against "half of nothing"; the clean bound is
   that ceiling's clean cost (or 0.5). Where the oracle sets the bar, the discovered arm is
-  judged on the seeds the oracle ran (a share of its gain, seed for seed). Where the oracle was not run at the defaults the
-  real-image ceiling stands alone (marked ``-`` in the oracle column).
+  judged on the seeds the oracle ran (a share of its gain, seed for seed). Where the oracle
+  was not run at the defaults the real-image ceiling stands alone (marked ``-`` in the oracle
+  column).
 
 The issue does not say what clean cost a fallback allows; ``--any-clean-cost`` drops the bound
 (how sections 1-19 of the README judged invert's fallback).
