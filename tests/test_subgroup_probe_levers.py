@@ -1,4 +1,5 @@
-"""benchmarks/subgroup_shift/probe_levers.py: the trimmed probe and the weighted loss column."""
+"""benchmarks/subgroup_shift/probe_levers.py: the trimmed probe, the weighted loss column and
+the misfit signature."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,4 +74,59 @@ def test_a_weight_row_scores_the_rare_group() -> None:
     assert cells[:3] == ["invert", "1", "0"]
     assert cells[4] in ("rare_vs_rest", "clusters")
     # complementary tints stand far apart in the style columns: one cluster holds them all
+    assert cells[5] == "100.0 / 100.0"
+
+
+def test_top_share_is_each_class_top_by_a_full_sort() -> None:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(3).repeat_interleave(40)[torch.randperm(120, generator=generator)]
+    score = torch.randn(120, generator=generator)
+    chosen = levers.top_share(score, labels, 3, 0.1)
+    for c in range(3):
+        members = (labels == c).nonzero().squeeze(1)
+        expected = set(members[score[members].argsort(descending=True)[:4]].tolist())
+        assert set(members[chosen[members]].tolist()) == expected
+    assert int(chosen.sum()) == 12
+
+
+def test_robust_z_centres_and_scales_each_class() -> None:
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.arange(2).repeat_interleave(51)
+    values = torch.cat(
+        [torch.randn(51, generator=generator), 5 + 3 * torch.randn(51, generator=generator)]
+    )
+    z = levers.robust_z(values, labels, 2)
+    for c in range(2):
+        mine = z[labels == c].double().numpy()
+        assert abs(np.median(mine)) < 1e-6
+        assert np.median(np.abs(mine - np.median(mine))) * 1.4826 == pytest.approx(1, abs=1e-4)
+
+
+def test_the_signature_ranks_the_shared_misfits_first() -> None:
+    # the probe misfits the inverted images of both classes (complementary tints), and the
+    # signature, fitted on each class's top 5 % by loss, ranks all 20 above the other 180
+    data = toy_data()
+    logit = levers.Signature(data.train_x, data.train_y, 2).logit(data.train_x)
+    assert logit[data.train_subgroup].min() > logit[~data.train_subgroup].max()
+
+
+def test_signature_loss_adds_the_scaled_logit_to_the_loss_column_only() -> None:
+    data = toy_data()
+    plain = KMeansClusterer(features="style_error", seed=0)
+    signed = levers.SignatureLoss(seed=0)
+    plain.fit(data.train_x, data.train_y, 2)
+    signed.fit(data.train_x, data.train_y, 2)
+    a = plain._raw_style(data.train_x, data.train_y)
+    b = signed._raw_style(data.train_x, data.train_y)
+    assert torch.allclose(b[:, :-1], a[:, :-1])
+    logit = levers.Signature(data.train_x, data.train_y, 2).logit(data.train_x)
+    loss = a[:, -1]
+    weight = (loss - loss.median()).abs().median() / (logit - logit.median()).abs().median()
+    assert torch.allclose(b[:, -1], loss + weight * logit, rtol=1e-5, atol=1e-5)
+
+
+def test_a_signature_group_row_scores_the_rare_group() -> None:
+    row = levers.group_row(toy_data(), "invert", "signature", 0, levers.SignatureLoss(seed=0))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[:3] == ["invert", "signature", "0"]
     assert cells[5] == "100.0 / 100.0"
