@@ -39,7 +39,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from rdd.clustering import KMeansClusterer
-from rdd.clustering.features import MAD_TO_SIGMA, fit_linear_probe, probe_inputs, probe_loss
+from rdd.clustering.features import fit_linear_probe, probe_inputs, probe_loss, robust_scaling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_scores import tail_row  # noqa: E402
@@ -116,13 +116,13 @@ def robust_z(values: Tensor, labels: Tensor, classes: int) -> Tensor:
     z = torch.empty_like(values)
     for c in range(classes):
         mine = labels == c
-        median = values[mine].median()
-        z[mine] = (values[mine] - median) / (MAD_TO_SIGMA * mad(values[mine]) + 1e-6)
+        centre, scale = robust_scaling(values[mine].unsqueeze(1))
+        z[mine] = (values[mine] - centre) / scale
     return z
 
 
-def mad(values: Tensor) -> Tensor:
-    return (values - values.median()).abs().median()
+def mad_sigma(values: Tensor) -> Tensor:
+    return robust_scaling(values.unsqueeze(1))[1][0]
 
 
 class SignatureLoss(KMeansClusterer):
@@ -138,7 +138,7 @@ class SignatureLoss(KMeansClusterer):
         # (deterministic): the parent's scaling must already see the signature's column.
         self.signature = Signature(images, labels, num_classes)
         loss = probe_loss(images, labels, fit_linear_probe(images, labels, num_classes))
-        self.signature_weight = mad(loss) / mad(self.signature.logit(images))
+        self.signature_weight = mad_sigma(loss) / mad_sigma(self.signature.logit(images))
         return super()._fit_style_space(images, labels, num_classes)
 
     def _raw_style(self, images: Tensor, labels: Tensor | None) -> Tensor:
