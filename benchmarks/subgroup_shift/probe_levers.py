@@ -53,6 +53,15 @@ SIGNATURE_SHARE = 0.05
 SIGNATURE_C = 0.1
 
 
+def top_share(score: Tensor, labels: Tensor, classes: int, share: float) -> Tensor:
+    """A mask of each class's top ``share`` of its images by ``score``."""
+    chosen = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(classes):
+        members = (labels == c).nonzero().squeeze(1)
+        chosen[members[score[members].topk(round(share * len(members))).indices]] = True
+    return chosen
+
+
 def trimmed_probe_loss(
     images: Tensor, labels: Tensor, classes: int, share: float, rounds: int
 ) -> Tensor:
@@ -60,10 +69,7 @@ def trimmed_probe_loss(
     ``share`` by the previous fit's loss; ``rounds=0`` is the default probe."""
     loss = probe_loss(images, labels, fit_linear_probe(images, labels, classes))
     for _ in range(rounds):
-        keep = torch.ones(len(labels), dtype=torch.bool)
-        for c in range(classes):
-            members = (labels == c).nonzero().squeeze(1)
-            keep[members[loss[members].topk(round(share * len(members))).indices]] = False
+        keep = ~top_share(loss, labels, classes, share)
         loss = probe_loss(images, labels, fit_linear_probe(images[keep], labels[keep], classes))
     return loss
 
@@ -82,25 +88,16 @@ class WeightedLoss(KMeansClusterer):
         return features
 
 
-def top_share(score: Tensor, labels: Tensor, classes: int, share: float) -> Tensor:
-    """A mask of each class's top ``share`` of its images by ``score``."""
-    chosen = torch.zeros(len(labels), dtype=torch.bool)
-    for c in range(classes):
-        members = (labels == c).nonzero().squeeze(1)
-        chosen[members[score[members].topk(round(share * len(members))).indices]] = True
-    return chosen
-
-
 class Signature:
     """What each class's misfits under the probe share: a logistic regression, over all
     classes, of "among its class's top ``SIGNATURE_SHARE`` by the probe's loss" on the
-    probe's standardised thumbnails, fitted on a pool."""
+    probe's standardised thumbnails, fitted on a pool (``pool_loss``: the probe's loss there)."""
 
     def __init__(self, images: Tensor, labels: Tensor, classes: int) -> None:
-        loss = probe_loss(images, labels, fit_linear_probe(images, labels, classes))
+        self.pool_loss = probe_loss(images, labels, fit_linear_probe(images, labels, classes))
         inputs = probe_inputs(images).double()
         self.centre, self.scale = inputs.mean(0), inputs.std(0) + 1e-6
-        misfit = top_share(loss, labels, classes, SIGNATURE_SHARE)
+        misfit = top_share(self.pool_loss, labels, classes, SIGNATURE_SHARE)
         self.model = LogisticRegression(C=SIGNATURE_C, max_iter=3000)
         self.model.fit(self._standardised(images), misfit.numpy())
 
@@ -137,8 +134,8 @@ class SignatureLoss(KMeansClusterer):
         # The signature fits its own probe on the pool, the same one the parent fits next
         # (deterministic): the parent's scaling must already see the signature's column.
         self.signature = Signature(images, labels, num_classes)
-        loss = probe_loss(images, labels, fit_linear_probe(images, labels, num_classes))
-        self.signature_weight = mad_sigma(loss) / mad_sigma(self.signature.logit(images))
+        logit = self.signature.logit(images)
+        self.signature_weight = mad_sigma(self.signature.pool_loss) / mad_sigma(logit)
         return super()._fit_style_space(images, labels, num_classes)
 
     def _raw_style(self, images: Tensor, labels: Tensor | None) -> Tensor:
