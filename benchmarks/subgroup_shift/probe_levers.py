@@ -91,10 +91,12 @@ class WeightedLoss(KMeansClusterer):
 class Signature:
     """What each class's misfits under the probe share: a logistic regression, over all
     classes, of "among its class's top ``SIGNATURE_SHARE`` by the probe's loss" on the
-    probe's standardised thumbnails, fitted on a pool (``pool_loss``: the probe's loss there)."""
+    probe's standardised thumbnails, fitted on a pool (``probe``: the probe fitted there,
+    ``pool_loss``: its loss there)."""
 
     def __init__(self, images: Tensor, labels: Tensor, classes: int) -> None:
-        self.pool_loss = probe_loss(images, labels, fit_linear_probe(images, labels, classes))
+        self.probe = fit_linear_probe(images, labels, classes)
+        self.pool_loss = probe_loss(images, labels, self.probe)
         inputs = probe_inputs(images).double()
         self.centre, self.scale = inputs.mean(0), inputs.std(0) + 1e-6
         misfit = top_share(self.pool_loss, labels, classes, SIGNATURE_SHARE)
@@ -150,8 +152,9 @@ def signature_rows(data, seed: int) -> list[str]:
     classes = data.num_classes
     pool = KMeansClusterer(seed=seed).pool(data.train_y, classes)
     x, y = data.train_x[pool], data.train_y[pool]
-    loss = probe_loss(data.train_x, data.train_y, fit_linear_probe(x, y, classes))
-    logit = Signature(x, y, classes).logit(data.train_x)
+    signature = Signature(x, y, classes)
+    loss = probe_loss(data.train_x, data.train_y, signature.probe)
+    logit = signature.logit(data.train_x)
     both = robust_z(loss, data.train_y, classes) + robust_z(logit, data.train_y, classes)
     return [
         tail_row(f"seed {seed}, {name}", score, data.train_y, data.train_subgroup, classes)
