@@ -36,7 +36,7 @@ SIZES = (4, 8)
 def probe_row(images, labels, altered, classes: int, name: str) -> str:
     probe = features.fit_linear_probe(images, labels, classes)
     loss = features.probe_loss(images, labels, probe)
-    inputs = (features.probe_inputs(images) - probe["probe_centre"]) / probe["probe_scale"]
+    inputs = features.standard_probe_inputs(images, probe)
     predicted = (inputs @ probe["probe_weight"] + probe["probe_bias"]).argmax(1)
     accuracy = float((predicted == labels).float().mean())
     return tail_row(f"{name} (accuracy {accuracy:.2f})", loss, labels, altered, classes)

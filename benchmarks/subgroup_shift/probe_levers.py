@@ -39,7 +39,12 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from rdd.clustering import KMeansClusterer
-from rdd.clustering.features import fit_linear_probe, probe_inputs, probe_loss, robust_scaling
+from rdd.clustering.features import (
+    fit_linear_probe,
+    probe_loss,
+    robust_scaling,
+    standard_probe_inputs,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_scores import tail_row  # noqa: E402
@@ -97,14 +102,13 @@ class Signature:
     def __init__(self, images: Tensor, labels: Tensor, classes: int) -> None:
         self.probe = fit_linear_probe(images, labels, classes)
         self.pool_loss = probe_loss(images, labels, self.probe)
-        inputs = probe_inputs(images).double()
-        self.centre, self.scale = inputs.mean(0), inputs.std(0) + 1e-6
         misfit = top_share(self.pool_loss, labels, classes, SIGNATURE_SHARE)
         self.model = LogisticRegression(C=SIGNATURE_C, max_iter=3000)
         self.model.fit(self._standardised(images), misfit.numpy())
 
     def _standardised(self, images: Tensor):
-        return ((probe_inputs(images).double() - self.centre) / self.scale).numpy()
+        """The thumbnails standardised as the probe saw them."""
+        return standard_probe_inputs(images, self.probe).double().numpy()
 
     def logit(self, images: Tensor) -> Tensor:
         return torch.from_numpy(self.model.decision_function(self._standardised(images))).float()

@@ -304,9 +304,14 @@ def floor_loss_scale(scale: Tensor, floor: float) -> Tensor:
 
 
 @torch.no_grad()
+def standard_probe_inputs(images: Tensor, probe: dict[str, Tensor]) -> Tensor:
+    """The probe's inputs of ``images`` standardised as a :func:`fit_linear_probe` saw them."""
+    return (probe_inputs(images) - probe["probe_centre"]) / probe["probe_scale"]
+
+
+@torch.no_grad()
 def probe_loss(images: Tensor, labels: Tensor, probe: dict[str, Tensor]) -> Tensor:
     """Cross-entropy of every image's own class under a :func:`fit_linear_probe`, (N,) CPU."""
-    inputs = (probe_inputs(images) - probe["probe_centre"]) / probe["probe_scale"]
-    logits = inputs @ probe["probe_weight"] + probe["probe_bias"]
+    logits = standard_probe_inputs(images, probe) @ probe["probe_weight"] + probe["probe_bias"]
     targets = labels.detach().to("cpu", torch.int64)
     return nn.functional.cross_entropy(logits, targets, reduction="none")
