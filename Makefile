@@ -23,10 +23,10 @@ run: $(STAMP) ## distil + evaluate the embedded default (digits, DC, IPC 10) on 
 	$(PY) -m rdd.run $(ARGS)
 
 test: $(STAMP) ## fast test suite (what CI runs)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n auto
 
 test-full: $(STAMP) ## every test, slow end-to-end ones included
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check src tests benchmarks

@@ -14,6 +14,12 @@ from pathlib import Path
 # they pass with DNNL_MAX_CPU_ISA=AVX2, fail without it). Before torch runs any kernel.
 os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
 
+# Under pytest-xdist (`make test` runs one worker per core) every worker, and every process it
+# starts, keeps to one thread: a worker with one thread per core on top of the others would
+# oversubscribe the cores (rdd.parallel.shared_cpu). Set before torch reads it.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -436,8 +436,16 @@ def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
     _, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *mtt)
     _, single_dir = run_cli(tmp_path, "single", *mtt)
     ddp_set, single_set = (SyntheticSet.load(d / "synset.pt") for d in (ddp_dir, single_dir))
-    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=1e-5)
-    assert ddp_set.meta["lr"] == pytest.approx(single_set.meta["lr"], rel=1e-6)
+    # MTT's image step (lr_img 100) magnifies the last bits of the sharded sums, by how much
+    # depends on the buffer: with one made at 2 threads the runs agree to 1.3e-6 (images) and
+    # exactly (lr); with one made at 1 thread (as under xdist, OMP_NUM_THREADS=1) to 2.5e-3
+    # and 4.5e-6 relative, plain MTT (risk=none) to 1e-6 on both. Dropping the reduction of
+    # the groups' loss sums and counts (each rank's risk over its own shard) moves the images
+    # by 0.99 and the lr by 2 % (measured by taking the all-reduces out of
+    # rdd.matching.robust.risk_cross_entropy): the bounds sit 8x and 20x above the rounding,
+    # 50x and 200x below that.
+    assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=2e-2)
+    assert ddp_set.meta["lr"] == pytest.approx(single_set.meta["lr"], rel=1e-4)
     assert ddp_set.meta["lr"] != pytest.approx(0.001, rel=1e-9)  # the step size was learnt
 
 
