@@ -436,10 +436,11 @@ def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
     _, ddp_dir = run_cli(tmp_path, "ddp", *DDP, *mtt)
     _, single_dir = run_cli(tmp_path, "single", *mtt)
     ddp_set, single_set = (SyntheticSet.load(d / "synset.pt") for d in (ddp_dir, single_dir))
-    # MTT's image step (lr_img 100) magnifies the last bits of the sharded sums, by how much
-    # depends on the buffer: with one made at 2 threads the runs agree to 1.3e-6 (images) and
-    # exactly (lr); with one made at 1 thread (as under xdist, OMP_NUM_THREADS=1) to 2.5e-3
-    # and 4.5e-6 relative, plain MTT (risk=none) to 1e-6 on both. Dropping the reduction of
+    # MTT's image step (lr_img 100) magnifies the last bits of the sharded sums, by an amount
+    # that the last bits decide: the two runs agree to 1.3e-6 (images) and exactly (lr) with a
+    # buffer made at 2 threads, or with 2-thread ranks; to 2.5e-3 and 4.5e-6 relative with a
+    # buffer made at 1 thread and 1-thread ranks (as under xdist, OMP_NUM_THREADS=1); plain
+    # MTT (risk=none) to 1e-6 either way. Dropping the reduction of
     # the groups' loss sums and counts (each rank's risk over its own shard) moves the images
     # by 0.99 and the lr by 2 % (measured by taking the all-reduces out of
     # rdd.matching.robust.risk_cross_entropy): the bounds sit 8x and 20x above the rounding,
