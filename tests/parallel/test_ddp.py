@@ -440,11 +440,10 @@ def test_lightning_ddp_mtt_run_equals_one_process(tmp_path) -> None:
     # that the last bits decide: the two runs agree to 1.3e-6 (images) and exactly (lr) with a
     # buffer made at 2 threads, or with 2-thread ranks; to 2.5e-3 and 4.5e-6 relative with a
     # buffer made at 1 thread and 1-thread ranks (as under xdist, OMP_NUM_THREADS=1); plain
-    # MTT (risk=none) to 1e-6 either way. Dropping the reduction of
-    # the groups' loss sums and counts (each rank's risk over its own shard) moves the images
-    # by 0.99 and the lr by 2 % (measured by taking the all-reduces out of
-    # rdd.matching.robust.risk_cross_entropy): the bounds sit 8x and 20x above the rounding,
-    # 50x and 200x below that.
+    # MTT (risk=none) to 1e-6 either way. Dropping the reduction of the groups' loss sums and
+    # counts (each rank's risk over its own shard) moves the images by 0.99 and the lr by 2 %
+    # (measured by taking the all-reduces out of rdd.matching.robust.risk_cross_entropy): the
+    # bounds sit 8x and 20x above the rounding, 50x and 200x below that.
     assert torch.allclose(ddp_set.images, single_set.images, rtol=0, atol=2e-2)
     assert ddp_set.meta["lr"] == pytest.approx(single_set.meta["lr"], rel=1e-4)
     assert ddp_set.meta["lr"] != pytest.approx(0.001, rel=1e-9)  # the step size was learnt
